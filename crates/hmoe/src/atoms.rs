@@ -1,0 +1,62 @@
+//! Atoms: the identifiable objects `(ΔQ, ΔV, c)` of every (head, slot, atom), the common output
+//! of all parametrisations and the input of the model and of the Voronoi loss.
+use serde::{Deserialize, Serialize};
+
+/// # Shapes
+/// `dq`: `heads × slots × atoms` blocks of `d × d` (row-major), `dv`: blocks of `q × d`,
+/// `c`: one log mixing weight per atom. Atom `(h, s, i)` is at index `(h·S + s)·m + i`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Atoms {
+    pub heads: usize,
+    pub slots: usize,
+    pub atoms: usize,
+    pub d: usize,
+    pub q: usize,
+    pub dq: Vec<f64>,
+    pub dv: Vec<f64>,
+    pub c: Vec<f64>,
+}
+
+impl Atoms {
+    pub fn zeros(heads: usize, slots: usize, atoms: usize, d: usize, q: usize) -> Self {
+        let k = heads * slots * atoms;
+        Self { heads, slots, atoms, d, q, dq: vec![0.0; k * d * d], dv: vec![0.0; k * q * d], c: vec![0.0; k] }
+    }
+    pub fn count(&self) -> usize {
+        self.heads * self.slots * self.atoms
+    }
+    #[inline]
+    pub fn index(&self, h: usize, s: usize, i: usize) -> usize {
+        (h * self.slots + s) * self.atoms + i
+    }
+    #[inline]
+    pub fn dq(&self, k: usize) -> &[f64] {
+        let b = self.d * self.d;
+        &self.dq[k * b..(k + 1) * b]
+    }
+    #[inline]
+    pub fn dv(&self, k: usize) -> &[f64] {
+        let b = self.q * self.d;
+        &self.dv[k * b..(k + 1) * b]
+    }
+    #[inline]
+    pub fn dq_mut(&mut self, k: usize) -> &mut [f64] {
+        let b = self.d * self.d;
+        &mut self.dq[k * b..(k + 1) * b]
+    }
+    #[inline]
+    pub fn dv_mut(&mut self, k: usize) -> &mut [f64] {
+        let b = self.q * self.d;
+        &mut self.dv[k * b..(k + 1) * b]
+    }
+    pub fn fill_zero(&mut self) {
+        self.dq.iter_mut().for_each(|x| *x = 0.0);
+        self.dv.iter_mut().for_each(|x| *x = 0.0);
+        self.c.iter_mut().for_each(|x| *x = 0.0);
+    }
+    /// Whether the arrays have the lengths the sizes say.
+    pub fn is_consistent(&self) -> bool {
+        let k = self.count();
+        self.dq.len() == k * self.d * self.d && self.dv.len() == k * self.q * self.d && self.c.len() == k
+    }
+}

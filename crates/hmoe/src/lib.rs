@@ -1,0 +1,28 @@
+//! The HMoE view of multi-head LoRA (THEORY.md): the model, the three parametrisations
+//! (`lora`, `replora`, `hora`), the least-squares estimator, the Voronoi loss and rate fits.
+//!
+//! Data flow: [`run_fit`] takes a [`FitJob`] and returns a raw [`FitRecord`]; [`record_losses`]
+//! recomputes every loss from a record alone; [`rates`] fits slopes across n.
+
+pub mod atoms;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod fit;
+pub mod loss;
+pub mod method;
+pub mod model;
+pub mod param;
+pub mod rates;
+pub mod record;
+pub mod truth;
+
+pub use atoms::Atoms;
+pub use config::{FitConfig, LossConfig, ModelConfig};
+pub use error::{HmoeError, Result};
+pub use fit::run_fit;
+pub use loss::{record_losses, regression_error, voronoi_loss, Losses};
+pub use method::{Activation, Family, Method};
+pub use model::Model;
+pub use rates::{fit_rate, sample_complexity, RateFit, SampleComplexity};
+pub use record::{FitJob, FitRecord, FitStatus, Seeds};
