@@ -20,7 +20,16 @@ pub struct Atoms {
 impl Atoms {
     pub fn zeros(heads: usize, slots: usize, atoms: usize, d: usize, q: usize) -> Self {
         let k = heads * slots * atoms;
-        Self { heads, slots, atoms, d, q, dq: vec![0.0; k * d * d], dv: vec![0.0; k * q * d], c: vec![0.0; k] }
+        Self {
+            heads,
+            slots,
+            atoms,
+            d,
+            q,
+            dq: vec![0.0; k * d * d],
+            dv: vec![0.0; k * q * d],
+            c: vec![0.0; k],
+        }
     }
     pub fn count(&self) -> usize {
         self.heads * self.slots * self.atoms
@@ -57,6 +66,8 @@ impl Atoms {
     /// Whether the arrays have the lengths the sizes say.
     pub fn is_consistent(&self) -> bool {
         let k = self.count();
-        self.dq.len() == k * self.d * self.d && self.dv.len() == k * self.q * self.d && self.c.len() == k
+        self.dq.len() == k * self.d * self.d
+            && self.dv.len() == k * self.q * self.d
+            && self.c.len() == k
     }
 }

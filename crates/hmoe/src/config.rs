@@ -54,16 +54,30 @@ impl Default for ModelConfig {
     }
 }
 
-fn int_range(field: &'static str, v: usize, lo: usize, hi: usize, allowed: &'static str) -> Result<()> {
+fn int_range(
+    field: &'static str,
+    v: usize,
+    lo: usize,
+    hi: usize,
+    allowed: &'static str,
+) -> Result<()> {
     if v < lo || v > hi {
-        return Err(HmoeError::InvalidConfig { field, value: v.to_string(), allowed });
+        return Err(HmoeError::InvalidConfig {
+            field,
+            value: v.to_string(),
+            allowed,
+        });
     }
     Ok(())
 }
 
 fn real_range(field: &'static str, v: f64, ok: bool, allowed: &'static str) -> Result<()> {
     if !v.is_finite() || !ok {
-        return Err(HmoeError::InvalidConfig { field, value: v.to_string(), allowed });
+        return Err(HmoeError::InvalidConfig {
+            field,
+            value: v.to_string(),
+            allowed,
+        });
     }
     Ok(())
 }
@@ -89,10 +103,19 @@ impl ModelConfig {
         int_range("heads", self.heads, 1, 64, "1..=64")?;
         int_range("slots", self.slots, 1, 64, "1..=64")?;
         int_range("atoms", self.atoms, 1, 8, "1..=8")?;
-        real_range("sigma", self.sigma, self.sigma >= 0.0, "a finite value >= 0")?;
+        real_range(
+            "sigma",
+            self.sigma,
+            self.sigma >= 0.0,
+            "a finite value >= 0",
+        )?;
         real_range("bound", self.bound, self.bound > 0.0, "a finite value > 0")?;
-        real_range("truth_std", self.truth_std, self.truth_std > 0.0 && 2.0 * self.truth_std < self.bound,
-            "a finite value > 0 with 2*truth_std < bound (the truth must lie inside the box)")?;
+        real_range(
+            "truth_std",
+            self.truth_std,
+            self.truth_std > 0.0 && 2.0 * self.truth_std < self.bound,
+            "a finite value > 0 with 2*truth_std < bound (the truth must lie inside the box)",
+        )?;
         Ok(())
     }
 
@@ -156,7 +179,12 @@ impl FitConfig {
     pub fn check(&self) -> Result<()> {
         int_range("restarts", self.restarts, 1, 100, "1..=100")?;
         int_range("extra_restarts", self.extra_restarts, 0, 100, "0..=100")?;
-        real_range("init_noise", self.init_noise, self.init_noise >= 0.0, "a finite value >= 0")?;
+        real_range(
+            "init_noise",
+            self.init_noise,
+            self.init_noise >= 0.0,
+            "a finite value >= 0",
+        )?;
         if self.max_iters == 0 || self.max_iters > 1_000_000 {
             return Err(HmoeError::InvalidConfig {
                 field: "max_iters",
@@ -164,10 +192,25 @@ impl FitConfig {
                 allowed: "1..=1000000",
             });
         }
-        real_range("tol_grad", self.tol_grad, self.tol_grad >= 0.0, "a finite value >= 0")?;
-        real_range("tol_cost", self.tol_cost, self.tol_cost >= 0.0, "a finite value >= 0")?;
+        real_range(
+            "tol_grad",
+            self.tol_grad,
+            self.tol_grad >= 0.0,
+            "a finite value >= 0",
+        )?;
+        real_range(
+            "tol_cost",
+            self.tol_cost,
+            self.tol_cost >= 0.0,
+            "a finite value >= 0",
+        )?;
         int_range("memory", self.memory, 1, 100, "1..=100")?;
-        real_range("box_penalty", self.box_penalty, self.box_penalty > 0.0, "a finite value > 0")?;
+        real_range(
+            "box_penalty",
+            self.box_penalty,
+            self.box_penalty > 0.0,
+            "a finite value > 0",
+        )?;
         Ok(())
     }
 }
@@ -184,14 +227,23 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        Self { rho: 2.0, fresh_samples: 10_000 }
+        Self {
+            rho: 2.0,
+            fresh_samples: 10_000,
+        }
     }
 }
 
 impl LossConfig {
     pub fn check(&self) -> Result<()> {
         real_range("rho", self.rho, self.rho >= 1.0, "a finite value >= 1")?;
-        int_range("fresh_samples", self.fresh_samples, 1, 10_000_000, "1..=10000000")?;
+        int_range(
+            "fresh_samples",
+            self.fresh_samples,
+            1,
+            10_000_000,
+            "1..=10000000",
+        )?;
         Ok(())
     }
 }

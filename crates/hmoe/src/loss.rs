@@ -1,8 +1,92 @@
-//! STUB (being written): Voronoi loss and regression-function error.
-use crate::{Atoms, FitRecord, LossConfig, Result, Model};
+//! Losses computed from stored estimates only (THEORY.md §4): the Voronoi loss between mixing
+//! measures, and the regression-function error on fresh inputs.
+use crate::atoms::Atoms;
+use crate::config::LossConfig;
+use crate::data::sample_inputs;
+use crate::error::{HmoeError, Result};
+use crate::model::Model;
+use crate::record::{derive_seed, FitRecord};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+fn frobenius_dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// `D(Ĝ, G*)`: the truth has one atom per slot, whose Voronoi cell is the set of fitted atoms of
+/// that slot. Mass term `|Σ_cell exp(ĉ) − exp(c*)|`; then, for a cell of one atom,
+/// `exp(ĉ)(‖ΔQ̂ − ΔQ*‖ + ‖ΔV̂ − ΔV*‖)`, and for a larger cell `Σ exp(ĉ_i)(‖·‖^ρ + ‖·‖^ρ)`.
+pub fn voronoi_loss(est: &Atoms, truth: &Atoms, rho: f64) -> f64 {
+    assert_eq!(
+        (est.heads, est.slots),
+        (truth.heads, truth.slots),
+        "atoms of different models"
+    );
+    assert_eq!(truth.atoms, 1, "the truth has one atom per slot");
+    let mut total = 0.0;
+    for h in 0..truth.heads {
+        for s in 0..truth.slots {
+            let t = truth.index(h, s, 0);
+            let mut mass = 0.0;
+            let mut spread = 0.0;
+            for i in 0..est.atoms {
+                let k = est.index(h, s, i);
+                let w = est.c[k].exp();
+                mass += w;
+                let (eq, ev) = (
+                    frobenius_dist(est.dq(k), truth.dq(t)),
+                    frobenius_dist(est.dv(k), truth.dv(t)),
+                );
+                spread += if est.atoms == 1 {
+                    w * (eq + ev)
+                } else {
+                    w * (eq.powf(rho) + ev.powf(rho))
+                };
+            }
+            total += (mass - truth.c[t].exp()).abs() + spread;
+        }
+    }
+    total
+}
+
+/// `‖f̂ − f*‖_{L²}` estimated on `n` fresh inputs drawn from `seed`.
+pub fn regression_error(model: &Model, est: &Atoms, truth: &Atoms, n: usize, seed: u64) -> f64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x = sample_inputs(model, n, &mut rng);
+    let diff = model.predict(est, x.view()) - model.predict(truth, x.view());
+    (diff.mapv(|v| v * v).sum() / n as f64).sqrt()
+}
+
+/// The losses of one record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Losses { pub voronoi: f64, pub regression: f64 }
-pub fn voronoi_loss(_est: &Atoms, _truth: &Atoms, _rho: f64) -> f64 { unimplemented!() }
-pub fn regression_error(_model: &Model, _est: &Atoms, _truth: &Atoms, _n: usize, _seed: u64) -> f64 { unimplemented!() }
-pub fn record_losses(_rec: &FitRecord, _cfg: &LossConfig) -> Result<Losses> { unimplemented!() }
+pub struct Losses {
+    pub voronoi: f64,
+    pub regression: f64,
+}
+
+/// Recompute every loss from a stored record alone (the frozen model is redrawn from its seed).
+pub fn record_losses(rec: &FitRecord, cfg: &LossConfig) -> Result<Losses> {
+    cfg.check()?;
+    rec.job.model.check()?;
+    let (m, t) = (&rec.job.model, &rec.true_atoms);
+    for (name, a, atoms) in [("est_atoms", &rec.est_atoms, m.atoms), ("true_atoms", t, 1)] {
+        if !a.is_consistent()
+            || (a.heads, a.slots, a.atoms, a.d, a.q) != (m.heads, m.slots, atoms, m.d, m.q)
+        {
+            return Err(HmoeError::Inconsistent(format!(
+                "{name} do not match the record's model configuration"
+            )));
+        }
+    }
+    let model = Model::frozen(m, rec.seeds.truth);
+    let fresh = derive_seed("fresh", &[&rec.seeds.data.to_string()]);
+    Ok(Losses {
+        voronoi: voronoi_loss(&rec.est_atoms, t, cfg.rho),
+        regression: regression_error(&model, &rec.est_atoms, t, cfg.fresh_samples, fresh),
+    })
+}

@@ -52,7 +52,10 @@ pub struct Method {
 }
 
 impl Method {
-    pub const LORA: Method = Method { family: Family::Lora, activation: Activation::Identity };
+    pub const LORA: Method = Method {
+        family: Family::Lora,
+        activation: Activation::Identity,
+    };
 
     pub fn new(family: Family, activation: Activation) -> Self {
         match family {
@@ -136,6 +139,9 @@ mod tests {
         }
         assert!("lora-tanh".parse::<Method>().is_err());
         assert!("hira".parse::<Method>().is_err());
-        assert_eq!("hora".parse::<Method>().unwrap(), Method::new(Family::Hora, Activation::Tanh));
+        assert_eq!(
+            "hora".parse::<Method>().unwrap(),
+            Method::new(Family::Hora, Activation::Tanh)
+        );
     }
 }

@@ -77,7 +77,11 @@ pub fn fit_rate(ns: &[f64], losses: &[Vec<f64>], n_boot: usize, seed: u64) -> Op
     let mut lx = Vec::new();
     let mut groups: Vec<Vec<f64>> = Vec::new();
     for (n, g) in ns.iter().zip(losses) {
-        let g: Vec<f64> = g.iter().copied().filter(|v| v.is_finite() && *v > 0.0).collect();
+        let g: Vec<f64> = g
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .collect();
         if !g.is_empty() && *n > 0.0 {
             lx.push(n.ln());
             groups.push(g);
@@ -135,18 +139,29 @@ pub struct SampleComplexity {
     pub extrapolated: Option<f64>,
 }
 
-pub fn sample_complexity(ns: &[f64], mean_losses: &[f64], fit: Option<&RateFit>, target: f64) -> SampleComplexity {
+pub fn sample_complexity(
+    ns: &[f64],
+    mean_losses: &[f64],
+    fit: Option<&RateFit>,
+    target: f64,
+) -> SampleComplexity {
     let on_grid = ns
         .iter()
         .zip(mean_losses)
         .filter(|(_, l)| l.is_finite() && **l < target)
         .map(|(n, _)| *n)
-        .fold(None, |acc: Option<f64>, n| Some(acc.map_or(n, |a| a.min(n))));
+        .fold(None, |acc: Option<f64>, n| {
+            Some(acc.map_or(n, |a| a.min(n)))
+        });
     let extrapolated = fit
         .filter(|f| f.slope < 0.0)
         .map(|f| ((target.ln() - f.intercept) / f.slope).exp())
         .filter(|n| n.is_finite());
-    SampleComplexity { target, on_grid, extrapolated }
+    SampleComplexity {
+        target,
+        on_grid,
+        extrapolated,
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +171,10 @@ mod tests {
     #[test]
     fn recovers_an_exact_power_law() {
         let ns = [100.0, 1000.0, 10000.0];
-        let losses: Vec<Vec<f64>> = ns.iter().map(|n: &f64| vec![3.0 * n.powf(-0.5); 4]).collect();
+        let losses: Vec<Vec<f64>> = ns
+            .iter()
+            .map(|n: &f64| vec![3.0 * n.powf(-0.5); 4])
+            .collect();
         let f = fit_rate(&ns, &losses, 200, 1).unwrap();
         assert!((f.slope + 0.5).abs() < 1e-12);
         assert!((f.intercept - 3f64.ln()).abs() < 1e-12);
@@ -171,7 +189,11 @@ mod tests {
         let ns = [100.0, 300.0, 1000.0, 3000.0];
         let losses: Vec<Vec<f64>> = ns
             .iter()
-            .map(|n: &f64| (0..8).map(|k| n.powf(-0.5) * (1.0 + 0.2 * ((k as f64) - 3.5) / 3.5)).collect())
+            .map(|n: &f64| {
+                (0..8)
+                    .map(|k| n.powf(-0.5) * (1.0 + 0.2 * ((k as f64) - 3.5) / 3.5))
+                    .collect()
+            })
             .collect();
         let f = fit_rate(&ns, &losses, 500, 7).unwrap();
         assert!(f.slope_lo <= f.slope && f.slope <= f.slope_hi);

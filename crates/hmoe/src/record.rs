@@ -58,7 +58,13 @@ impl Seeds {
     }
 
     pub fn for_job(job: &FitJob) -> Self {
-        Self::derive(&job.experiment, &job.method.to_string(), &job.setting, job.n, job.replicate)
+        Self::derive(
+            &job.experiment,
+            &job.method.to_string(),
+            &job.setting,
+            job.n,
+            job.replicate,
+        )
     }
 }
 

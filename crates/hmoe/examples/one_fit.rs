@@ -1,0 +1,66 @@
+//! One fit printed as a summary: `cargo run --release -p hmoe --example one_fit -- <method> <n> <atoms> [truth]`.
+use hmoe::{record_losses, run_fit, FitConfig, FitJob, LossConfig, ModelConfig};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a: Vec<String> = std::env::args().collect();
+    let method = a.get(1).map_or("hora-tanh", |s| s.as_str()).parse()?;
+    let n: usize = a.get(2).map_or(Ok(10_000), |s| s.parse())?;
+    let atoms: usize = a.get(3).map_or(Ok(2), |s| s.parse())?;
+    let truth = a.get(4).map_or("hora-tanh", |s| s.as_str()).parse()?;
+    for rep in 0..3 {
+        let job = FitJob {
+            experiment: "example".into(),
+            setting: "default".into(),
+            model: ModelConfig {
+                atoms,
+                ..ModelConfig::default()
+            },
+            fit: FitConfig::default(),
+            truth,
+            method,
+            n,
+            replicate: rep,
+        };
+        let r = run_fit(&job)?;
+        let l = record_losses(&r, &LossConfig::default())?;
+        println!(
+            "{method} n={n} m={atoms} rep={rep}: obj={:.6e} truth={:.6e} |g|={:.1e} it={} conv={} starts={} status={:?} maxθ={:.2} D={:.4e} reg={:.4e} {:.3}s",
+            r.objective, r.objective_at_truth, r.grad_norm, r.iterations, r.converged, r.starts, r.status, r.max_abs_param, l.voronoi, l.regression, r.seconds
+        );
+    }
+    if std::env::var("HMOE_DEBUG").is_ok() {
+        let job = FitJob {
+            experiment: "example".into(),
+            setting: "default".into(),
+            model: ModelConfig {
+                atoms,
+                ..ModelConfig::default()
+            },
+            fit: FitConfig::default(),
+            truth,
+            method,
+            n,
+            replicate: 0,
+        };
+        let r = run_fit(&job)?;
+        let (e, t) = (&r.est_atoms, &r.true_atoms);
+        for k in 0..t.count() {
+            println!(
+                "true atom {k}: c={:.3} dq={:.3?} dv={:.3?}",
+                t.c[k],
+                t.dq(k),
+                t.dv(k)
+            );
+            for i in 0..e.atoms {
+                let j = k * e.atoms + i;
+                println!(
+                    "   est {i}: c={:.3} dq={:.3?} dv={:.3?}",
+                    e.c[j],
+                    e.dq(j),
+                    e.dv(j)
+                );
+            }
+        }
+    }
+    Ok(())
+}

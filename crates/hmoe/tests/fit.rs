@@ -1,0 +1,166 @@
+//! The estimator: ends at or below the truth's objective, stays in the box, records a failed
+//! guard instead of hiding it, and is bit-for-bit deterministic whatever the thread count.
+use hmoe::{
+    record_losses, run_fit, FitConfig, FitJob, FitRecord, FitStatus, HmoeError, LossConfig,
+    ModelConfig,
+};
+
+fn job(method: &str, atoms: usize, n: usize, replicate: u32) -> FitJob {
+    FitJob {
+        experiment: "test".into(),
+        setting: "default".into(),
+        model: ModelConfig {
+            atoms,
+            ..ModelConfig::default()
+        },
+        fit: FitConfig::default(),
+        truth: "hora-tanh".parse().unwrap(),
+        method: method.parse().unwrap(),
+        n,
+        replicate,
+    }
+}
+
+#[test]
+fn fits_end_at_or_below_the_objective_at_the_truth() {
+    for method in ["lora", "replora-tanh", "hora-tanh"] {
+        for atoms in [1, 2] {
+            let r = run_fit(&job(method, atoms, 400, 0)).unwrap();
+            assert!(r.truth_in_family);
+            assert_eq!(r.status, FitStatus::Ok, "{method} m={atoms}");
+            assert!(
+                r.objective <= r.objective_at_truth,
+                "{method} m={atoms}: {} > {}",
+                r.objective,
+                r.objective_at_truth
+            );
+            assert!(r.max_abs_param <= r.job.model.bound);
+            assert!(r.theta.iter().all(|t| t.abs() <= r.job.model.bound));
+            let l = record_losses(&r, &LossConfig::default()).unwrap();
+            assert!(l.voronoi.is_finite() && l.voronoi > 0.0);
+            assert!(l.regression.is_finite() && l.regression > 0.0);
+        }
+    }
+}
+
+#[test]
+fn an_unconverged_fit_is_recorded_as_a_guard_failure() {
+    // One iteration from a start far from the truth cannot reach the truth's objective.
+    let mut j = job("lora", 2, 400, 0);
+    j.fit = FitConfig {
+        max_iters: 1,
+        init_noise: 1.0,
+        restarts: 1,
+        extra_restarts: 1,
+        ..FitConfig::default()
+    };
+    let r = run_fit(&j).unwrap();
+    assert_eq!(r.status, FitStatus::GuardFailed);
+    assert_eq!(r.starts, 2);
+    assert!(r.objective > r.objective_at_truth);
+}
+
+#[test]
+fn the_box_holds_for_a_start_outside_it() {
+    // A tight box that the truth itself nearly fills: the estimate must end inside it.
+    let mut j = job("lora", 2, 300, 1);
+    j.model.bound = 2.5;
+    j.model.truth_std = 1.0;
+    j.fit.init_noise = 2.0;
+    let r = run_fit(&j).unwrap();
+    assert!(
+        r.theta.iter().all(|t| t.abs() <= 2.5),
+        "max |θ| = {}",
+        r.max_abs_param
+    );
+}
+
+#[test]
+fn a_misspecified_family_is_flagged_and_not_guarded() {
+    let mut j = job("hora-tanh", 1, 300, 0);
+    j.truth = "lora".parse().unwrap();
+    let r = run_fit(&j).unwrap();
+    assert!(!r.truth_in_family);
+    assert_eq!(r.status, FitStatus::Ok);
+}
+
+fn run_in_pool(threads: usize, jobs: &[FitJob]) -> Vec<FitRecord> {
+    use rayon::prelude::*;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| jobs.par_iter().map(|j| run_fit(j).unwrap()).collect())
+}
+
+#[test]
+fn the_same_seed_gives_bit_identical_records_with_one_and_two_threads() {
+    let jobs: Vec<FitJob> = (0..4)
+        .flat_map(|rep| [job("hora-tanh", 2, 300, rep), job("lora", 1, 300, rep)])
+        .collect();
+    let one = run_in_pool(1, &jobs);
+    let two = run_in_pool(2, &jobs);
+    for (a, b) in one.iter().zip(&two) {
+        let strip = |r: &FitRecord| {
+            let mut r = r.clone();
+            r.seconds = 0.0;
+            serde_json::to_string(&r).unwrap()
+        };
+        assert_eq!(strip(a), strip(b));
+    }
+    // Different replicates draw different data.
+    assert_ne!(one[0].objective, one[2].objective);
+}
+
+#[test]
+fn a_bad_config_is_rejected_with_a_message_naming_the_field() {
+    let mut j = job("lora", 1, 100, 0);
+    j.model.sigma = -1.0;
+    let e = run_fit(&j).unwrap_err();
+    assert!(matches!(e, HmoeError::InvalidConfig { field: "sigma", .. }));
+    assert!(
+        e.to_string().contains("`sigma`") && e.to_string().contains(">= 0"),
+        "{e}"
+    );
+
+    let mut j = job("lora", 1, 100, 0);
+    j.model.r = 3;
+    assert!(run_fit(&j).unwrap_err().to_string().contains("`r`"));
+
+    let mut j = job("lora", 1, 100, 0);
+    j.fit.restarts = 0;
+    assert!(run_fit(&j).unwrap_err().to_string().contains("`restarts`"));
+
+    let e = ModelConfig::from_toml("d = 2\nheadz = 3\n").unwrap_err();
+    assert!(e.to_string().contains("headz"), "{e}");
+    let e = ModelConfig::from_toml("atoms = 9\n")
+        .unwrap()
+        .check()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("`atoms`") && e.to_string().contains("1..=8"),
+        "{e}"
+    );
+    assert!("hira-tanh"
+        .parse::<hmoe::Method>()
+        .unwrap_err()
+        .to_string()
+        .contains("hira-tanh"));
+}
+
+#[test]
+fn losses_from_a_round_tripped_record_are_identical() {
+    let r = run_fit(&job("replora-tanh", 2, 300, 3)).unwrap();
+    let back: FitRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    let cfg = LossConfig::default();
+    assert_eq!(
+        record_losses(&r, &cfg).unwrap(),
+        record_losses(&back, &cfg).unwrap()
+    );
+    let mut broken = back.clone();
+    broken.est_atoms.c.pop();
+    assert!(matches!(
+        record_losses(&broken, &cfg),
+        Err(HmoeError::Inconsistent(_))
+    ));
+}
