@@ -1,0 +1,18 @@
+//! The linear probe (the floor): the encoder is frozen and only the classification head trains.
+
+use super::Adapter;
+use crate::config::AdapterKind;
+use crate::encoder::LayerDeltas;
+use crate::error::Result;
+
+pub struct HeadOnly;
+
+impl Adapter for HeadOnly {
+    fn kind(&self) -> AdapterKind {
+        AdapterKind::HeadOnly
+    }
+
+    fn deltas(&self) -> Result<Vec<LayerDeltas>> {
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,186 @@
+//! The training configuration: every default is written here, once, and `check` rejects a bad
+//! value with the field name and the allowed range before any work starts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{FinetuneError, Result};
+
+/// Which parameters train.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdapterKind {
+    /// Linear probe: only the classification head trains (the floor).
+    HeadOnly,
+    /// peft LoRA on query and value: `y = W x + (α/r)·B A x`.
+    Lora,
+    /// Independent rank-r A and B for every head of query and value.
+    MhLora,
+    /// RepLoRA: per layer, shared A/B seeds and a small generator that specialises them to Q and V.
+    Replora,
+    /// HoRA: one generator per layer shared by all heads (shared A-bar, per-head B seeds).
+    Hora,
+    /// Every encoder weight trains (the ceiling).
+    Full,
+}
+
+impl AdapterKind {
+    pub const ALL: [AdapterKind; 6] =
+        [Self::HeadOnly, Self::Lora, Self::MhLora, Self::Replora, Self::Hora, Self::Full];
+
+    /// The kebab-case name used in configs and files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HeadOnly => "head-only",
+            Self::Lora => "lora",
+            Self::MhLora => "mh-lora",
+            Self::Replora => "replora",
+            Self::Hora => "hora",
+            Self::Full => "full",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| FinetuneError::Config {
+            field: "method",
+            value: name.to_string(),
+            allowed: "one of head-only, lora, mh-lora, replora, hora, full",
+        })
+    }
+}
+
+impl std::fmt::Display for AdapterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Elementwise activation of the RepLoRA / HoRA generators (THEORY.md §2's φ).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum GeneratorActivation {
+    Identity,
+    Tanh,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub method: AdapterKind,
+    /// Rank r of every low-rank factor (per head for mh-lora and hora's B seeds).
+    pub rank: usize,
+    /// LoRA α; updates are scaled by α / r.
+    pub alpha: f64,
+    /// Dropout on the adapter input, training only (peft's `lora_dropout`).
+    pub dropout: f64,
+    /// Peak learning rate of the adapter and the head.
+    pub lr: f64,
+    /// Peak learning rate of the encoder weights when `method = "full"`.
+    pub full_lr: f64,
+    pub weight_decay: f64,
+    /// Fraction of all steps spent in linear warm-up; the rest decays linearly to 0.
+    pub warmup_fraction: f64,
+    pub epochs: usize,
+    /// Stop after this many steps in total (0: no cap).
+    pub max_steps: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    /// Tokens per example after truncation (including [CLS] and [SEP]).
+    pub max_len: usize,
+    /// Stop after this many epochs without a better validation macro-F1 (0: never stop early).
+    pub patience: usize,
+    /// Fraction of the training split used (stratified, nested across fractions for one seed).
+    pub train_fraction: f64,
+    /// Seeds the training subset, the initialisation, the batch order and dropout.
+    pub seed: u64,
+    /// Seeds the train/validation/test split, shared by every method.
+    pub split_seed: u64,
+    pub val_fraction: f64,
+    pub test_fraction: f64,
+    /// Evaluate on at most this many validation and test examples (0: all).
+    pub max_eval_examples: usize,
+    pub generator_activation: GeneratorActivation,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            method: AdapterKind::Lora,
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.1,
+            lr: 1e-3,
+            full_lr: 5e-5,
+            weight_decay: 0.01,
+            warmup_fraction: 0.1,
+            epochs: 3,
+            max_steps: 0,
+            batch_size: 16,
+            eval_batch_size: 64,
+            max_len: 48,
+            patience: 2,
+            train_fraction: 1.0,
+            seed: 0,
+            split_seed: 0,
+            val_fraction: 0.1,
+            test_fraction: 0.1,
+            max_eval_examples: 0,
+            generator_activation: GeneratorActivation::Tanh,
+        }
+    }
+}
+
+fn bad(field: &'static str, value: impl std::fmt::Display, allowed: &'static str) -> FinetuneError {
+    FinetuneError::Config { field, value: value.to_string(), allowed }
+}
+
+impl TrainConfig {
+    pub fn check(&self) -> Result<()> {
+        let in_range = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
+        if !(1..=256).contains(&self.rank) {
+            return Err(bad("rank", self.rank, "an integer in 1..=256"));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(bad("alpha", self.alpha, "a finite number > 0"));
+        }
+        if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
+            return Err(bad("dropout", self.dropout, "a number in [0, 1)"));
+        }
+        if !(in_range(self.lr, 0.0, 1.0) && self.lr > 0.0) {
+            return Err(bad("lr", self.lr, "a number in (0, 1]"));
+        }
+        if !(in_range(self.full_lr, 0.0, 1.0) && self.full_lr > 0.0) {
+            return Err(bad("full_lr", self.full_lr, "a number in (0, 1]"));
+        }
+        if !in_range(self.weight_decay, 0.0, 1.0) {
+            return Err(bad("weight_decay", self.weight_decay, "a number in [0, 1]"));
+        }
+        if !in_range(self.warmup_fraction, 0.0, 1.0) {
+            return Err(bad("warmup_fraction", self.warmup_fraction, "a number in [0, 1]"));
+        }
+        if !(1..=10_000).contains(&self.epochs) {
+            return Err(bad("epochs", self.epochs, "an integer in 1..=10000"));
+        }
+        if !(1..=4096).contains(&self.batch_size) {
+            return Err(bad("batch_size", self.batch_size, "an integer in 1..=4096"));
+        }
+        if !(1..=4096).contains(&self.eval_batch_size) {
+            return Err(bad("eval_batch_size", self.eval_batch_size, "an integer in 1..=4096"));
+        }
+        if !(4..=512).contains(&self.max_len) {
+            return Err(bad("max_len", self.max_len, "an integer in 4..=512 (the model has 512 positions)"));
+        }
+        if !(in_range(self.train_fraction, 0.0, 1.0) && self.train_fraction > 0.0) {
+            return Err(bad("train_fraction", self.train_fraction, "a number in (0, 1]"));
+        }
+        if !(in_range(self.val_fraction, 0.0, 0.5) && self.val_fraction > 0.0) {
+            return Err(bad("val_fraction", self.val_fraction, "a number in (0, 0.5]"));
+        }
+        if !(in_range(self.test_fraction, 0.0, 0.5) && self.test_fraction > 0.0) {
+            return Err(bad("test_fraction", self.test_fraction, "a number in (0, 0.5]"));
+        }
+        if self.val_fraction + self.test_fraction >= 0.9 {
+            return Err(bad("val_fraction + test_fraction", self.val_fraction + self.test_fraction, "a sum below 0.9"));
+        }
+        Ok(())
+    }
+}
