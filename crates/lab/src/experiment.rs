@@ -1,0 +1,135 @@
+//! Experiment files: `experiments/<name>.toml`, one per figure or table. This module finds and
+//! reads one, checks its header (`name`, `kind`) and hands the text to its kind to parse.
+//!
+//! Overrides (a setting's `model = {..}`, a profile's `[train]`) are merged as TOML tables
+//! *before* deserialising, so an unknown key anywhere is still an error that names it.
+use crate::error::LabError;
+use crate::finetune_kind::FinetuneKind;
+use crate::rates::RatesKind;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// What every experiment has, whatever its kind.
+#[derive(Clone, Debug)]
+pub struct ExperimentInfo {
+    /// The file stem, which is also the `name` inside the file and the results folder.
+    pub name: String,
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes, recorded with every result.
+    pub sha256: String,
+    pub kind: String,
+}
+
+/// Options of the command line that a kind may need to run jobs.
+#[derive(Clone, Debug, Default)]
+pub struct KindOptions {
+    /// A directory holding the pretrained model (finetune only).
+    pub model_dir: Option<PathBuf>,
+    /// The assets cache (finetune only).
+    pub assets_dir: Option<PathBuf>,
+}
+
+/// A parsed and checked experiment of one of the known kinds.
+pub enum Loaded {
+    Rates(RatesKind),
+    Finetune(FinetuneKind),
+}
+
+pub const KINDS: &[&str] = &["rates", "finetune"];
+
+/// Names of the experiments in `dir`, sorted.
+pub fn available(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The file of experiment `name`: `dir/<name>.toml`, or `name` itself when it is a path to a
+/// `.toml` file.
+pub fn resolve(dir: &Path, name: &str) -> Result<PathBuf, LabError> {
+    let direct = Path::new(name);
+    if name.ends_with(".toml") && direct.is_file() {
+        return Ok(direct.to_path_buf());
+    }
+    let path = dir.join(format!("{name}.toml"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let names = available(dir);
+    Err(LabError::UnknownExperiment {
+        name: name.to_string(),
+        path: path.display().to_string(),
+        available: if names.is_empty() { "none".into() } else { names.join(", ") },
+    })
+}
+
+pub fn config_error(path: &Path, message: impl Into<String>) -> LabError {
+    LabError::Config { file: path.display().to_string(), message: message.into() }
+}
+
+/// Read the file and check its header; returns the info and the text for the kind to parse.
+pub fn read(dir: &Path, name: &str) -> Result<(ExperimentInfo, String), LabError> {
+    let path = resolve(dir, name)?;
+    let bytes = std::fs::read(&path).map_err(|e| config_error(&path, format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes.clone()).map_err(|_| config_error(&path, "not valid UTF-8"))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| config_error(&path, e.to_string()))?;
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    match table.get("name") {
+        Some(toml::Value::String(n)) if *n == stem => {}
+        Some(toml::Value::String(n)) => {
+            return Err(config_error(&path, format!("`name = \"{n}\"` must match the file name `{stem}`")))
+        }
+        _ => return Err(config_error(&path, format!("missing `name = \"{stem}\"`"))),
+    }
+    let kind = match table.get("kind") {
+        Some(toml::Value::String(k)) if KINDS.contains(&k.as_str()) => k.clone(),
+        Some(v) => {
+            return Err(config_error(&path, format!("unknown `kind = {v}` (allowed: {})", KINDS.join(", "))))
+        }
+        None => return Err(config_error(&path, format!("missing `kind` (allowed: {})", KINDS.join(", ")))),
+    };
+    let sha256 = hex(&Sha256::digest(&bytes));
+    Ok((ExperimentInfo { name: stem, path, sha256, kind }, text))
+}
+
+/// Read, parse and check an experiment.
+pub fn load(dir: &Path, name: &str, opts: &KindOptions) -> Result<(ExperimentInfo, Loaded), LabError> {
+    let (info, text) = read(dir, name)?;
+    let loaded = match info.kind.as_str() {
+        "rates" => Loaded::Rates(RatesKind::parse(&info, &text)?),
+        _ => Loaded::Finetune(FinetuneKind::parse(&info, &text, opts)?),
+    };
+    Ok((info, loaded))
+}
+
+/// `over` laid over `base`, key by key; tables merge recursively, anything else is replaced.
+pub fn merge_tables(base: &toml::Table, over: &toml::Table) -> toml::Table {
+    let mut out = base.clone();
+    for (k, v) in over {
+        let merged = match (out.get(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => toml::Value::Table(merge_tables(b, o)),
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), merged);
+    }
+    out
+}
+
+/// Deserialise a (merged) table into a config struct; `what` names where it came from.
+pub fn from_table<T: DeserializeOwned>(table: toml::Table, path: &Path, what: &str) -> Result<T, LabError> {
+    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+        config_error(path, format!("{what}: {}", e.message().trim()))
+    })
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

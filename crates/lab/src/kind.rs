@@ -1,0 +1,51 @@
+//! The one trait between the plumbing and the science: what an experiment kind must say.
+use crate::error::LabError;
+use crate::layout::Dirs;
+use crate::provenance::ProvenanceSummary;
+use indicatif::MultiProgress;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// What a running job may use besides its own description.
+pub struct JobContext<'a> {
+    pub dirs: &'a Dirs,
+    /// Where a job may add its own progress bar (below the sweep's bar).
+    pub progress: &'a MultiProgress,
+}
+
+/// A valid raw record of a job of the plan, handed to [`Kind::metrics`] in plan order.
+pub struct Done<'a, J, R> {
+    pub id: &'a str,
+    pub job: &'a J,
+    pub record: R,
+}
+
+pub trait Kind: Sync {
+    /// One unit of work; its canonical JSON is hashed into the job id, so it must hold
+    /// everything that determines the result.
+    type Job: Serialize + DeserializeOwned + Send + Sync;
+    /// The raw result of one job, stored as JSON.
+    type Record: Serialize + DeserializeOwned + Send + Sync;
+
+    /// Profiles the file defines, in file order.
+    fn profiles(&self) -> Vec<String>;
+    /// Every job of a profile, in a fixed order (the order of the manifest and of the metrics).
+    fn jobs(&self, profile: &str) -> Result<Vec<Self::Job>, LabError>;
+    /// A short human-readable name of a job.
+    fn label(&self, job: &Self::Job) -> String;
+    /// Jobs that run at once unless `--threads` says otherwise (`None`: one per core).
+    fn default_threads(&self) -> Option<usize> {
+        None
+    }
+    /// Checks before any job of a run starts (assets present, ...); errors stop the run.
+    fn prepare(&self, _dirs: &Dirs) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn run_job(&self, job: &Self::Job, ctx: &JobContext<'_>) -> anyhow::Result<Self::Record>;
+    /// Write the metric tables of a profile from its valid records; returns the files written.
+    fn metrics(&self, profile: &str, done: &[Done<'_, Self::Job, Self::Record>], dirs: &Dirs)
+        -> anyhow::Result<Vec<PathBuf>>;
+    /// Draw figures and `summary.md` from the metric tables; returns the files written.
+    fn report(&self, profile: &str, dirs: &Dirs, provenance: &ProvenanceSummary) -> anyhow::Result<Vec<PathBuf>>;
+}

@@ -1,0 +1,24 @@
+//! The `hora` driver (DESIGN.md, "Data flow"): an experiment file is planned into jobs with
+//! content-hashed ids, jobs run into raw records written atomically, metrics are computed from
+//! raw records only, and figures and a summary are drawn from the metrics.
+//!
+//! The plumbing ([`pipeline`]) knows nothing of the science: an experiment `kind` ([`kind::Kind`])
+//! expands a profile into jobs, runs one job into a record, turns records into metric tables and
+//! draws its report. Two kinds exist: [`rates`] (hmoe fits) and [`finetune_kind`] (candle).
+
+pub mod cli;
+pub mod error;
+pub mod experiment;
+pub mod finetune_kind;
+pub mod kind;
+pub mod layout;
+pub mod pipeline;
+pub mod plan;
+pub mod plot;
+pub mod provenance;
+pub mod rates;
+pub mod slurm;
+pub mod store;
+
+pub use error::LabError;
+pub use kind::Kind;

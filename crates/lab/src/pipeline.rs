@@ -1,0 +1,308 @@
+//! The stages of DESIGN.md's data flow, written once for every kind: plan, run (resumable,
+//! sharded, parallel), metric (from raw records only), report, merge and status.
+use crate::experiment::ExperimentInfo;
+use crate::kind::{Done, JobContext, Kind};
+use crate::layout::Dirs;
+use crate::plan::{self, Plan, Planned, Shard};
+use crate::provenance::{host_threads, ProvenanceSummary, RunProvenance};
+use crate::store::{self, Envelope, Stored};
+use anyhow::{bail, Context};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Build the plan of `dirs.profile` and, unless `dry_run`, write its manifest.
+pub fn plan<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, dry_run: bool) -> anyhow::Result<Plan<K::Job>> {
+    let plan = plan::build(info, kind, &dirs.profile)?;
+    if !dry_run {
+        store::write_json(&dirs.manifest(), &plan.manifest()?)?;
+    }
+    Ok(plan)
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Jobs at once; default: the kind's choice, else one per core.
+    pub threads: Option<usize>,
+    pub shard: Option<Shard>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub planned: usize,
+    /// Jobs of this shard (all jobs without a shard).
+    pub in_shard: usize,
+    pub already_done: usize,
+    pub ran: usize,
+    /// (label, error) of the jobs that failed; they have no record and run again next time.
+    pub failed: Vec<(String, String)>,
+    pub seconds: f64,
+}
+
+/// Run the jobs of the plan (of the shard) that have no valid record yet.
+pub fn run<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, opts: &RunOptions) -> anyhow::Result<RunReport> {
+    let plan = plan(info, kind, dirs, opts.dry_run)?;
+    let mine: Vec<&Planned<K::Job>> = plan
+        .jobs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| opts.shard.is_none_or(|s| s.takes(*i)))
+        .map(|(_, p)| p)
+        .collect();
+    let todo: Vec<&Planned<K::Job>> = mine
+        .par_iter()
+        .filter(|p| !store::is_valid::<K::Job, K::Record>(&dirs.record(&p.id), &p.id))
+        .copied()
+        .collect();
+    let mut report = RunReport {
+        planned: plan.jobs.len(),
+        in_shard: mine.len(),
+        already_done: mine.len() - todo.len(),
+        ..Default::default()
+    };
+    let shard_note = opts.shard.map(|s| format!(" (shard {s})")).unwrap_or_default();
+    if opts.dry_run {
+        println!(
+            "{} / {}{shard_note}: {} jobs, {} done, {} to run (dry run: nothing written)",
+            info.name,
+            dirs.profile,
+            mine.len(),
+            report.already_done,
+            todo.len()
+        );
+        for p in todo.iter().take(20) {
+            println!("  {}  {}", p.id, p.label);
+        }
+        if todo.len() > 20 {
+            println!("  ... and {} more", todo.len() - 20);
+        }
+        return Ok(report);
+    }
+    if todo.is_empty() {
+        eprintln!("{} / {}{shard_note}: all {} jobs already have records", info.name, dirs.profile, mine.len());
+        return Ok(report);
+    }
+    kind.prepare(dirs)?;
+    std::fs::create_dir_all(dirs.raw()).with_context(|| format!("cannot create {}", dirs.raw().display()))?;
+    let threads = opts.threads.or(kind.default_threads()).unwrap_or_else(host_threads).max(1);
+    let prov = RunProvenance::collect(&info.path, &info.sha256, threads);
+    eprintln!(
+        "{} / {}{shard_note}: running {} of {} jobs on {threads} thread(s) ({} already done)",
+        info.name,
+        dirs.profile,
+        todo.len(),
+        mine.len(),
+        report.already_done
+    );
+    let multi = MultiProgress::new();
+    let bar = multi.add(ProgressBar::new(todo.len() as u64));
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} jobs, ETA {eta} {msg}")
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .progress_chars("=> "),
+    );
+    let failed = Mutex::new(Vec::new());
+    let started = Instant::now();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    pool.install(|| {
+        todo.par_iter().for_each(|p| {
+            let t0 = Instant::now();
+            let ctx = JobContext { dirs, progress: &multi };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run_job(&p.job, &ctx)));
+            let err = match outcome {
+                Ok(Ok(record)) => {
+                    let env = Envelope {
+                        id: p.id.clone(),
+                        experiment: info.name.clone(),
+                        kind: info.kind.clone(),
+                        label: p.label.clone(),
+                        job: &p.job,
+                        record,
+                        provenance: prov.for_job(t0.elapsed().as_secs_f64()),
+                    };
+                    store::write_json(&dirs.record(&p.id), &env).err().map(|e| format!("{e:#}"))
+                }
+                Ok(Err(e)) => Some(format!("{e:#}")),
+                Err(panic) => Some(panic_message(panic.as_ref())),
+            };
+            if let Some(e) = err {
+                bar.println(format!("job {} ({}) failed: {e}", p.id, p.label));
+                failed.lock().unwrap_or_else(|p| p.into_inner()).push((p.label.clone(), e));
+            }
+            bar.inc(1);
+        })
+    });
+    bar.finish_and_clear();
+    report.failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.ran = todo.len() - report.failed.len();
+    report.seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} / {}{shard_note}: {} jobs done in {:.1} s, records in {}",
+        info.name,
+        dirs.profile,
+        report.ran,
+        report.seconds,
+        dirs.raw().display()
+    );
+    if !report.failed.is_empty() {
+        bail!(
+            "{} of {} jobs failed (they have no record; rerun to retry): {}",
+            report.failed.len(),
+            todo.len(),
+            report.failed.iter().take(5).map(|(l, e)| format!("{l}: {e}")).collect::<Vec<_>>().join("; ")
+        );
+    }
+    Ok(report)
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("panicked: {msg}")
+}
+
+#[derive(Debug, Default)]
+pub struct MetricReport {
+    pub files: Vec<PathBuf>,
+    pub jobs: usize,
+    pub records: usize,
+    pub missing: usize,
+    pub corrupt: Vec<(PathBuf, String)>,
+}
+
+/// Compute the metric tables of a profile from its raw records (never refitting); a corrupt
+/// record is named on stderr and skipped.
+pub fn metric<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs) -> anyhow::Result<MetricReport> {
+    let plan = plan(info, kind, dirs, false)?;
+    let stored: Vec<Stored<K::Job, K::Record>> =
+        plan.jobs.par_iter().map(|p| store::read(&dirs.record(&p.id), &p.id)).collect();
+    let mut prov = ProvenanceSummary {
+        experiment: info.name.clone(),
+        profile: dirs.profile.clone(),
+        experiment_file: info.path.display().to_string(),
+        experiment_sha256: info.sha256.clone(),
+        jobs: plan.jobs.len(),
+        ..Default::default()
+    };
+    let mut report = MetricReport { jobs: plan.jobs.len(), ..Default::default() };
+    let mut done = Vec::new();
+    for (p, s) in plan.jobs.iter().zip(stored) {
+        match s {
+            Stored::Valid(env) => {
+                prov.add(&env.provenance);
+                // The planned job, not the stored copy, is what the metrics describe; the id
+                // (a hash of the job) already ties the two together.
+                done.push(Done { id: &p.id, job: &p.job, record: env.record });
+            }
+            Stored::Missing => report.missing += 1,
+            Stored::Corrupt(why) => {
+                let path = dirs.record(&p.id);
+                eprintln!("skipping corrupt record {} ({}): {why}", path.display(), p.label);
+                report.corrupt.push((path, why));
+            }
+        }
+    }
+    report.records = done.len();
+    prov.records = done.len();
+    prov.missing = report.missing;
+    prov.corrupt = report.corrupt.len();
+    if done.is_empty() {
+        bail!(
+            "{} / {}: none of the {} jobs has a valid record yet; run `hora run {} --profile {}` first",
+            info.name,
+            dirs.profile,
+            plan.jobs.len(),
+            info.name,
+            dirs.profile
+        );
+    }
+    if report.missing + report.corrupt.len() > 0 {
+        eprintln!(
+            "note: metrics of {} / {} cover {} of {} jobs ({} missing, {} corrupt)",
+            info.name,
+            dirs.profile,
+            done.len(),
+            plan.jobs.len(),
+            report.missing,
+            report.corrupt.len()
+        );
+    }
+    report.files = kind.metrics(&dirs.profile, &done, dirs)?;
+    let prov_path = dirs.file("provenance.json");
+    store::write_json(&prov_path, &prov)?;
+    report.files.push(prov_path);
+    Ok(report)
+}
+
+/// Figures and summary from the metric tables of a profile.
+pub fn report<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs) -> anyhow::Result<Vec<PathBuf>> {
+    let path = dirs.file("provenance.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("no metrics for {} / {} yet ({} is missing): run `hora metric {}` first", info.name, dirs.profile, path.display(), info.name)
+    })?;
+    let prov: ProvenanceSummary = serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    kind.report(&dirs.profile, dirs, &prov)
+}
+
+#[derive(Debug, Default)]
+pub struct MergeReport {
+    pub jobs: usize,
+    pub valid: usize,
+    /// Records copied in from `--from` directories.
+    pub imported: usize,
+    /// (id, label) of jobs with no record.
+    pub missing: Vec<(String, String)>,
+    /// (id, label, why) of jobs whose record is corrupt; they count as missing.
+    pub corrupt: Vec<(String, String, String)>,
+}
+
+impl MergeReport {
+    pub fn complete(&self) -> bool {
+        self.missing.is_empty() && self.corrupt.is_empty()
+    }
+}
+
+/// Check that every job of the plan has a valid record, first copying valid records of missing
+/// jobs from `from` (raw directories gathered from other machines).
+pub fn merge<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, from: &[PathBuf]) -> anyhow::Result<MergeReport> {
+    let plan = plan(info, kind, dirs, false)?;
+    let mut report = MergeReport { jobs: plan.jobs.len(), ..Default::default() };
+    for p in &plan.jobs {
+        let path = dirs.record(&p.id);
+        let mut state = store::read::<K::Job, K::Record>(&path, &p.id);
+        if !matches!(state, Stored::Valid(_)) {
+            if let Some(src) = from.iter().map(|d| d.join(format!("{}.json", p.id))).find(|src| {
+                store::is_valid::<K::Job, K::Record>(src, &p.id)
+            }) {
+                let bytes = std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
+                store::write_atomic(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
+                report.imported += 1;
+                state = store::read(&path, &p.id);
+            }
+        }
+        match state {
+            Stored::Valid(_) => report.valid += 1,
+            Stored::Missing => report.missing.push((p.id.clone(), p.label.clone())),
+            Stored::Corrupt(why) => report.corrupt.push((p.id.clone(), p.label.clone(), why)),
+        }
+    }
+    Ok(report)
+}
+
+/// (jobs with a valid record, jobs) of a profile, writing nothing.
+pub fn status<K: Kind>(info: &ExperimentInfo, kind: &K, results: &Path, profile: &str) -> anyhow::Result<(usize, usize)> {
+    let dirs = Dirs::new(results, &info.name, profile);
+    let plan = plan::build(info, kind, profile)?;
+    let done = plan
+        .jobs
+        .par_iter()
+        .filter(|p| store::is_valid::<K::Job, K::Record>(&dirs.record(&p.id), &p.id))
+        .count();
+    Ok((done, plan.jobs.len()))
+}

@@ -1,0 +1,336 @@
+//! Figures: panels of curves (mean line, 95% band, fitted dashed line, error bars) on linear or
+//! log axes, saved as PNG and SVG with the DejaVu Sans font shipped in `crates/lab/assets`.
+//!
+//! Log axes are drawn as linear axes over log-transformed data with labels transformed back:
+//! one code path for every scale, and straight power-law reference lines.
+use anyhow::anyhow;
+use plotters::chart::SeriesAnno;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// Register the shipped font as "sans-serif" (once per process).
+pub fn ensure_font() -> anyhow::Result<()> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+            .map_err(|_| "the shipped font assets/DejaVuSans.ttf does not load".to_string())
+    })
+    .clone()
+    .map_err(|e| anyhow!(e))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scale {
+    Linear,
+    Log10,
+    Log2,
+}
+
+impl Scale {
+    fn map(self, v: f64) -> Option<f64> {
+        let t = match self {
+            Scale::Linear => v,
+            Scale::Log10 if v > 0.0 => v.log10(),
+            Scale::Log2 if v > 0.0 => v.log2(),
+            _ => return None,
+        };
+        t.is_finite().then_some(t)
+    }
+    fn label(self, t: f64) -> String {
+        match self {
+            Scale::Linear => number(t),
+            Scale::Log10 => number(10f64.powf(t)),
+            Scale::Log2 => number(2f64.powf(t)),
+        }
+    }
+}
+
+/// A number in at most three significant digits, scientific outside [1e-3, 1e6).
+pub fn number(x: f64) -> String {
+    if x == 0.0 {
+        return "0".into();
+    }
+    let a = x.abs();
+    if !(1e-3..1e6).contains(&a) {
+        return format!("{x:.1e}");
+    }
+    let decimals = (2 - a.log10().floor() as i32).max(0) as usize;
+    let s = format!("{x:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+pub struct Axis {
+    pub label: String,
+    pub scale: Scale,
+}
+
+impl Axis {
+    pub fn new(label: &str, scale: Scale) -> Self {
+        Axis { label: label.into(), scale }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Curve {
+    /// Legend text; empty for no legend entry.
+    pub label: String,
+    pub color: RGBColor,
+    pub points: Vec<(f64, f64)>,
+    /// (x, lo, hi): a shaded band.
+    pub band: Vec<(f64, f64, f64)>,
+    /// (x, lo, mid, hi): vertical error bars.
+    pub errors: Vec<(f64, f64, f64, f64)>,
+    pub line: bool,
+    pub dashed: bool,
+    pub markers: bool,
+}
+
+impl Curve {
+    pub fn new(label: impl Into<String>, color: RGBColor) -> Self {
+        Curve {
+            label: label.into(),
+            color,
+            points: vec![],
+            band: vec![],
+            errors: vec![],
+            line: true,
+            dashed: false,
+            markers: true,
+        }
+    }
+}
+
+pub struct Panel {
+    pub title: String,
+    pub x: Axis,
+    pub y: Axis,
+    pub curves: Vec<Curve>,
+    pub legend: SeriesLabelPosition,
+}
+
+/// Colours that stay distinct in print and for common colour blindness (Okabe–Ito).
+pub const PALETTE: [RGBColor; 8] = [
+    RGBColor(213, 94, 0),
+    RGBColor(0, 114, 178),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(240, 228, 66),
+    RGBColor(0, 0, 0),
+];
+pub const GREY: RGBColor = RGBColor(120, 120, 120);
+
+/// Save `panels` in a grid of `cols` columns as `<stem>.png` and `<stem>.svg`.
+pub fn save(stem: &Path, panels: &[Panel], cols: usize) -> anyhow::Result<Vec<PathBuf>> {
+    ensure_font()?;
+    let cols = cols.clamp(1, panels.len().max(1));
+    let rows = panels.len().div_ceil(cols).max(1);
+    let size = (620 * cols as u32, 460 * rows as u32);
+    if let Some(dir) = stem.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    // Drawn to temporary names and renamed, so a crash never leaves half a figure.
+    let (png_tmp, svg_tmp) = (tmp_name(&png), tmp_name(&svg));
+    {
+        let root = BitMapBackend::new(&png_tmp, size).into_drawing_area();
+        draw(&root, panels, rows, cols)?;
+        root.present().map_err(|e| anyhow!("cannot write {}: {e:?}", png.display()))?;
+    }
+    {
+        let root = SVGBackend::new(&svg_tmp, size).into_drawing_area();
+        draw(&root, panels, rows, cols)?;
+        root.present().map_err(|e| anyhow!("cannot write {}: {e:?}", svg.display()))?;
+    }
+    std::fs::rename(&png_tmp, &png)?;
+    std::fs::rename(&svg_tmp, &svg)?;
+    Ok(vec![png, svg])
+}
+
+fn tmp_name(p: &Path) -> PathBuf {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // The extension stays last: the bitmap encoder picks the format from it.
+    p.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing failed: {e:?}")
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panels: &[Panel], rows: usize, cols: usize) -> anyhow::Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let areas = root.split_evenly((rows, cols));
+    for (panel, area) in panels.iter().zip(areas.iter()) {
+        draw_panel(area, panel)?;
+    }
+    Ok(())
+}
+
+/// A range covering `values` with 5% padding (a unit range around a single value).
+fn range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return 0.0..1.0;
+    }
+    if hi - lo < 1e-12 {
+        return (lo - 0.5)..(hi + 0.5);
+    }
+    let pad = 0.05 * (hi - lo);
+    (lo - pad)..(hi + pad)
+}
+
+fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> anyhow::Result<()> {
+    let (sx, sy) = (p.x.scale, p.y.scale);
+    let pt = |x: f64, y: f64| Some((sx.map(x)?, sy.map(y)?));
+    let curves: Vec<Curve> = p
+        .curves
+        .iter()
+        .map(|c| Curve {
+            points: c.points.iter().filter_map(|&(x, y)| pt(x, y)).collect(),
+            band: c
+                .band
+                .iter()
+                .filter_map(|&(x, lo, hi)| Some((sx.map(x)?, sy.map(lo)?, sy.map(hi)?)))
+                .collect(),
+            errors: c
+                .errors
+                .iter()
+                .filter_map(|&(x, lo, mid, hi)| Some((sx.map(x)?, sy.map(lo)?, sy.map(mid)?, sy.map(hi)?)))
+                .collect(),
+            ..c.clone()
+        })
+        .collect();
+    let xs = curves.iter().flat_map(|c| {
+        c.points.iter().map(|p| p.0).chain(c.band.iter().map(|b| b.0)).chain(c.errors.iter().map(|e| e.0))
+    });
+    let ys = curves.iter().flat_map(|c| {
+        c.points
+            .iter()
+            .map(|p| p.1)
+            .chain(c.band.iter().flat_map(|b| [b.1, b.2]))
+            .chain(c.errors.iter().flat_map(|e| [e.1, e.3]))
+    });
+    let (xr, yr) = (range(xs), range(ys));
+    let mut chart = ChartBuilder::on(area)
+        .caption(&p.title, ("sans-serif", 20))
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d(xr, yr)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(p.x.label.as_str())
+        .y_desc(p.y.label.as_str())
+        .x_label_formatter(&|v| sx.label(*v))
+        .y_label_formatter(&|v| sy.label(*v))
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    let mut legend = false;
+    for c in &curves {
+        let color = c.color;
+        if c.band.len() >= 2 {
+            let mut poly: Vec<(f64, f64)> = c.band.iter().map(|&(x, _, hi)| (x, hi)).collect();
+            poly.extend(c.band.iter().rev().map(|&(x, lo, _)| (x, lo)));
+            chart.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.18).filled()))).map_err(err)?;
+        }
+        let style = color.stroke_width(2);
+        let has_line = c.line && c.points.len() >= 2;
+        let has_errors = !c.errors.is_empty();
+        let has_markers = c.markers && !c.points.is_empty();
+        // The legend entry goes on the first element drawn: line, else error bars, else markers.
+        let labelled = !c.label.is_empty();
+        let (dashed, label) = (c.dashed, c.label.clone());
+        let add_label = |a: &mut SeriesAnno<'_, DB>| {
+            a.label(label.clone()).legend(move |(x, y)| {
+                let len = if dashed { 8 } else { 20 };
+                PathElement::new(vec![(x, y), (x + len, y)], color.stroke_width(2))
+            });
+        };
+        if has_line {
+            let a = if c.dashed {
+                chart.draw_series(DashedLineSeries::new(c.points.clone(), 9, 6, style)).map_err(err)?
+            } else {
+                chart.draw_series(LineSeries::new(c.points.clone(), style)).map_err(err)?
+            };
+            if labelled {
+                add_label(a);
+            }
+        }
+        if has_errors {
+            let bars = c.errors.iter().map(|&(x, lo, mid, hi)| ErrorBar::new_vertical(x, lo, mid, hi, style, 8));
+            let a = chart.draw_series(bars).map_err(err)?;
+            if labelled && !has_line {
+                add_label(a);
+            }
+        }
+        if has_markers {
+            let a = chart.draw_series(c.points.iter().map(|&q| Circle::new(q, 3, color.filled()))).map_err(err)?;
+            if labelled && !has_line && !has_errors {
+                add_label(a);
+            }
+        }
+        legend |= labelled && (has_line || has_errors || has_markers);
+    }
+    if legend {
+        chart
+            .configure_series_labels()
+            .position(p.legend.clone())
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(number(1000.0), "1000");
+        assert_eq!(number(316.2277), "316");
+        assert_eq!(number(0.0316), "0.0316");
+        assert_eq!(number(2.5), "2.5");
+        assert_eq!(number(1e-4), "1.0e-4");
+    }
+
+    #[test]
+    fn draws_png_and_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Curve::new("hora-tanh: slope −0.50", PALETTE[0]);
+        c.points = vec![(100.0, 0.1), (1000.0, 0.03), (10000.0, 0.01)];
+        c.band = c.points.iter().map(|&(x, y)| (x, 0.8 * y, 1.2 * y)).collect();
+        let panel = Panel {
+            title: "test".into(),
+            x: Axis::new("n", Scale::Log10),
+            y: Axis::new("loss", Scale::Log10),
+            curves: vec![c],
+            legend: SeriesLabelPosition::UpperRight,
+        };
+        let files = save(&dir.path().join("fig"), &[panel], 2).unwrap();
+        for f in files {
+            assert!(std::fs::metadata(&f).unwrap().len() > 1000, "{}", f.display());
+        }
+    }
+}

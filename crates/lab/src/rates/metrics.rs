@@ -1,0 +1,232 @@
+//! Metric tables of a `rates` profile, from raw records only:
+//! `metrics.csv` (one row per fit), `curves.csv` (mean and 95% band per n) and `rates.csv`
+//! (one row per setting × method: slopes with intervals, convergence, sample complexity).
+use super::{Profile, RatesKind};
+use crate::kind::Done;
+use crate::layout::Dirs;
+use crate::store::write_csv;
+use hmoe::rates::{fit_rate, mean, median, quantile, sample_complexity};
+use hmoe::record::derive_seed;
+use hmoe::{FitJob, FitRecord, FitStatus};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// One fit. Timings are left out on purpose: metrics repeat byte for byte across reruns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetricRow {
+    pub id: String,
+    pub setting: String,
+    pub truth: String,
+    pub method: String,
+    pub n: usize,
+    pub replicate: u32,
+    pub voronoi: f64,
+    pub regression: f64,
+    pub objective: f64,
+    pub objective_at_truth: f64,
+    pub grad_norm: f64,
+    pub iterations: u64,
+    pub converged: bool,
+    pub starts: usize,
+    pub status: String,
+    pub truth_in_family: bool,
+}
+
+/// Mean of one loss over the replicates at one n, with a 95% bootstrap band of the mean.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CurveRow {
+    pub setting: String,
+    pub method: String,
+    /// `voronoi` or `regression`.
+    pub loss: String,
+    pub n: usize,
+    pub replicates: usize,
+    pub mean: f64,
+    pub mean_lo: f64,
+    pub mean_hi: f64,
+    pub median: f64,
+}
+
+/// The rate of one method in one setting.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RateRow {
+    pub setting: String,
+    pub heads: usize,
+    pub atoms: usize,
+    pub truth: String,
+    pub method: String,
+    pub fits: usize,
+    /// Grid points with at least one usable loss.
+    pub points: usize,
+    pub slope: Option<f64>,
+    pub slope_lo: Option<f64>,
+    pub slope_hi: Option<f64>,
+    pub intercept: Option<f64>,
+    pub median_slope: Option<f64>,
+    pub median_slope_lo: Option<f64>,
+    pub median_slope_hi: Option<f64>,
+    pub median_intercept: Option<f64>,
+    pub regression_slope: Option<f64>,
+    pub regression_slope_lo: Option<f64>,
+    pub regression_slope_hi: Option<f64>,
+    pub regression_intercept: Option<f64>,
+    pub converged_fraction: f64,
+    pub guard_pass_fraction: f64,
+    pub guard_failures: usize,
+    pub target_loss: f64,
+    /// Smallest grid n whose mean Voronoi loss is below the target.
+    pub n_at_target: Option<f64>,
+    /// Where the fitted power law crosses the target.
+    pub n_at_target_extrapolated: Option<f64>,
+}
+
+pub(super) fn write(
+    kind: &RatesKind,
+    profile: &Profile,
+    done: &[Done<'_, FitJob, FitRecord>],
+    dirs: &Dirs,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let computed: Vec<Option<MetricRow>> = done
+        .par_iter()
+        .map(|d| match hmoe::record_losses(&d.record, &kind.loss) {
+            Ok(l) => Some(metric_row(d, l.voronoi, l.regression)),
+            Err(e) => {
+                eprintln!("skipping record {}: {e}", dirs.record(d.id).display());
+                None
+            }
+        })
+        .collect();
+    let rows: Vec<MetricRow> = computed.into_iter().flatten().collect();
+
+    let mut curves = Vec::new();
+    let mut rates = Vec::new();
+    for s in &kind.settings {
+        for m in &s.methods {
+            let method = m.to_string();
+            let mine: Vec<&MetricRow> = rows.iter().filter(|r| r.setting == s.name && r.method == method).collect();
+            let by_n = |f: fn(&MetricRow) -> f64| -> Vec<(f64, Vec<f64>)> {
+                profile
+                    .ns
+                    .iter()
+                    .map(|&n| (n as f64, mine.iter().filter(|r| r.n == n).map(|r| f(r)).collect::<Vec<f64>>()))
+                    .filter(|(_, v)| !v.is_empty())
+                    .collect()
+            };
+            let voronoi = by_n(|r| r.voronoi);
+            let regression = by_n(|r| r.regression);
+            for (loss, groups) in [("voronoi", &voronoi), ("regression", &regression)] {
+                for (n, values) in groups.iter() {
+                    let seed = derive_seed("mean-band", &[&kind.name, &s.name, &method, loss, &n.to_string()]);
+                    let (lo, hi) = mean_band(values, kind.report.bootstrap, seed);
+                    curves.push(CurveRow {
+                        setting: s.name.clone(),
+                        method: method.clone(),
+                        loss: loss.into(),
+                        n: *n as usize,
+                        replicates: values.len(),
+                        mean: mean(values),
+                        mean_lo: lo,
+                        mean_hi: hi,
+                        median: median(values),
+                    });
+                }
+            }
+            let fit = |groups: &[(f64, Vec<f64>)], loss: &str| {
+                let (ns, ls): (Vec<f64>, Vec<Vec<f64>>) = groups.iter().cloned().unzip();
+                let seed = derive_seed("rate-bootstrap", &[&kind.name, &s.name, &method, loss]);
+                (ns.clone(), ls.iter().map(|v| mean(v)).collect::<Vec<f64>>(), fit_rate(&ns, &ls, kind.report.bootstrap, seed))
+            };
+            let (ns, means, vf) = fit(&voronoi, "voronoi");
+            let (_, _, rf) = fit(&regression, "regression");
+            let sc = sample_complexity(&ns, &means, vf.as_ref(), kind.report.target_loss);
+            let fits = mine.len();
+            let frac = |k: usize| if fits == 0 { 0.0 } else { k as f64 / fits as f64 };
+            let guard_failures = mine.iter().filter(|r| r.status != "ok").count();
+            rates.push(RateRow {
+                setting: s.name.clone(),
+                heads: s.model.heads,
+                atoms: s.model.atoms,
+                truth: s.truth.to_string(),
+                method: method.clone(),
+                fits,
+                points: vf.as_ref().map_or(ns.len(), |f| f.points),
+                slope: vf.as_ref().map(|f| f.slope),
+                slope_lo: vf.as_ref().map(|f| f.slope_lo),
+                slope_hi: vf.as_ref().map(|f| f.slope_hi),
+                intercept: vf.as_ref().map(|f| f.intercept),
+                median_slope: vf.as_ref().map(|f| f.median_slope),
+                median_slope_lo: vf.as_ref().map(|f| f.median_slope_lo),
+                median_slope_hi: vf.as_ref().map(|f| f.median_slope_hi),
+                median_intercept: vf.as_ref().map(|f| f.median_intercept),
+                regression_slope: rf.as_ref().map(|f| f.slope),
+                regression_slope_lo: rf.as_ref().map(|f| f.slope_lo),
+                regression_slope_hi: rf.as_ref().map(|f| f.slope_hi),
+                regression_intercept: rf.as_ref().map(|f| f.intercept),
+                converged_fraction: frac(mine.iter().filter(|r| r.converged).count()),
+                guard_pass_fraction: frac(fits - guard_failures),
+                guard_failures,
+                target_loss: kind.report.target_loss,
+                n_at_target: sc.on_grid,
+                n_at_target_extrapolated: sc.extrapolated,
+            });
+        }
+    }
+    let files = vec![dirs.file("metrics.csv"), dirs.file("curves.csv"), dirs.file("rates.csv")];
+    write_csv(&files[0], &rows)?;
+    write_csv(&files[1], &curves)?;
+    write_csv(&files[2], &rates)?;
+    Ok(files)
+}
+
+fn metric_row(d: &Done<'_, FitJob, FitRecord>, voronoi: f64, regression: f64) -> MetricRow {
+    let r = &d.record;
+    MetricRow {
+        id: d.id.to_string(),
+        setting: d.job.setting.clone(),
+        truth: d.job.truth.to_string(),
+        method: d.job.method.to_string(),
+        n: d.job.n,
+        replicate: d.job.replicate,
+        voronoi,
+        regression,
+        objective: r.objective,
+        objective_at_truth: r.objective_at_truth,
+        grad_norm: r.grad_norm,
+        iterations: r.iterations,
+        converged: r.converged,
+        starts: r.starts,
+        status: match r.status {
+            FitStatus::Ok => "ok".into(),
+            FitStatus::GuardFailed => "guard_failed".into(),
+        },
+        truth_in_family: r.truth_in_family,
+    }
+}
+
+/// 95% percentile-bootstrap band of the mean (positive whenever the values are, so it can be
+/// drawn on log axes, unlike mean ± 1.96 se).
+pub fn mean_band(values: &[f64], n_boot: usize, seed: u64) -> (f64, f64) {
+    let m = mean(values);
+    if values.len() < 2 || n_boot == 0 {
+        return (m, m);
+    }
+    let mut state = seed;
+    let mut means: Vec<f64> = (0..n_boot)
+        .map(|_| {
+            let s: f64 = (0..values.len()).map(|_| values[(splitmix64(&mut state) % values.len() as u64) as usize]).sum();
+            s / values.len() as f64
+        })
+        .collect();
+    means.sort_by(|a, b| a.total_cmp(b));
+    (quantile(&means, 0.025), quantile(&means, 0.975))
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+

@@ -1,0 +1,222 @@
+//! Figures and `summary.md` of a `rates` profile, drawn from `curves.csv` and `rates.csv`.
+use super::metrics::{CurveRow, RateRow};
+use crate::store::read_csv;
+use super::RatesKind;
+use crate::layout::Dirs;
+use crate::plot::{self, Axis, Curve, Panel, Scale, GREY, PALETTE};
+use crate::provenance::ProvenanceSummary;
+use plotters::prelude::{RGBColor, SeriesLabelPosition};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs, prov: &ProvenanceSummary) -> anyhow::Result<Vec<PathBuf>> {
+    let curves: Vec<CurveRow> = read_csv(&dirs.file("curves.csv"))?;
+    let rates: Vec<RateRow> = read_csv(&dirs.file("rates.csv"))?;
+    let methods = method_order(kind);
+    let color = |m: &str| PALETTE[methods.iter().position(|x| x == m).unwrap_or(0) % PALETTE.len()];
+    let cols = if kind.settings.len() > 2 { 2 } else { kind.settings.len() };
+    let mut files = Vec::new();
+    for (loss, title) in [("voronoi", "Voronoi loss"), ("regression", "regression-function error")] {
+        let panels: Vec<Panel> = kind
+            .settings
+            .iter()
+            .map(|s| loss_panel(kind, &s.name, loss, title, &curves, &rates, &color))
+            .collect();
+        files.extend(plot::save(&dirs.file(loss), &panels, cols)?);
+    }
+    let heads: BTreeSet<usize> = rates.iter().map(|r| r.heads).collect();
+    if heads.len() > 1 {
+        let panels = vec![
+            heads_panel(&rates, &methods, &color, "Voronoi loss", |r| (r.slope, r.slope_lo, r.slope_hi)),
+            heads_panel(&rates, &methods, &color, "regression error", |r| {
+                (r.regression_slope, r.regression_slope_lo, r.regression_slope_hi)
+            }),
+        ];
+        files.extend(plot::save(&dirs.file("heads"), &panels, 2)?);
+    }
+    let summary = dirs.file("summary.md");
+    let text = summary_markdown(kind, profile, &rates, heads.len() > 1, prov);
+    crate::store::write_atomic(&summary, text.as_bytes())?;
+    files.push(summary);
+    Ok(files)
+}
+
+/// Methods in the order they first appear in the file: the same colour in every panel.
+fn method_order(kind: &RatesKind) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in &kind.settings {
+        for m in &s.methods {
+            let m = m.to_string();
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+fn slope_text(slope: Option<f64>, lo: Option<f64>, hi: Option<f64>) -> String {
+    match (slope, lo, hi) {
+        (Some(s), Some(l), Some(h)) => format!("{} [{}, {}]", signed(s), signed(l), signed(h)),
+        _ => "n/a".into(),
+    }
+}
+
+/// Two decimals with a true minus sign.
+fn signed(x: f64) -> String {
+    format!("{x:.2}").replace('-', "−")
+}
+
+fn loss_panel(
+    kind: &RatesKind,
+    setting: &str,
+    loss: &str,
+    title: &str,
+    curves: &[CurveRow],
+    rates: &[RateRow],
+    color: &dyn Fn(&str) -> RGBColor,
+) -> Panel {
+    let s = kind.settings.iter().find(|s| s.name == setting).expect("setting of the kind");
+    let mut out = Vec::new();
+    let mut first_means = Vec::new();
+    let (mut nmin, mut nmax) = (f64::INFINITY, 0f64);
+    for m in &s.methods {
+        let m = m.to_string();
+        let rows: Vec<&CurveRow> = curves.iter().filter(|c| c.setting == setting && c.method == m && c.loss == loss).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let rate = rates.iter().find(|r| r.setting == setting && r.method == m);
+        let (slope, lo, hi, intercept) = match (loss, rate) {
+            ("voronoi", Some(r)) => (r.slope, r.slope_lo, r.slope_hi, r.intercept),
+            (_, Some(r)) => (r.regression_slope, r.regression_slope_lo, r.regression_slope_hi, r.regression_intercept),
+            _ => (None, None, None, None),
+        };
+        let mut c = Curve::new(format!("{m}: slope {}", slope_text(slope, lo, hi)), color(&m));
+        c.points = rows.iter().map(|r| (r.n as f64, r.mean)).collect();
+        c.band = rows.iter().map(|r| (r.n as f64, r.mean_lo, r.mean_hi)).collect();
+        let (a, b) = (rows[0].n as f64, rows[rows.len() - 1].n as f64);
+        nmin = nmin.min(a);
+        nmax = nmax.max(b);
+        first_means.push(rows[0].mean);
+        out.push(c);
+        if let (Some(sl), Some(ic)) = (slope, intercept) {
+            let mut f = Curve::new("", color(&m));
+            f.points = [a, b].iter().map(|&n| (n, (ic + sl * n.ln()).exp())).collect();
+            f.dashed = true;
+            f.markers = false;
+            out.push(f);
+        }
+    }
+    // Reference slopes start at the geometric mean of the curves' first points.
+    let anchor = first_means.iter().filter(|v| **v > 0.0).map(|v| v.ln()).sum::<f64>() / first_means.len().max(1) as f64;
+    if nmax > nmin && anchor.is_finite() {
+        for (label, p, color) in [("n^(−1/2)", -0.5, GREY), ("n^(−1/4)", -0.25, RGBColor(180, 180, 180))] {
+            let mut r = Curve::new(label, color);
+            r.points = [nmin, nmax].iter().map(|&n| (n, (anchor + p * (n / nmin).ln()).exp())).collect();
+            r.dashed = true;
+            r.markers = false;
+            out.push(r);
+        }
+    }
+    Panel {
+        title: format!("{title}: {} (truth {}, H={}, m={})", setting, s.truth, s.model.heads, s.model.atoms),
+        x: Axis::new("sample size n", Scale::Log10),
+        y: Axis::new(&format!("mean {title} (95% band)"), Scale::Log10),
+        curves: out,
+        legend: SeriesLabelPosition::LowerLeft,
+    }
+}
+
+type Slope = (Option<f64>, Option<f64>, Option<f64>);
+
+fn heads_panel(
+    rates: &[RateRow],
+    methods: &[String],
+    color: &dyn Fn(&str) -> RGBColor,
+    what: &str,
+    get: fn(&RateRow) -> Slope,
+) -> Panel {
+    let mut out = Vec::new();
+    for m in methods {
+        let mut c = Curve::new(m.clone(), color(m));
+        for r in rates.iter().filter(|r| &r.method == m) {
+            if let (Some(s), Some(lo), Some(hi)) = get(r) {
+                c.points.push((r.heads as f64, s));
+                c.errors.push((r.heads as f64, lo, s, hi));
+            }
+        }
+        c.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if !c.points.is_empty() {
+            out.push(c);
+        }
+    }
+    for (label, p, color) in [("−1/2", -0.5, GREY), ("−1/4", -0.25, RGBColor(180, 180, 180))] {
+        let hs: Vec<f64> = rates.iter().map(|r| r.heads as f64).collect();
+        let (lo, hi) = (hs.iter().cloned().fold(f64::INFINITY, f64::min), hs.iter().cloned().fold(0.0, f64::max));
+        let mut r = Curve::new(label, color);
+        r.points = vec![(lo, p), (hi, p)];
+        r.dashed = true;
+        r.markers = false;
+        out.push(r);
+    }
+    Panel {
+        title: format!("fitted slope of the {what} vs heads"),
+        x: Axis::new("heads H", Scale::Log2),
+        y: Axis::new("slope of log loss on log n (95% CI)", Scale::Linear),
+        curves: out,
+        legend: SeriesLabelPosition::UpperRight,
+    }
+}
+
+fn opt_n(x: Option<f64>) -> String {
+    x.map(|v| format!("{}", v.round() as u64)).unwrap_or_else(|| "—".into())
+}
+
+fn summary_markdown(kind: &RatesKind, profile: &str, rates: &[RateRow], heads: bool, prov: &ProvenanceSummary) -> String {
+    let mut s = format!("# {} ({} profile)\n\n", kind.name, profile);
+    if !kind.description.trim().is_empty() {
+        s += &format!("{}\n\n", kind.description.trim());
+    }
+    let p = &kind.profiles[profile];
+    s += &format!(
+        "Grid: n ∈ {{{}}}, {} replicates per point; slopes are OLS of log(mean loss) on log n with \
+         95% bootstrap intervals over replicates ({} resamples).\n\n",
+        p.ns.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+        p.replicates,
+        kind.report.bootstrap
+    );
+    s += &format!(
+        "| setting | truth | H | m | method | fits | Voronoi slope [95% CI] | median slope [95% CI] | regression slope [95% CI] | converged | guard failures | n at ε = {} (grid / fitted) |\n",
+        kind.report.target_loss
+    );
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for r in rates {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} / {} |\n",
+            r.setting,
+            r.truth,
+            r.heads,
+            r.atoms,
+            r.method,
+            r.fits,
+            slope_text(r.slope, r.slope_lo, r.slope_hi),
+            slope_text(r.median_slope, r.median_slope_lo, r.median_slope_hi),
+            slope_text(r.regression_slope, r.regression_slope_lo, r.regression_slope_hi),
+            100.0 * r.converged_fraction,
+            r.guard_failures,
+            opt_n(r.n_at_target),
+            opt_n(r.n_at_target_extrapolated),
+        );
+    }
+    s += "\nTHEORY.md §5 predicts about −1/2 for every method when m = 1; when m ≥ 2, about −1/2 for \
+          replora and hora but a slope drifting toward 0 for lora; the regression error about −1/2 \
+          throughout. The table reports what the fits gave.\n\n";
+    s += "## Figures\n\n![Voronoi loss](voronoi.png)\n\n![regression error](regression.png)\n\n";
+    if heads {
+        s += "![slope vs heads](heads.png)\n\n";
+    }
+    s += "Tables: `metrics.csv` (one row per fit), `curves.csv` (means and bands), `rates.csv` (slopes).\n\n";
+    s += &prov.markdown();
+    s
+}
