@@ -110,12 +110,22 @@ pub enum AssetsCommand {
 
 const SUBCOMMANDS: &[&str] = &["plan", "run", "metric", "plot", "run-all", "list", "slurm", "merge", "assets", "help"];
 
-/// `hora X ...` is `hora run-all X ...`.
+/// Global flags that take a value (the next argument unless written `--flag=value`).
+const VALUE_FLAGS: &[&str] = &["--profile", "--threads", "--results", "--experiments", "--model-dir", "--assets", "--assets-dir"];
+
+/// `hora [flags] X ...` is `hora [flags] run-all X ...`.
 pub fn normalise_args(mut args: Vec<String>) -> Vec<String> {
-    if let Some(first) = args.get(1) {
-        if !first.starts_with('-') && !SUBCOMMANDS.contains(&first.as_str()) {
-            args.insert(1, "run-all".into());
+    let mut i = 1;
+    while i < args.len() {
+        let a = &args[i];
+        if a.starts_with('-') {
+            i += if VALUE_FLAGS.contains(&a.as_str()) { 2 } else { 1 };
+            continue;
         }
+        if !SUBCOMMANDS.contains(&a.as_str()) {
+            args.insert(i, "run-all".into());
+        }
+        break;
     }
     args
 }
@@ -310,4 +320,22 @@ fn statuses<K: Kind>(info: &ExperimentInfo, kind: &K, results: &Path) -> String 
         })
         .collect::<Vec<_>>()
         .join("  ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn a_bare_experiment_name_means_run_all() {
+        assert_eq!(normalise_args(v("hora x")), v("hora run-all x"));
+        assert_eq!(normalise_args(v("hora --profile paper x --threads 2")), v("hora --profile paper run-all x --threads 2"));
+        assert_eq!(normalise_args(v("hora --dry-run --results=r x")), v("hora --dry-run --results=r run-all x"));
+        assert_eq!(normalise_args(v("hora run x")), v("hora run x"));
+        assert_eq!(normalise_args(v("hora --profile quick")), v("hora --profile quick"));
+    }
 }

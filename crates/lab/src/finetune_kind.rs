@@ -142,7 +142,7 @@ impl Kind for FinetuneKind {
     type Record = RunRecord;
 
     fn profiles(&self) -> Vec<String> {
-        self.profiles.keys().cloned().collect()
+        crate::kind::profile_order(self.profiles.keys().cloned())
     }
 
     fn jobs(&self, profile: &str) -> Result<Vec<FinetuneJob>, LabError> {

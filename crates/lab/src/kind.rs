@@ -49,3 +49,15 @@ pub trait Kind: Sync {
     /// Draw figures and `summary.md` from the metric tables; returns the files written.
     fn report(&self, profile: &str, dirs: &Dirs, provenance: &ProvenanceSummary) -> anyhow::Result<Vec<PathBuf>>;
 }
+
+/// `quick`, then `paper`, then any other profile alphabetically.
+pub fn profile_order(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = names.into_iter().collect();
+    let rank = |n: &str| match n {
+        "quick" => 0,
+        "paper" => 1,
+        _ => 2,
+    };
+    v.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+    v
+}

@@ -23,6 +23,18 @@ pub fn ensure_font() -> anyhow::Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
+/// Tick labels for an axis: on log axes, whole or half powers once the range allows, so ticks
+/// fall on 10, 31.6, 100, ... instead of arbitrary points.
+fn label_count(scale: Scale, r: &std::ops::Range<f64>) -> usize {
+    let span = r.end - r.start;
+    match scale {
+        Scale::Linear => 8,
+        _ if span >= 4.0 => span.ceil() as usize + 1,
+        _ if span >= 1.0 => (2.0 * span).ceil() as usize + 1,
+        _ => 6,
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Scale {
     Linear,
@@ -225,6 +237,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> a
             .chain(c.errors.iter().flat_map(|e| [e.1, e.3]))
     });
     let (xr, yr) = (range(xs), range(ys));
+    let (nx, ny) = (label_count(sx, &xr), label_count(sy, &yr));
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, ("sans-serif", 20))
         .margin(14)
@@ -236,6 +249,8 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> a
         .configure_mesh()
         .x_desc(p.x.label.as_str())
         .y_desc(p.y.label.as_str())
+        .x_labels(nx)
+        .y_labels(ny)
         .x_label_formatter(&|v| sx.label(*v))
         .y_label_formatter(&|v| sy.label(*v))
         .label_style(("sans-serif", 14))

@@ -177,7 +177,7 @@ impl Kind for RatesKind {
     type Record = FitRecord;
 
     fn profiles(&self) -> Vec<String> {
-        self.profiles.keys().cloned().collect()
+        crate::kind::profile_order(self.profiles.keys().cloned())
     }
 
     fn jobs(&self, profile: &str) -> Result<Vec<FitJob>, LabError> {
