@@ -36,6 +36,9 @@ pub struct Workspace {
     fh: Vec<f64>,
     pi: Vec<f64>,
     f: Vec<f64>,
+    /// `u v_sᵀ` of the current sample, one `d × d` block per slot: the score of every atom of
+    /// slot `s` is `c + ⟨P + ΔQ, u v_sᵀ⟩`, and its gradient in ΔQ is a multiple of the same block.
+    uv: Vec<f64>,
 }
 
 impl Workspace {
@@ -50,6 +53,7 @@ impl Workspace {
         resize(&mut self.fh, h * q);
         resize(&mut self.pi, h);
         resize(&mut self.f, q);
+        resize(&mut self.uv, atoms.slots * d * d);
         // Effective per-atom matrices P + ΔQ and E + ΔV, computed once per call.
         for hh in 0..atoms.heads {
             for s in 0..atoms.slots {
@@ -124,31 +128,32 @@ impl Model {
             }
         }
         ws.f.iter_mut().for_each(|x| *x = 0.0);
+        for s in 0..slots {
+            let v = &row[(s + 1) * d..(s + 2) * d];
+            for (a, blk) in ws.uv[s * d * d..(s + 1) * d * d]
+                .chunks_exact_mut(d)
+                .enumerate()
+            {
+                for (o, vb) in blk.iter_mut().zip(v) {
+                    *o = u[a] * vb;
+                }
+            }
+        }
         for h in 0..atoms.heads {
             let base = h * slots * m;
             let mut mx = 0.0f64; // the sink's score
             for s in 0..slots {
                 let v = &row[(s + 1) * d..(s + 2) * d];
+                let uv = &ws.uv[s * d * d..(s + 1) * d * d];
                 for i in 0..m {
                     let k = base + s * m + i;
                     let g = &ws.gate[k * d * d..(k + 1) * d * d];
-                    let mut sc = atoms.c[k];
-                    for a in 0..d {
-                        let mut gv = 0.0;
-                        for b in 0..d {
-                            gv += g[a * d + b] * v[b];
-                        }
-                        sc += u[a] * gv;
-                    }
+                    let sc = atoms.c[k] + g.iter().zip(uv).map(|(a, b)| a * b).sum::<f64>();
                     ws.score[k] = sc;
                     mx = mx.max(sc);
                     let val = &ws.value[k * q * d..(k + 1) * q * d];
-                    for a in 0..q {
-                        let mut y = 0.0;
-                        for b in 0..d {
-                            y += val[a * d + b] * v[b];
-                        }
-                        ws.y[k * q + a] = y;
+                    for (yk, vrow) in ws.y[k * q..(k + 1) * q].iter_mut().zip(val.chunks_exact(d)) {
+                        *yk = vrow.iter().zip(v).map(|(a, b)| a * b).sum();
                     }
                 }
             }
@@ -240,7 +245,6 @@ impl Model {
             let row = x.row(k);
             let row = row.as_slice().expect("inputs must be in standard layout");
             self.forward_one(atoms, row, ws);
-            let u = &row[..d];
             for a in 0..q {
                 let r = ws.f[a] - y[[k, a]];
                 total += r * r;
@@ -260,18 +264,14 @@ impl Model {
                         }
                         delta *= pj;
                         grad.c[j] += delta;
-                        let gq = grad.dq_mut(j);
-                        for a in 0..d {
-                            let du = delta * u[a];
-                            for b in 0..d {
-                                gq[a * d + b] += du * v[b];
-                            }
+                        let uv = &ws.uv[s * d * d..(s + 1) * d * d];
+                        for (gq, x) in grad.dq_mut(j).iter_mut().zip(uv) {
+                            *gq += delta * x;
                         }
-                        let gv = grad.dv_mut(j);
-                        for a in 0..q {
-                            let w = pj * gvec[a];
-                            for b in 0..d {
-                                gv[a * d + b] += w * v[b];
+                        for (grow, ga) in grad.dv_mut(j).chunks_exact_mut(d).zip(&gvec[..q]) {
+                            let w = pj * ga;
+                            for (g, vb) in grow.iter_mut().zip(v) {
+                                *g += w * vb;
                             }
                         }
                     }
