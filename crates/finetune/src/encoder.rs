@@ -85,7 +85,14 @@ pub struct Linear {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let y = xs.broadcast_matmul(&self.weight.t()?)?;
+        // As a 2-D matmul on the flattened rows: candle's backward computes the weight's gradient
+        // even when it is frozen, and for a broadcast weight that is one (in, out) matrix per
+        // batch element, summed afterwards; flat, it is a single (in, out) product.
+        let dims = xs.dims();
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().unwrap_or(&mut 0) = self.weight.dim(0)?;
+        let y = xs.reshape((rows, dims[dims.len() - 1]))?.matmul(&self.weight.t()?)?.reshape(out_dims)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -167,7 +174,9 @@ impl<'a> ForwardCtx<'a> {
             None => Ok(y),
             Some(lr) => {
                 let x = self.dropout(xs)?;
-                let up = x.broadcast_matmul(&lr.a.t()?)?.broadcast_matmul(&lr.b.t()?)?;
+                let dims = x.dims().to_vec();
+                let rows: usize = dims[..dims.len() - 1].iter().product();
+                let up = x.reshape((rows, dims[dims.len() - 1]))?.matmul(&lr.a.t()?)?.matmul(&lr.b.t()?)?.reshape(y.shape())?;
                 Ok((y + (up * lr.scale)?)?)
             }
         }
