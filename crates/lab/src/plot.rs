@@ -29,6 +29,7 @@ fn label_count(scale: Scale, r: &std::ops::Range<f64>) -> usize {
     let span = r.end - r.start;
     match scale {
         Scale::Linear => 8,
+        Scale::Log2 if span >= 1.0 => span.ceil() as usize + 1,
         _ if span >= 4.0 => span.ceil() as usize + 1,
         _ if span >= 1.0 => (2.0 * span).ceil() as usize + 1,
         _ => 6,

@@ -6,14 +6,16 @@ use crate::layout::Dirs;
 use crate::plot::{self, Axis, Curve, Panel, Scale, GREY, PALETTE};
 use crate::provenance::ProvenanceSummary;
 use plotters::prelude::{RGBColor, SeriesLabelPosition};
-use std::collections::BTreeSet;
+use hmoe::Family;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs, prov: &ProvenanceSummary) -> anyhow::Result<Vec<PathBuf>> {
     let curves: Vec<CurveRow> = read_csv(&dirs.file("curves.csv"))?;
     let rates: Vec<RateRow> = read_csv(&dirs.file("rates.csv"))?;
     let methods = method_order(kind);
-    let color = |m: &str| PALETTE[methods.iter().position(|x| x == m).unwrap_or(0) % PALETTE.len()];
+    let colours = method_colours(kind);
+    let color = |m: &str| colours.get(m).copied().unwrap_or(PALETTE[7]);
     let cols = if kind.settings.len() > 2 { 2 } else { kind.settings.len() };
     let mut files = Vec::new();
     for (loss, title) in [("voronoi", "Voronoi loss"), ("regression", "regression-function error")] {
@@ -39,6 +41,34 @@ pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs, prov: &Provena
     crate::store::write_atomic(&summary, text.as_bytes())?;
     files.push(summary);
     Ok(files)
+}
+
+/// A colour per family (lora, replora, hora), so a family looks the same in every panel; a
+/// setting that fits two variants of one family gives the later ones colours of their own.
+fn method_colours(kind: &RatesKind) -> BTreeMap<String, RGBColor> {
+    let mut map = BTreeMap::new();
+    let mut extra = 3;
+    for s in &kind.settings {
+        for (i, m) in s.methods.iter().enumerate() {
+            let name = m.to_string();
+            if map.contains_key(&name) {
+                continue;
+            }
+            let shared = s.methods[..i].iter().any(|o| o.family == m.family);
+            let colour = if shared {
+                extra += 1;
+                PALETTE[(extra - 1) % PALETTE.len()]
+            } else {
+                PALETTE[match m.family {
+                    Family::Lora => 0,
+                    Family::Replora => 1,
+                    Family::Hora => 2,
+                }]
+            };
+            map.insert(name, colour);
+        }
+    }
+    map
 }
 
 /// Methods in the order they first appear in the file: the same colour in every panel.
@@ -138,12 +168,15 @@ fn heads_panel(
     get: fn(&RateRow) -> Slope,
 ) -> Panel {
     let mut out = Vec::new();
-    for m in methods {
+    for (i, m) in methods.iter().enumerate() {
         let mut c = Curve::new(m.clone(), color(m));
+        // Methods sit side by side around each H so their intervals do not overlap.
+        let dodge = 2f64.powf(0.06 * (i as f64 - (methods.len() as f64 - 1.0) / 2.0));
         for r in rates.iter().filter(|r| &r.method == m) {
             if let (Some(s), Some(lo), Some(hi)) = get(r) {
-                c.points.push((r.heads as f64, s));
-                c.errors.push((r.heads as f64, lo, s, hi));
+                let h = r.heads as f64 * dodge;
+                c.points.push((h, s));
+                c.errors.push((h, lo, s, hi));
             }
         }
         c.points.sort_by(|a, b| a.0.total_cmp(&b.0));
