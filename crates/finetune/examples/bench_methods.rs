@@ -15,6 +15,15 @@ fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// CPU seconds (user + system) of this process: with other jobs on the machine, wall time
+/// measures the load as much as the code.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() -> Result<(), finetune::FinetuneError> {
     let defaults = TrainConfig::default();
     let batch = env("BATCH", defaults.batch_size);
@@ -31,8 +40,8 @@ fn main() -> Result<(), finetune::FinetuneError> {
     let eval = Encoded::new(&text, &tweets, &eval_rows)?;
     let mean_len = train.ids.iter().map(Vec::len).sum::<usize>() as f64 / train.len() as f64;
     println!("device {:?}, batch {batch}, max_len {max_len} (mean tokens {mean_len:.1}), {steps} timed steps", dev);
-    println!("| method | trainable params | steps/s | s/step | eval examples/s |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| method | trainable params | steps/s (wall) | s/step (wall) | CPU-s/step | eval examples/s (wall) |");
+    println!("|---|---:|---:|---:|---:|---:|");
     let kinds: Vec<AdapterKind> = match std::env::var("METHODS") {
         Ok(list) => list.split(',').map(AdapterKind::from_name).collect::<Result<_, _>>()?,
         Err(_) => AdapterKind::ALL.to_vec(),
@@ -46,19 +55,22 @@ fn main() -> Result<(), finetune::FinetuneError> {
         let mut rng = init_rng(0, 3);
         let chunks: Vec<Vec<usize>> = (0..train.len()).collect::<Vec<_>>().chunks(batch).map(<[usize]>::to_vec).collect();
         let mut t0 = Instant::now();
+        let mut c0 = cpu_seconds();
         for (i, c) in chunks.iter().enumerate() {
             if i == 1 {
                 t0 = Instant::now(); // the first step warms up allocations
+                c0 = cpu_seconds();
             }
             let (ids, mask, labels) = train.batch(c, &dev)?;
             let loss = cross_entropy(&model.logits(&ids, &mask, cfg.dropout, Some(&mut rng))?, &labels)?;
             opt.backward_step(&loss)?;
         }
         let per_step = t0.elapsed().as_secs_f64() / steps as f64;
+        let cpu_per_step = (cpu_seconds() - c0) / steps as f64;
         let t1 = Instant::now();
         predict(&model, &eval, cfg.eval_batch_size, &dev)?;
         let eval_rate = eval.len() as f64 / t1.elapsed().as_secs_f64();
-        println!("| {kind} | {} | {:.3} | {:.3} | {:.0} |", model.trainable_params(), 1.0 / per_step, per_step, eval_rate);
+        println!("| {kind} | {} | {:.3} | {:.3} | {:.3} | {:.0} |", model.trainable_params(), 1.0 / per_step, per_step, cpu_per_step, eval_rate);
     }
     Ok(())
 }

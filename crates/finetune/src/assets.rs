@@ -44,7 +44,10 @@ pub struct Assets {
 pub fn default_cache_dir() -> PathBuf {
     match std::env::var_os(ASSETS_ENV) {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets"),
+        _ => {
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+            manifest.parent().and_then(Path::parent).unwrap_or(manifest).join("assets")
+        }
     }
 }
 

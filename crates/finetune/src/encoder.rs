@@ -92,11 +92,45 @@ impl Module for Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().unwrap_or(&mut 0) = self.weight.dim(0)?;
-        let y = xs.reshape((rows, dims[dims.len() - 1]))?.matmul(&self.weight.t()?)?.reshape(out_dims)?;
+        let flat = xs.reshape((rows, dims[dims.len() - 1]))?;
+        let y = if self.weight.track_op() || !self.weight.device().is_cpu() {
+            flat.matmul(&self.weight.t()?)?
+        } else {
+            flat.contiguous()?.apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul { weight: self.weight.clone() })))?
+        };
+        let y = y.reshape(out_dims)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
+    }
+}
+
+/// `x Wᵀ` for a frozen `W`: candle's matmul backward also computes `∂L/∂W` (a third of a
+/// linear layer's cost) even when `W` is not trained, so frozen projections go through this op
+/// whose backward returns only `∂L/∂x = ∂L/∂y · W`. CPU only; other devices use the plain matmul.
+struct FrozenMatmul {
+    weight: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let data = storage.as_slice::<f32>()?;
+        let (lo, hi) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("frozen-matmul needs a contiguous input".into()))?;
+        let x = Tensor::from_slice(&data[lo..hi], layout.shape(), &Device::Cpu)?;
+        let y = x.matmul(&self.weight.t()?)?;
+        let shape = y.shape().clone();
+        Ok((candle_core::CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), shape))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.weight)?))
     }
 }
 
@@ -414,4 +448,25 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<HashMap<String, T
         .filter(|(_, t)| t.dtype() == DType::F32)
         .map(|(k, t)| (k.strip_prefix("bert.").map(str::to_string).unwrap_or(k), t))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frozen_matmul_gradient_matches_the_plain_matmul() {
+        let dev = Device::Cpu;
+        let w = Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap().affine(0.1, -0.5).unwrap();
+        let x = candle_core::Var::from_tensor(&Tensor::arange(0f32, 8.0, &dev).unwrap().reshape((1, 2, 4)).unwrap().cos().unwrap()).unwrap();
+        let frozen = Linear { weight: w.clone(), bias: None };
+        let plain = Linear { weight: candle_core::Var::from_tensor(&w).unwrap().as_tensor().clone(), bias: None };
+        let (yf, yp) = (frozen.forward(&x).unwrap(), plain.forward(&x).unwrap());
+        assert_eq!(yf.to_vec3::<f32>().unwrap(), yp.to_vec3::<f32>().unwrap());
+        let gf = yf.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = yp.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let (a, b) = (gf.get(x.as_tensor()).unwrap(), gp.get(x.as_tensor()).unwrap());
+        assert_eq!(a.to_vec3::<f32>().unwrap(), b.to_vec3::<f32>().unwrap());
+        assert!(gf.get(&w).is_none(), "no gradient is computed for the frozen weight");
+    }
 }
