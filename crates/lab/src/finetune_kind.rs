@@ -234,7 +234,7 @@ impl Kind for FinetuneKind {
 
     fn report(&self, profile: &str, dirs: &Dirs, prov: &ProvenanceSummary) -> anyhow::Result<Vec<PathBuf>> {
         let groups: Vec<GroupRow> = read_csv(&dirs.file("accuracy.csv"))?;
-        let panel = |title: &str, y: &str, get: fn(&GroupRow) -> (f64, f64, f64)| {
+        let panel = |title: &str, y: &str, majority: bool, get: fn(&GroupRow) -> (f64, f64, f64)| {
             let mut curves = Vec::new();
             for (i, m) in self.methods.iter().enumerate() {
                 let g: Vec<&GroupRow> = groups.iter().filter(|r| &r.method == m).collect();
@@ -247,7 +247,8 @@ impl Kind for FinetuneKind {
                 c.band = g.iter().map(|r| (r.train_fraction, get(r).1, get(r).2)).collect();
                 curves.push(c);
             }
-            if let Some(first) = groups.first() {
+            // The majority-class rate is an accuracy: the floor of the accuracy panel only.
+            if let Some(first) = groups.first().filter(|_| majority) {
                 let (lo, hi) = groups.iter().fold((f64::INFINITY, 0f64), |(a, b), r| (a.min(r.train_fraction), b.max(r.train_fraction)));
                 let mut c = Curve::new("majority class", GREY);
                 c.points = vec![(lo, first.majority_rate), (hi, first.majority_rate)];
@@ -264,8 +265,8 @@ impl Kind for FinetuneKind {
             }
         };
         let panels = vec![
-            panel("test accuracy (seed range shaded)", "test accuracy", |r| (r.accuracy_mean, r.accuracy_min, r.accuracy_max)),
-            panel("test macro-F1 (mean ± sd shaded)", "test macro-F1", |r| {
+            panel("test accuracy (seed range shaded)", "test accuracy", true, |r| (r.accuracy_mean, r.accuracy_min, r.accuracy_max)),
+            panel("test macro-F1 (mean ± sd shaded)", "test macro-F1", false, |r| {
                 (r.macro_f1_mean, r.macro_f1_mean - r.macro_f1_sd, r.macro_f1_mean + r.macro_f1_sd)
             }),
         ];

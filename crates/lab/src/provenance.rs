@@ -162,7 +162,7 @@ impl ProvenanceSummary {
             self.host_threads.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
         );
         out += &format!(
-            "- regenerate: `hora run-all {} --profile {}` (fits are seeded by job, so the numbers repeat)\n",
+            "- regenerate: `hora run-all {} --profile {}` (every job is seeded from its own description)\n",
             self.experiment, self.profile
         );
         out

@@ -24,7 +24,7 @@ pub enum Stored<J, R> {
     Missing,
     /// A file that does not parse as a record of this job (truncated, foreign, edited).
     Corrupt(String),
-    Valid(Envelope<J, R>),
+    Valid(Box<Envelope<J, R>>),
 }
 
 pub fn read<J: DeserializeOwned, R: DeserializeOwned>(path: &Path, id: &str) -> Stored<J, R> {
@@ -34,7 +34,7 @@ pub fn read<J: DeserializeOwned, R: DeserializeOwned>(path: &Path, id: &str) -> 
         Err(e) => return Stored::Corrupt(e.to_string()),
     };
     match serde_json::from_slice::<Envelope<J, R>>(&bytes) {
-        Ok(env) if env.id == id => Stored::Valid(env),
+        Ok(env) if env.id == id => Stored::Valid(Box::new(env)),
         Ok(env) => Stored::Corrupt(format!("holds the record of job {}, not {id}", env.id)),
         Err(e) => Stored::Corrupt(e.to_string()),
     }
