@@ -50,8 +50,9 @@ impl BertConfig {
         Ok(cfg)
     }
 
+    #[allow(clippy::manual_is_multiple_of)] // is_multiple_of is newer than the workspace MSRV
     pub fn check(&self) -> Result<()> {
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || self.num_hidden_layers == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return Err(FinetuneError::Checkpoint(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads

@@ -16,7 +16,8 @@ fn assets() -> Assets {
 
 /// Mean-pooled embeddings from `tests/reference/minilm_embeddings.py` (pure numpy, float64):
 /// the token ids, the first 8 coordinates, the L2 norm and the sum.
-const REFERENCE: [(&str, &[u32], [f32; 8], f32, f32); 3] = [
+type Reference = (&'static str, &'static [u32], [f32; 8], f32, f32);
+const REFERENCE: [Reference; 3] = [
     (
         "I love how quiet the new electric cars are.",
         &[101, 1045, 2293, 2129, 4251, 1996, 2047, 3751, 3765, 2024, 1012, 102],
