@@ -133,3 +133,19 @@ pub fn from_table<T: DeserializeOwned>(table: toml::Table, path: &Path, what: &s
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_merge_before_deserialising_so_unknown_keys_are_caught() {
+        let base: toml::Table = toml::from_str("atoms = 2\nheads = 2").unwrap();
+        let over: toml::Table = toml::from_str("heads = 8").unwrap();
+        let m: hmoe::ModelConfig = from_table(merge_tables(&base, &over), Path::new("x.toml"), "[model]").unwrap();
+        assert_eq!((m.atoms, m.heads, m.d), (2, 8, 2));
+        let bad: toml::Table = toml::from_str("headz = 8").unwrap();
+        let e = from_table::<hmoe::ModelConfig>(merge_tables(&base, &bad), Path::new("x.toml"), "[model]").unwrap_err();
+        assert!(e.to_string().contains("headz") && e.to_string().starts_with("x.toml: [model]"), "{e}");
+    }
+}
