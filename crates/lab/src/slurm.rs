@@ -1,5 +1,5 @@
-//! `hora slurm X`: a bash script that submits the sweep as a Slurm job array (every task runs
-//! `hora run X --shard i/N`) and a dependent job that merges, computes metrics and plots.
+//! `hora slurm X`: an sbatch script for a Slurm job array (every task runs `hora run X --shard
+//! i/N`) whose first task submits a dependent job that merges, computes metrics and plots.
 use std::path::Path;
 
 #[derive(Clone, Debug)]
@@ -33,37 +33,37 @@ pub fn script(
 ) -> String {
     let tasks = o.tasks.clamp(1, jobs.max(1));
     let q = |p: &Path| sh_quote(&p.display().to_string());
-    let common = format!(
-        "--profile {} --experiments {} --results {}",
-        sh_quote(profile),
-        q(experiments),
-        q(results)
-    );
-    let log_dir = results.join(experiment).join("slurm");
-    let partition = o.partition.as_ref().map(|p| format!(" --partition={}", sh_quote(p))).unwrap_or_default();
+    let common = format!("--profile {} --experiments {} --results {}", sh_quote(profile), q(experiments), q(results));
+    let partition = o.partition.as_ref().map(|p| format!("#SBATCH --partition={}\n", sh_quote(p))).unwrap_or_default();
+    let name = format!("hora-{experiment}");
+    let merge_partition = o.partition.as_ref().map(|p| format!(" --partition={}", sh_quote(p))).unwrap_or_default();
     format!(
         r#"#!/usr/bin/env bash
-# Submits experiment `{experiment}` (profile {profile}, {jobs} jobs) as a Slurm job array of
-# {tasks} tasks, each running every {tasks}-th job (`hora run --shard i/{tasks}`), and a dependent
-# job that checks every record is there (`hora merge`), computes the metrics and draws the figures.
-# Tasks skip jobs that already have a record, so resubmitting after a failure only redoes those.
-# Build first (`cargo build --release`); run this script from a login node: bash <this file>
+#SBATCH --job-name={name}
+#SBATCH --array=0-{last}
+#SBATCH --cpus-per-task={cpus}
+#SBATCH --time={time}
+#SBATCH --output={name}-%A_%a.out
+{partition}# Experiment `{experiment}`, profile {profile}: {jobs} jobs over a job array of {tasks} tasks; task i
+# runs jobs i, i + {tasks}, i + 2·{tasks}, ... of the plan (`hora run --shard i/{tasks}`), skipping jobs
+# that already have a record, so resubmitting after a failure only redoes what is missing.
+# The first task submits a job that waits for the whole array, checks that every job has a
+# record (`hora merge`), then computes the metrics and draws the figures.
+# Build first (`cargo build --release`), then: sbatch <this file>
 set -euo pipefail
 cd {root}
 HORA={hora}
-mkdir -p {log_dir}
-ARRAY=$(sbatch --parsable --job-name={name} --array=0-{last} --cpus-per-task={cpus} --time={time}{partition} \
-  --output={log_dir}/%A_%a.out \
-  --wrap="$HORA run {experiment} {common} --threads {cpus} --shard \${{SLURM_ARRAY_TASK_ID}}/{tasks}")
-MERGE=$(sbatch --parsable --job-name={name}-merge --dependency=afterany:$ARRAY --cpus-per-task={cpus} --time=01:00:00{partition} \
-  --output={log_dir}/merge-%j.out \
-  --wrap="$HORA merge {experiment} {common} && $HORA metric {experiment} {common} && $HORA plot {experiment} {common}")
-echo "submitted array job $ARRAY ({tasks} tasks) and merge job $MERGE; logs in {log_dir}"
+if [ "$SLURM_ARRAY_TASK_ID" = "${{SLURM_ARRAY_TASK_MIN:-0}}" ]; then
+  sbatch --job-name={name}-merge --dependency=afterany:"$SLURM_ARRAY_JOB_ID" --cpus-per-task={cpus} \
+    --time=01:00:00{merge_partition} --output={name}-merge-%j.out \
+    --wrap="$HORA merge {experiment} {common} && $HORA metric {experiment} {common} && $HORA plot {experiment} {common}"
+fi
+"$HORA" run {experiment} {common} --threads "${{SLURM_CPUS_PER_TASK:-{cpus}}}" \
+  --shard "$((SLURM_ARRAY_TASK_ID - ${{SLURM_ARRAY_TASK_MIN:-0}}))/{tasks}"
 "#,
         root = q(root),
         hora = sh_quote(&o.hora),
-        log_dir = q(&log_dir),
-        name = sh_quote(&format!("hora-{experiment}")),
+        name = sh_quote(&name),
         last = tasks - 1,
         cpus = o.cpus_per_task,
         time = sh_quote(&o.time),
@@ -79,9 +79,9 @@ mod tests {
     fn script_shards_the_plan_and_chains_the_merge() {
         let o = SlurmOptions { tasks: 8, cpus_per_task: 4, time: "02:00:00".into(), partition: None, hora: "/x/hora".into() };
         let s = script("rates-exact", "paper", 5, Path::new("/w"), Path::new("/w/experiments"), Path::new("/w/results"), &o);
-        assert!(s.contains("--array=0-4"), "{s}");
-        assert!(s.contains("--shard \\${SLURM_ARRAY_TASK_ID}/5"), "{s}");
-        assert!(s.contains("--dependency=afterany:$ARRAY"));
+        assert!(s.contains("#SBATCH --array=0-4"), "{s}");
+        assert!(s.contains("--shard \"$((SLURM_ARRAY_TASK_ID - ${SLURM_ARRAY_TASK_MIN:-0}))/5\""), "{s}");
+        assert!(s.contains("--dependency=afterany:\"$SLURM_ARRAY_JOB_ID\""), "{s}");
         assert!(s.contains("merge rates-exact") && s.contains("metric rates-exact") && s.contains("plot rates-exact"));
         assert_eq!(sh_quote("a b'c"), "'a b'\\''c'");
     }

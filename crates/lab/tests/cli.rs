@@ -268,8 +268,8 @@ fn slurm_prints_an_array_and_a_dependent_merge() {
     let lab = Lab::new(TINY);
     let out = lab.ok(&["slurm", "tiny", "--tasks", "8"]);
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(s.starts_with("#!/usr/bin/env bash") && s.contains("--array=0-7") && s.contains("--dependency=afterany"), "{s}");
-    assert!(s.contains("--shard \\${SLURM_ARRAY_TASK_ID}/8") && s.contains(" merge tiny"), "{s}");
+    assert!(s.starts_with("#!/usr/bin/env bash\n#SBATCH") && s.contains("#SBATCH --array=0-7"), "{s}");
+    assert!(s.contains("--dependency=afterany") && s.contains(" merge tiny") && s.contains("))/8"), "{s}");
     assert!(!lab.results().exists());
 }
 
