@@ -14,7 +14,7 @@ pub enum HmoeError {
     #[error("cannot parse configuration: {0}")]
     Parse(String),
     /// A method name that is not one of the known parametrisations.
-    #[error("unknown method `{0}` (allowed: lora, replora-identity, replora-tanh, hora-identity, hora-tanh, with an optional `-noshare` suffix for hora)")]
+    #[error("unknown method `{0}` (allowed: lora, replora-identity, replora-tanh, hora-identity, hora-tanh; `replora` and `hora` alone mean tanh)")]
     UnknownMethod(String),
     /// A stored record whose arrays do not match its own configuration.
     #[error("inconsistent record: {0}")]
