@@ -2,7 +2,16 @@
 //! so every raw record and summary can say what produced it.
 use std::path::Path;
 
-const TRACKED: &[&str] = &["hmoe", "finetune", "candle-core", "candle-nn", "argmin", "ndarray", "plotters", "tokenizers"];
+const TRACKED: &[&str] = &[
+    "hmoe",
+    "finetune",
+    "candle-core",
+    "candle-nn",
+    "argmin",
+    "ndarray",
+    "plotters",
+    "tokenizers",
+];
 
 fn main() {
     let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");

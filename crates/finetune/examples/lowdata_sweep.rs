@@ -9,7 +9,11 @@ use std::time::Instant;
 use finetune::{train_and_evaluate, AdapterKind, TrainConfig};
 
 fn list<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
-    std::env::var(name).unwrap_or_else(|_| default.into()).split(',').filter_map(|v| v.trim().parse().ok()).collect()
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
 }
 
 fn main() -> Result<(), finetune::FinetuneError> {
@@ -37,16 +41,25 @@ fn main() -> Result<(), finetune::FinetuneError> {
     for &fraction in &fractions {
         for &seed in &seeds {
             for &method in &methods {
-                let cfg = TrainConfig { method, train_fraction: fraction, seed, ..base.clone() };
+                let cfg = TrainConfig {
+                    method,
+                    train_fraction: fraction,
+                    seed,
+                    ..base.clone()
+                };
                 let r = train_and_evaluate(&cfg, &assets, &split, None)?;
                 println!(
                     "| {method} | {fraction} | {seed} | {} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {:.3} | {:.1} |",
                     r.train_examples, r.trainable_params, r.steps, r.steps_per_sec, r.best_epoch, r.test_accuracy, r.test_macro_f1, r.test_majority_rate, r.seconds
                 );
                 if let Some(dir) = &out {
-                    std::fs::create_dir_all(dir).map_err(|e| finetune::FinetuneError::Io { path: dir.clone(), source: e })?;
+                    std::fs::create_dir_all(dir).map_err(|e| finetune::FinetuneError::Io {
+                        path: dir.clone(),
+                        source: e,
+                    })?;
                     let path = dir.join(format!("{method}-f{fraction}-s{seed}.json"));
-                    std::fs::write(&path, serde_json::to_string_pretty(&r)?).map_err(|e| finetune::FinetuneError::Io { path, source: e })?;
+                    std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+                        .map_err(|e| finetune::FinetuneError::Io { path, source: e })?;
                 }
             }
         }

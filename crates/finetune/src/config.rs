@@ -24,8 +24,14 @@ pub enum AdapterKind {
 }
 
 impl AdapterKind {
-    pub const ALL: [AdapterKind; 6] =
-        [Self::HeadOnly, Self::Lora, Self::MhLora, Self::Replora, Self::Hora, Self::Full];
+    pub const ALL: [AdapterKind; 6] = [
+        Self::HeadOnly,
+        Self::Lora,
+        Self::MhLora,
+        Self::Replora,
+        Self::Hora,
+        Self::Full,
+    ];
 
     /// The kebab-case name used in configs and files.
     pub fn name(self) -> &'static str {
@@ -40,11 +46,14 @@ impl AdapterKind {
     }
 
     pub fn from_name(name: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| FinetuneError::Config {
-            field: "method",
-            value: name.to_string(),
-            allowed: "one of head-only, lora, mh-lora, replora, hora, full",
-        })
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| FinetuneError::Config {
+                field: "method",
+                value: name.to_string(),
+                allowed: "one of head-only, lora, mh-lora, replora, hora, full",
+            })
     }
 }
 
@@ -130,7 +139,11 @@ impl Default for TrainConfig {
 }
 
 fn bad(field: &'static str, value: impl std::fmt::Display, allowed: &'static str) -> FinetuneError {
-    FinetuneError::Config { field, value: value.to_string(), allowed }
+    FinetuneError::Config {
+        field,
+        value: value.to_string(),
+        allowed,
+    }
 }
 
 impl TrainConfig {
@@ -155,7 +168,11 @@ impl TrainConfig {
             return Err(bad("weight_decay", self.weight_decay, "a number in [0, 1]"));
         }
         if !in_range(self.warmup_fraction, 0.0, 1.0) {
-            return Err(bad("warmup_fraction", self.warmup_fraction, "a number in [0, 1]"));
+            return Err(bad(
+                "warmup_fraction",
+                self.warmup_fraction,
+                "a number in [0, 1]",
+            ));
         }
         if !(1..=10_000).contains(&self.epochs) {
             return Err(bad("epochs", self.epochs, "an integer in 1..=10000"));
@@ -164,22 +181,46 @@ impl TrainConfig {
             return Err(bad("batch_size", self.batch_size, "an integer in 1..=4096"));
         }
         if !(1..=4096).contains(&self.eval_batch_size) {
-            return Err(bad("eval_batch_size", self.eval_batch_size, "an integer in 1..=4096"));
+            return Err(bad(
+                "eval_batch_size",
+                self.eval_batch_size,
+                "an integer in 1..=4096",
+            ));
         }
         if !(4..=512).contains(&self.max_len) {
-            return Err(bad("max_len", self.max_len, "an integer in 4..=512 (the model has 512 positions)"));
+            return Err(bad(
+                "max_len",
+                self.max_len,
+                "an integer in 4..=512 (the model has 512 positions)",
+            ));
         }
         if !(in_range(self.train_fraction, 0.0, 1.0) && self.train_fraction > 0.0) {
-            return Err(bad("train_fraction", self.train_fraction, "a number in (0, 1]"));
+            return Err(bad(
+                "train_fraction",
+                self.train_fraction,
+                "a number in (0, 1]",
+            ));
         }
         if !(in_range(self.val_fraction, 0.0, 0.5) && self.val_fraction > 0.0) {
-            return Err(bad("val_fraction", self.val_fraction, "a number in (0, 0.5]"));
+            return Err(bad(
+                "val_fraction",
+                self.val_fraction,
+                "a number in (0, 0.5]",
+            ));
         }
         if !(in_range(self.test_fraction, 0.0, 0.5) && self.test_fraction > 0.0) {
-            return Err(bad("test_fraction", self.test_fraction, "a number in (0, 0.5]"));
+            return Err(bad(
+                "test_fraction",
+                self.test_fraction,
+                "a number in (0, 0.5]",
+            ));
         }
         if self.val_fraction + self.test_fraction >= 0.9 {
-            return Err(bad("val_fraction + test_fraction", self.val_fraction + self.test_fraction, "a sum below 0.9"));
+            return Err(bad(
+                "val_fraction + test_fraction",
+                self.val_fraction + self.test_fraction,
+                "a sum below 0.9",
+            ));
         }
         Ok(())
     }

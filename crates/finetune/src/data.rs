@@ -25,23 +25,47 @@ pub struct Example {
 /// Read `sentiment,confidence,text`; bytes that are not UTF-8 are replaced, not rejected.
 pub fn load_tweets(path: &Path) -> Result<Vec<Example>> {
     if !path.is_file() {
-        return Err(FinetuneError::MissingAsset { path: path.to_path_buf() });
+        return Err(FinetuneError::MissingAsset {
+            path: path.to_path_buf(),
+        });
     }
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(path).map_err(|e| FinetuneError::Data(format!("{}: {e}", path.display())))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .map_err(|e| FinetuneError::Data(format!("{}: {e}", path.display())))?;
     let mut out = Vec::new();
     for (i, record) in reader.byte_records().enumerate() {
-        let record = record.map_err(|e| FinetuneError::Data(format!("{} row {}: {e}", path.display(), i + 2)))?;
+        let record = record
+            .map_err(|e| FinetuneError::Data(format!("{} row {}: {e}", path.display(), i + 2)))?;
         if record.len() != 3 {
-            return Err(FinetuneError::Data(format!("{} row {}: expected 3 fields, found {}", path.display(), i + 2, record.len())));
+            return Err(FinetuneError::Data(format!(
+                "{} row {}: expected 3 fields, found {}",
+                path.display(),
+                i + 2,
+                record.len()
+            )));
         }
         let sentiment = String::from_utf8_lossy(&record[0]);
-        let label = LABELS.iter().position(|l| *l == sentiment.trim()).ok_or_else(|| {
-            FinetuneError::Data(format!("{} row {}: sentiment {sentiment:?} is not one of {LABELS:?}", path.display(), i + 2))
-        })?;
-        out.push(Example { text: String::from_utf8_lossy(&record[2]).into_owned(), label });
+        let label = LABELS
+            .iter()
+            .position(|l| *l == sentiment.trim())
+            .ok_or_else(|| {
+                FinetuneError::Data(format!(
+                    "{} row {}: sentiment {sentiment:?} is not one of {LABELS:?}",
+                    path.display(),
+                    i + 2
+                ))
+            })?;
+        out.push(Example {
+            text: String::from_utf8_lossy(&record[2]).into_owned(),
+            label,
+        });
     }
     if out.is_empty() {
-        return Err(FinetuneError::Data(format!("{} has no rows", path.display())));
+        return Err(FinetuneError::Data(format!(
+            "{} has no rows",
+            path.display()
+        )));
     }
     Ok(out)
 }
@@ -63,7 +87,13 @@ pub struct Split {
 
 impl Split {
     /// Stratified: every class is shuffled with `split_seed` and cut into test, validation, train.
-    pub fn stratified(labels: &[usize], n_classes: usize, split_seed: u64, val_fraction: f64, test_fraction: f64) -> Self {
+    pub fn stratified(
+        labels: &[usize],
+        n_classes: usize,
+        split_seed: u64,
+        val_fraction: f64,
+        test_fraction: f64,
+    ) -> Self {
         let mut rng = init_rng(split_seed, 10);
         let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
         for c in 0..n_classes {
@@ -91,12 +121,28 @@ impl Split {
     }
 
     /// The split must match the data and the requested seed and fractions, and be a partition.
-    pub fn validate(&self, path: &Path, n_examples: usize, split_seed: u64, val_fraction: f64, test_fraction: f64) -> Result<()> {
-        let bad = |reason: String| FinetuneError::Split { path: path.to_path_buf(), reason };
+    pub fn validate(
+        &self,
+        path: &Path,
+        n_examples: usize,
+        split_seed: u64,
+        val_fraction: f64,
+        test_fraction: f64,
+    ) -> Result<()> {
+        let bad = |reason: String| FinetuneError::Split {
+            path: path.to_path_buf(),
+            reason,
+        };
         if self.n_examples != n_examples {
-            return Err(bad(format!("made for {} examples, the data has {n_examples}", self.n_examples)));
+            return Err(bad(format!(
+                "made for {} examples, the data has {n_examples}",
+                self.n_examples
+            )));
         }
-        if self.split_seed != split_seed || self.val_fraction != val_fraction || self.test_fraction != test_fraction {
+        if self.split_seed != split_seed
+            || self.val_fraction != val_fraction
+            || self.test_fraction != test_fraction
+        {
             return Err(bad(format!(
                 "made with split_seed {}, val_fraction {}, test_fraction {}; the config asks for {split_seed}, {val_fraction}, {test_fraction} (delete the file or point to another)",
                 self.split_seed, self.val_fraction, self.test_fraction
@@ -115,14 +161,29 @@ impl Split {
     }
 
     /// Read and validate `path`, or create it (written atomically) when absent.
-    pub fn load_or_create(path: &Path, labels: &[usize], split_seed: u64, val_fraction: f64, test_fraction: f64) -> Result<Self> {
+    pub fn load_or_create(
+        path: &Path,
+        labels: &[usize],
+        split_seed: u64,
+        val_fraction: f64,
+        test_fraction: f64,
+    ) -> Result<Self> {
         if path.exists() {
             let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-            let split: Split = serde_json::from_str(&text).map_err(|e| FinetuneError::Split { path: path.to_path_buf(), reason: e.to_string() })?;
+            let split: Split = serde_json::from_str(&text).map_err(|e| FinetuneError::Split {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
             split.validate(path, labels.len(), split_seed, val_fraction, test_fraction)?;
             return Ok(split);
         }
-        let split = Self::stratified(labels, LABELS.len(), split_seed, val_fraction, test_fraction);
+        let split = Self::stratified(
+            labels,
+            LABELS.len(),
+            split_seed,
+            val_fraction,
+            test_fraction,
+        );
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
@@ -157,19 +218,31 @@ pub struct TextEncoder {
 impl TextEncoder {
     pub fn from_file(path: &Path, max_len: usize) -> Result<Self> {
         if !path.is_file() {
-            return Err(FinetuneError::MissingAsset { path: path.to_path_buf() });
+            return Err(FinetuneError::MissingAsset {
+                path: path.to_path_buf(),
+            });
         }
-        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| FinetuneError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let mut tokenizer = Tokenizer::from_file(path)
+            .map_err(|e| FinetuneError::Tokenizer(format!("{}: {e}", path.display())))?;
         tokenizer.with_padding(None);
         tokenizer
-            .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
             .map_err(|e| FinetuneError::Tokenizer(e.to_string()))?;
         Ok(Self { tokenizer })
     }
 
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| FinetuneError::Tokenizer(e.to_string()))?;
-        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| FinetuneError::Tokenizer(e.to_string()))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 }
 
@@ -183,7 +256,10 @@ pub struct Encoded {
 impl Encoded {
     pub fn new(encoder: &TextEncoder, examples: &[Example], indices: &[usize]) -> Result<Self> {
         let texts: Vec<&str> = indices.iter().map(|&i| examples[i].text.as_str()).collect();
-        Ok(Self { ids: encoder.encode(&texts)?, labels: indices.iter().map(|&i| examples[i].label).collect() })
+        Ok(Self {
+            ids: encoder.encode(&texts)?,
+            labels: indices.iter().map(|&i| examples[i].label).collect(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -196,7 +272,12 @@ impl Encoded {
 
     /// Padded `(ids, mask)` tensors `(batch, longest)` and the labels of `rows`.
     pub fn batch(&self, rows: &[usize], device: &Device) -> Result<(Tensor, Tensor, Vec<usize>)> {
-        let longest = rows.iter().map(|&r| self.ids[r].len()).max().unwrap_or(1).max(1);
+        let longest = rows
+            .iter()
+            .map(|&r| self.ids[r].len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let mut ids = Vec::with_capacity(rows.len() * longest);
         let mut mask = Vec::with_capacity(rows.len() * longest);
         for &r in rows {
@@ -207,7 +288,11 @@ impl Encoded {
             mask.extend(std::iter::repeat_n(0u32, longest - seq.len()));
         }
         let shape = (rows.len(), longest);
-        Ok((Tensor::from_vec(ids, shape, device)?, Tensor::from_vec(mask, shape, device)?, rows.iter().map(|&r| self.labels[r]).collect()))
+        Ok((
+            Tensor::from_vec(ids, shape, device)?,
+            Tensor::from_vec(mask, shape, device)?,
+            rows.iter().map(|&r| self.labels[r]).collect(),
+        ))
     }
 
     /// Training batches for one epoch: shuffle, sort by length inside pools of 50 batches (so a

@@ -52,14 +52,20 @@ impl BertConfig {
 
     #[allow(clippy::manual_is_multiple_of)] // is_multiple_of is newer than the workspace MSRV
     pub fn check(&self) -> Result<()> {
-        if self.num_attention_heads == 0 || self.num_hidden_layers == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || self.num_hidden_layers == 0
+            || self.hidden_size % self.num_attention_heads != 0
+        {
             return Err(FinetuneError::Checkpoint(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             )));
         }
         if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new" | "relu") {
-            return Err(FinetuneError::Checkpoint(format!("hidden_act {} is not one of gelu, gelu_new, relu", self.hidden_act)));
+            return Err(FinetuneError::Checkpoint(format!(
+                "hidden_act {} is not one of gelu, gelu_new, relu",
+                self.hidden_act
+            )));
         }
         Ok(())
     }
@@ -70,8 +76,13 @@ impl BertConfig {
 
     /// Number of scalars in the encoder (embeddings, layers; no pooler, no head).
     pub fn param_count(&self) -> usize {
-        let (h, i, l) = (self.hidden_size, self.intermediate_size, self.num_hidden_layers);
-        let emb = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
+        let (h, i, l) = (
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+        );
+        let emb =
+            (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
         let layer = 4 * (h * h + h) + 2 * (h * i) + i + h + 4 * h;
         emb + l * layer
     }
@@ -97,7 +108,10 @@ impl Module for Linear {
         let y = if self.weight.track_op() || !self.weight.device().is_cpu() {
             flat.matmul(&self.weight.t()?)?
         } else {
-            flat.contiguous()?.apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul { weight: self.weight.clone() })))?
+            flat.contiguous()?
+                .apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul {
+                    weight: self.weight.clone(),
+                })))?
         };
         let y = y.reshape(out_dims)?;
         match &self.bias {
@@ -119,18 +133,30 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         "frozen-matmul"
     }
 
-    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let data = storage.as_slice::<f32>()?;
-        let (lo, hi) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("frozen-matmul needs a contiguous input".into()))?;
+        let (lo, hi) = layout.contiguous_offsets().ok_or_else(|| {
+            candle_core::Error::Msg("frozen-matmul needs a contiguous input".into())
+        })?;
         let x = Tensor::from_slice(&data[lo..hi], layout.shape(), &Device::Cpu)?;
         let y = x.matmul(&self.weight.t()?)?;
         let shape = y.shape().clone();
-        Ok((candle_core::CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), shape))
+        Ok((
+            candle_core::CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
+            shape,
+        ))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad_res.matmul(&self.weight)?))
     }
 }
@@ -149,7 +175,9 @@ impl Module for LayerNorm {
         let centred = xs.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
     }
 }
 
@@ -188,7 +216,11 @@ pub struct ForwardCtx<'a> {
 impl<'a> ForwardCtx<'a> {
     /// Inference: no dropout.
     pub fn eval(deltas: &'a [LayerDeltas]) -> Self {
-        Self { deltas, dropout: 0.0, rng: None }
+        Self {
+            deltas,
+            dropout: 0.0,
+            rng: None,
+        }
     }
 
     fn dropout(&mut self, xs: &Tensor) -> Result<Tensor> {
@@ -198,7 +230,9 @@ impl<'a> ForwardCtx<'a> {
             _ => return Ok(xs.clone()),
         };
         let keep = 1.0 / (1.0 - p) as f32;
-        let mask: Vec<f32> = (0..xs.elem_count()).map(|_| if rng.random::<f64>() < p { 0.0 } else { keep }).collect();
+        let mask: Vec<f32> = (0..xs.elem_count())
+            .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+            .collect();
         let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?;
         Ok((xs * mask)?)
     }
@@ -211,7 +245,11 @@ impl<'a> ForwardCtx<'a> {
                 let x = self.dropout(xs)?;
                 let dims = x.dims().to_vec();
                 let rows: usize = dims[..dims.len() - 1].iter().product();
-                let up = x.reshape((rows, dims[dims.len() - 1]))?.matmul(&lr.a.t()?)?.matmul(&lr.b.t()?)?.reshape(y.shape())?;
+                let up = x
+                    .reshape((rows, dims[dims.len() - 1]))?
+                    .matmul(&lr.a.t()?)?
+                    .matmul(&lr.b.t()?)?
+                    .reshape(y.shape())?;
                 Ok((y + (up * lr.scale)?)?)
             }
         }
@@ -253,17 +291,28 @@ impl BertEncoder {
         config.check()?;
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let fetch = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = get(name).ok_or_else(|| FinetuneError::Checkpoint(format!("tensor {name} is missing")))?;
+            let t = get(name)
+                .ok_or_else(|| FinetuneError::Checkpoint(format!("tensor {name} is missing")))?;
             if t.dims() != shape {
-                return Err(FinetuneError::Checkpoint(format!("tensor {name} has shape {:?}, expected {shape:?}", t.dims())));
+                return Err(FinetuneError::Checkpoint(format!(
+                    "tensor {name} has shape {:?}, expected {shape:?}",
+                    t.dims()
+                )));
             }
             Ok(t)
         };
         let linear = |p: &str, out: usize, inp: usize| -> Result<Linear> {
-            Ok(Linear { weight: fetch(&format!("{p}.weight"), &[out, inp])?, bias: Some(fetch(&format!("{p}.bias"), &[out])?) })
+            Ok(Linear {
+                weight: fetch(&format!("{p}.weight"), &[out, inp])?,
+                bias: Some(fetch(&format!("{p}.bias"), &[out])?),
+            })
         };
         let norm = |p: &str| -> Result<LayerNorm> {
-            Ok(LayerNorm { weight: fetch(&format!("{p}.weight"), &[h])?, bias: fetch(&format!("{p}.bias"), &[h])?, eps: config.layer_norm_eps })
+            Ok(LayerNorm {
+                weight: fetch(&format!("{p}.weight"), &[h])?,
+                bias: fetch(&format!("{p}.bias"), &[h])?,
+                eps: config.layer_norm_eps,
+            })
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
@@ -282,8 +331,14 @@ impl BertEncoder {
         Ok(Self {
             config: config.clone(),
             word_embeddings: fetch("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
-            position_embeddings: fetch("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?,
-            token_type_embeddings: fetch("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?,
+            position_embeddings: fetch(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, h],
+            )?,
+            token_type_embeddings: fetch(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?,
             embed_norm: norm("embeddings.LayerNorm")?,
             layers,
         })
@@ -305,13 +360,27 @@ impl BertEncoder {
         let mut map = HashMap::new();
         let mut put = |name: String, dims: &[usize], centre: f32| -> Result<()> {
             let n: usize = dims.iter().product();
-            let data: Vec<f32> = (0..n).map(|_| centre + rng.random_range(-0.2f32..0.2)).collect();
+            let data: Vec<f32> = (0..n)
+                .map(|_| centre + rng.random_range(-0.2f32..0.2))
+                .collect();
             map.insert(name, Tensor::from_vec(data, dims, device)?);
             Ok(())
         };
-        put("embeddings.word_embeddings.weight".into(), &[config.vocab_size, h], 0.0)?;
-        put("embeddings.position_embeddings.weight".into(), &[config.max_position_embeddings, h], 0.0)?;
-        put("embeddings.token_type_embeddings.weight".into(), &[config.type_vocab_size, h], 0.0)?;
+        put(
+            "embeddings.word_embeddings.weight".into(),
+            &[config.vocab_size, h],
+            0.0,
+        )?;
+        put(
+            "embeddings.position_embeddings.weight".into(),
+            &[config.max_position_embeddings, h],
+            0.0,
+        )?;
+        put(
+            "embeddings.token_type_embeddings.weight".into(),
+            &[config.type_vocab_size, h],
+            0.0,
+        )?;
         put("embeddings.LayerNorm.weight".into(), &[h], 1.0)?;
         put("embeddings.LayerNorm.bias".into(), &[h], 0.0)?;
         for l in 0..config.num_hidden_layers {
@@ -338,11 +407,26 @@ impl BertEncoder {
     /// Every weight by checkpoint name.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![
-            ("embeddings.word_embeddings.weight".to_string(), self.word_embeddings.clone()),
-            ("embeddings.position_embeddings.weight".to_string(), self.position_embeddings.clone()),
-            ("embeddings.token_type_embeddings.weight".to_string(), self.token_type_embeddings.clone()),
-            ("embeddings.LayerNorm.weight".to_string(), self.embed_norm.weight.clone()),
-            ("embeddings.LayerNorm.bias".to_string(), self.embed_norm.bias.clone()),
+            (
+                "embeddings.word_embeddings.weight".to_string(),
+                self.word_embeddings.clone(),
+            ),
+            (
+                "embeddings.position_embeddings.weight".to_string(),
+                self.position_embeddings.clone(),
+            ),
+            (
+                "embeddings.token_type_embeddings.weight".to_string(),
+                self.token_type_embeddings.clone(),
+            ),
+            (
+                "embeddings.LayerNorm.weight".to_string(),
+                self.embed_norm.weight.clone(),
+            ),
+            (
+                "embeddings.LayerNorm.bias".to_string(),
+                self.embed_norm.bias.clone(),
+            ),
         ];
         for (l, layer) in self.layers.iter().enumerate() {
             let p = format!("encoder.layer.{l}");
@@ -359,9 +443,21 @@ impl BertEncoder {
             lin(&mut out, format!("{p}.attention.self.query"), &layer.query);
             lin(&mut out, format!("{p}.attention.self.key"), &layer.key);
             lin(&mut out, format!("{p}.attention.self.value"), &layer.value);
-            lin(&mut out, format!("{p}.attention.output.dense"), &layer.attn_out);
-            norm(&mut out, format!("{p}.attention.output.LayerNorm"), &layer.attn_norm);
-            lin(&mut out, format!("{p}.intermediate.dense"), &layer.intermediate);
+            lin(
+                &mut out,
+                format!("{p}.attention.output.dense"),
+                &layer.attn_out,
+            );
+            norm(
+                &mut out,
+                format!("{p}.attention.output.LayerNorm"),
+                &layer.attn_norm,
+            );
+            lin(
+                &mut out,
+                format!("{p}.intermediate.dense"),
+                &layer.intermediate,
+            );
             lin(&mut out, format!("{p}.output.dense"), &layer.output);
             norm(&mut out, format!("{p}.output.LayerNorm"), &layer.out_norm);
         }
@@ -386,16 +482,26 @@ impl BertEncoder {
     ///
     /// # Shapes
     /// `input_ids`, `attention_mask`: `(batch, seq)` u32; returns `(batch, seq, hidden)`.
-    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, ctx: &mut ForwardCtx) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        ctx: &mut ForwardCtx,
+    ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         let h = self.config.hidden_size;
         let heads = self.config.num_attention_heads;
         let dh = self.config.head_dim();
         let flat = input_ids.flatten_all()?;
-        let words = self.word_embeddings.index_select(&flat, 0)?.reshape((b, t, h))?;
+        let words = self
+            .word_embeddings
+            .index_select(&flat, 0)?
+            .reshape((b, t, h))?;
         let positions = self.position_embeddings.narrow(0, 0, t)?;
         let types = self.token_type_embeddings.narrow(0, 0, 1)?;
-        let mut xs = self.embed_norm.forward(&words.broadcast_add(&positions)?.broadcast_add(&types)?)?;
+        let mut xs = self
+            .embed_norm
+            .forward(&words.broadcast_add(&positions)?.broadcast_add(&types)?)?;
 
         // Additive mask: 0 where attended, a large negative number on padding.
         let mask = attention_mask.to_dtype(DType::F32)?;
@@ -405,21 +511,27 @@ impl BertEncoder {
         for (l, layer) in self.layers.iter().enumerate() {
             let d = ctx.deltas.get(l).unwrap_or(&no_delta);
             let (dq, dv) = (d.query.clone(), d.value.clone());
-            let split = |x: Tensor| -> candle_core::Result<Tensor> { x.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous() };
+            let split = |x: Tensor| -> candle_core::Result<Tensor> {
+                x.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous()
+            };
             let q = split(ctx.project(&layer.query, dq.as_ref(), &xs)?)?;
             let k = split(layer.key.forward(&xs)?)?;
             let v = split(ctx.project(&layer.value, dv.as_ref(), &xs)?)?;
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&additive)?;
             let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
             let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
-            let attn = layer.attn_norm.forward(&(layer.attn_out.forward(&context)? + &xs)?)?;
+            let attn = layer
+                .attn_norm
+                .forward(&(layer.attn_out.forward(&context)? + &xs)?)?;
             let inter = layer.intermediate.forward(&attn)?;
             let inter = match self.config.hidden_act.as_str() {
                 "relu" => inter.relu()?,
                 "gelu_new" => inter.gelu()?,
                 _ => inter.gelu_erf()?,
             };
-            xs = layer.out_norm.forward(&(layer.output.forward(&inter)? + attn)?)?;
+            xs = layer
+                .out_norm
+                .forward(&(layer.output.forward(&inter)? + attn)?)?;
         }
         Ok(xs)
     }
@@ -440,7 +552,9 @@ pub fn mean_pool(hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
 /// skipped). A file that does not parse is reported as corrupt.
 pub fn load_checkpoint(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     if !path.is_file() {
-        return Err(FinetuneError::MissingAsset { path: path.to_path_buf() });
+        return Err(FinetuneError::MissingAsset {
+            path: path.to_path_buf(),
+        });
     }
     crate::assets::check_safetensors(path)?;
     let all = candle_core::safetensors::load(path, device)?;
@@ -458,16 +572,44 @@ mod tests {
     #[test]
     fn frozen_matmul_gradient_matches_the_plain_matmul() {
         let dev = Device::Cpu;
-        let w = Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap().affine(0.1, -0.5).unwrap();
-        let x = candle_core::Var::from_tensor(&Tensor::arange(0f32, 8.0, &dev).unwrap().reshape((1, 2, 4)).unwrap().cos().unwrap()).unwrap();
-        let frozen = Linear { weight: w.clone(), bias: None };
-        let plain = Linear { weight: candle_core::Var::from_tensor(&w).unwrap().as_tensor().clone(), bias: None };
+        let w = Tensor::arange(0f32, 12.0, &dev)
+            .unwrap()
+            .reshape((3, 4))
+            .unwrap()
+            .affine(0.1, -0.5)
+            .unwrap();
+        let x = candle_core::Var::from_tensor(
+            &Tensor::arange(0f32, 8.0, &dev)
+                .unwrap()
+                .reshape((1, 2, 4))
+                .unwrap()
+                .cos()
+                .unwrap(),
+        )
+        .unwrap();
+        let frozen = Linear {
+            weight: w.clone(),
+            bias: None,
+        };
+        let plain = Linear {
+            weight: candle_core::Var::from_tensor(&w)
+                .unwrap()
+                .as_tensor()
+                .clone(),
+            bias: None,
+        };
         let (yf, yp) = (frozen.forward(&x).unwrap(), plain.forward(&x).unwrap());
         assert_eq!(yf.to_vec3::<f32>().unwrap(), yp.to_vec3::<f32>().unwrap());
         let gf = yf.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         let gp = yp.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let (a, b) = (gf.get(x.as_tensor()).unwrap(), gp.get(x.as_tensor()).unwrap());
+        let (a, b) = (
+            gf.get(x.as_tensor()).unwrap(),
+            gp.get(x.as_tensor()).unwrap(),
+        );
         assert_eq!(a.to_vec3::<f32>().unwrap(), b.to_vec3::<f32>().unwrap());
-        assert!(gf.get(&w).is_none(), "no gradient is computed for the frozen weight");
+        assert!(
+            gf.get(&w).is_none(),
+            "no gradient is computed for the frozen weight"
+        );
     }
 }

@@ -12,7 +12,11 @@ pub enum FinetuneError {
     #[error("fetching assets failed: {0}")]
     Fetch(String),
     #[error("invalid config: `{field}` = {value}: {allowed}")]
-    Config { field: &'static str, value: String, allowed: &'static str },
+    Config {
+        field: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
     #[error("invalid data: {0}")]
     Data(String),
     #[error("split file {path}: {reason}")]
@@ -28,7 +32,10 @@ pub enum FinetuneError {
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("io error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("json error: {0}")]
     Json(#[from] serde_json::Error),
 }

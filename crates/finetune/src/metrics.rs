@@ -14,7 +14,11 @@ pub fn macro_f1(pred: &[usize], gold: &[usize], n_classes: usize) -> f64 {
     let mut total = 0.0;
     let mut counted = 0;
     for c in 0..n_classes {
-        let tp = pred.iter().zip(gold).filter(|(p, g)| **p == c && **g == c).count() as f64;
+        let tp = pred
+            .iter()
+            .zip(gold)
+            .filter(|(p, g)| **p == c && **g == c)
+            .count() as f64;
         let n_pred = pred.iter().filter(|p| **p == c).count() as f64;
         let n_gold = gold.iter().filter(|g| **g == c).count() as f64;
         if n_pred + n_gold == 0.0 {

@@ -50,16 +50,42 @@ pub struct Classifier {
 
 impl Classifier {
     /// Attach a fresh adapter and head (init drawn from `spec.seed`).
-    pub fn new(base: BertEncoder, spec: &AdapterSpec, num_labels: usize, device: &Device) -> Result<Self> {
+    pub fn new(
+        base: BertEncoder,
+        spec: &AdapterSpec,
+        num_labels: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let varmap = VarMap::new();
         let adapter = adapters::build(spec, &base, &varmap, device)?;
         let hidden = base.config.hidden_size;
         let mut rng = adapters::init_rng(spec.seed, 2);
         let head = Linear {
-            weight: new_var(&varmap, format!("{PEFT_PREFIX}classifier.weight"), uniform(&mut rng, &[num_labels, hidden], 1.0 / (hidden as f64).sqrt(), device)?)?,
-            bias: Some(new_var(&varmap, format!("{PEFT_PREFIX}classifier.bias"), zeros(&[num_labels], device)?)?),
+            weight: new_var(
+                &varmap,
+                format!("{PEFT_PREFIX}classifier.weight"),
+                uniform(
+                    &mut rng,
+                    &[num_labels, hidden],
+                    1.0 / (hidden as f64).sqrt(),
+                    device,
+                )?,
+            )?,
+            bias: Some(new_var(
+                &varmap,
+                format!("{PEFT_PREFIX}classifier.bias"),
+                zeros(&[num_labels], device)?,
+            )?),
         };
-        Ok(Self { base, adapter, head, varmap, spec: spec.clone(), num_labels, merged: None })
+        Ok(Self {
+            base,
+            adapter,
+            head,
+            varmap,
+            spec: spec.clone(),
+            num_labels,
+            merged: None,
+        })
     }
 
     pub fn spec(&self) -> &AdapterSpec {
@@ -87,7 +113,11 @@ impl Classifier {
 
     /// Scalars of the frozen encoder.
     pub fn base_params(&self) -> usize {
-        self.base.named_tensors().iter().map(|(_, t)| t.elem_count()).sum()
+        self.base
+            .named_tensors()
+            .iter()
+            .map(|(_, t)| t.elem_count())
+            .sum()
     }
 
     pub fn adapter(&self) -> &dyn Adapter {
@@ -95,22 +125,47 @@ impl Classifier {
     }
 
     fn encoder(&self) -> &BertEncoder {
-        self.merged.as_ref().or(self.adapter.trainable_encoder()).unwrap_or(&self.base)
+        self.merged
+            .as_ref()
+            .or(self.adapter.trainable_encoder())
+            .unwrap_or(&self.base)
     }
 
     /// Mean-pooled sentence embeddings.
     ///
     /// # Shapes
     /// `(batch, seq)` ids and mask; returns `(batch, hidden)`.
-    pub fn embed(&self, input_ids: &Tensor, attention_mask: &Tensor, dropout: f64, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
-        let deltas = if self.merged.is_some() { Vec::new() } else { self.adapter.deltas()? };
-        let mut ctx = ForwardCtx { deltas: &deltas, dropout, rng };
-        let hidden = self.encoder().forward(input_ids, attention_mask, &mut ctx)?;
+    pub fn embed(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        dropout: f64,
+        rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        let deltas = if self.merged.is_some() {
+            Vec::new()
+        } else {
+            self.adapter.deltas()?
+        };
+        let mut ctx = ForwardCtx {
+            deltas: &deltas,
+            dropout,
+            rng,
+        };
+        let hidden = self
+            .encoder()
+            .forward(input_ids, attention_mask, &mut ctx)?;
         mean_pool(&hidden, attention_mask)
     }
 
     /// Class logits `(batch, num_labels)`; dropout applies only when `rng` is given.
-    pub fn logits(&self, input_ids: &Tensor, attention_mask: &Tensor, dropout: f64, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+    pub fn logits(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        dropout: f64,
+        rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
         let pooled = self.embed(input_ids, attention_mask, dropout, rng)?;
         Ok(self.head.forward(&pooled)?)
     }
@@ -140,14 +195,26 @@ impl Classifier {
 
     /// Current values of every trainable tensor (detached copies), for early-stopping snapshots.
     pub fn snapshot(&self) -> Result<HashMap<String, Tensor>> {
-        let data = self.varmap.data().lock().map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
-        data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?.detach()))).collect()
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+        data.iter()
+            .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?.detach())))
+            .collect()
     }
 
     pub fn restore(&self, snapshot: &HashMap<String, Tensor>) -> Result<()> {
-        let data = self.varmap.data().lock().map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
         for (k, v) in data.iter() {
-            let t = snapshot.get(k).ok_or_else(|| FinetuneError::Data(format!("snapshot lacks {k}")))?;
+            let t = snapshot
+                .get(k)
+                .ok_or_else(|| FinetuneError::Data(format!("snapshot lacks {k}")))?;
             v.set(t)?;
         }
         Ok(())
@@ -176,7 +243,10 @@ impl Classifier {
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let cfg = self.config_file(self.spec.rank, self.spec.alpha, self.spec.kind);
-        write_atomic(&dir.join(ADAPTER_CONFIG), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+        write_atomic(
+            &dir.join(ADAPTER_CONFIG),
+            serde_json::to_string_pretty(&cfg)?.as_bytes(),
+        )?;
         let tmp = dir.join(format!("{ADAPTER_WEIGHTS}.tmp"));
         self.varmap.save(&tmp)?;
         std::fs::rename(&tmp, dir.join(ADAPTER_WEIGHTS)).map_err(io_err(dir))
@@ -188,26 +258,44 @@ impl Classifier {
         let cfg_path = dir.join(ADAPTER_CONFIG);
         let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
         let cfg: AdapterConfigFile = serde_json::from_str(&text)?;
-        let bad = |reason: String| FinetuneError::AdapterFile { path: dir.to_path_buf(), reason };
+        let bad = |reason: String| FinetuneError::AdapterFile {
+            path: dir.to_path_buf(),
+            reason,
+        };
         if cfg.hora_method != self.spec.kind || cfg.hora_num_labels != self.num_labels {
             return Err(bad(format!(
                 "holds method {} with {} labels, model is {} with {}",
                 cfg.hora_method, cfg.hora_num_labels, self.spec.kind, self.num_labels
             )));
         }
-        if self.spec.kind != AdapterKind::Lora && (cfg.r != self.spec.rank || cfg.lora_alpha != self.spec.alpha) {
-            return Err(bad(format!("r = {}, alpha = {}; model has r = {}, alpha = {}", cfg.r, cfg.lora_alpha, self.spec.rank, self.spec.alpha)));
+        if self.spec.kind != AdapterKind::Lora
+            && (cfg.r != self.spec.rank || cfg.lora_alpha != self.spec.alpha)
+        {
+            return Err(bad(format!(
+                "r = {}, alpha = {}; model has r = {}, alpha = {}",
+                cfg.r, cfg.lora_alpha, self.spec.rank, self.spec.alpha
+            )));
         }
         let weights_path = dir.join(ADAPTER_WEIGHTS);
         let device = self.head.weight.device().clone();
         let tensors = candle_core::safetensors::load(&weights_path, &device)
             .map_err(|e| bad(format!("{ADAPTER_WEIGHTS}: {e}")))?;
-        let data = self.varmap.data().lock().map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
         // Check everything before writing anything, so a bad file leaves the model untouched.
         for (name, var) in data.iter() {
-            let t = tensors.get(name).ok_or_else(|| bad(format!("tensor {name} is missing")))?;
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| bad(format!("tensor {name} is missing")))?;
             if t.dims() != var.dims() {
-                return Err(bad(format!("tensor {name} has shape {:?}, expected {:?}", t.dims(), var.dims())));
+                return Err(bad(format!(
+                    "tensor {name} has shape {:?}, expected {:?}",
+                    t.dims(),
+                    var.dims()
+                )));
             }
         }
         if let Some(extra) = tensors.keys().find(|k| !data.contains_key(*k)) {
@@ -226,7 +314,10 @@ impl Classifier {
     pub fn export_plain_lora(&self, dir: &Path) -> Result<usize> {
         let deltas: Vec<LayerDeltas> = self.adapter.deltas()?;
         if deltas.is_empty() {
-            return Err(FinetuneError::Data(format!("method {} has no low-rank update to export", self.spec.kind)));
+            return Err(FinetuneError::Data(format!(
+                "method {} has no low-rank update to export",
+                self.spec.kind
+            )));
         }
         let mut out: HashMap<String, Tensor> = HashMap::new();
         let mut rank = 0;
@@ -236,17 +327,29 @@ impl Classifier {
                 let Some(lr) = lr else { continue };
                 rank = lr.a.dim(0)?;
                 scale = lr.scale;
-                out.insert(adapters::peft_key(l, proj, "lora_A.weight"), lr.a.detach().contiguous()?);
-                out.insert(adapters::peft_key(l, proj, "lora_B.weight"), lr.b.detach().contiguous()?);
+                out.insert(
+                    adapters::peft_key(l, proj, "lora_A.weight"),
+                    lr.a.detach().contiguous()?,
+                );
+                out.insert(
+                    adapters::peft_key(l, proj, "lora_B.weight"),
+                    lr.b.detach().contiguous()?,
+                );
             }
         }
-        out.insert(format!("{PEFT_PREFIX}classifier.weight"), self.head.weight.detach());
+        out.insert(
+            format!("{PEFT_PREFIX}classifier.weight"),
+            self.head.weight.detach(),
+        );
         if let Some(b) = &self.head.bias {
             out.insert(format!("{PEFT_PREFIX}classifier.bias"), b.detach());
         }
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let cfg = self.config_file(rank, scale * rank as f64, AdapterKind::Lora);
-        write_atomic(&dir.join(ADAPTER_CONFIG), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+        write_atomic(
+            &dir.join(ADAPTER_CONFIG),
+            serde_json::to_string_pretty(&cfg)?.as_bytes(),
+        )?;
         let tmp = dir.join(format!("{ADAPTER_WEIGHTS}.tmp"));
         candle_core::safetensors::save(&out, &tmp)?;
         std::fs::rename(&tmp, dir.join(ADAPTER_WEIGHTS)).map_err(io_err(dir))?;

@@ -81,7 +81,12 @@ pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<Tensor> {
 }
 
 /// Predicted classes of every example of `data`.
-pub fn predict(model: &Classifier, data: &Encoded, batch_size: usize, device: &Device) -> Result<Vec<usize>> {
+pub fn predict(
+    model: &Classifier,
+    data: &Encoded,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<usize>> {
     let mut pred = vec![0usize; data.len()];
     for rows in data.eval_batches(batch_size) {
         let (ids, mask, _) = data.batch(&rows, device)?;
@@ -103,22 +108,51 @@ struct Optimisers {
 
 impl Optimisers {
     fn new(model: &Classifier, cfg: &TrainConfig) -> Result<Self> {
-        let params = |lr| ParamsAdamW { lr, weight_decay: cfg.weight_decay, ..Default::default() };
-        let data = model.varmap().data().lock().map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
-        let is_encoder = |name: &str| cfg.method == AdapterKind::Full && !name.starts_with(&format!("{PEFT_PREFIX}classifier."));
+        let params = |lr| ParamsAdamW {
+            lr,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        };
+        let data = model
+            .varmap()
+            .data()
+            .lock()
+            .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+        let is_encoder = |name: &str| {
+            cfg.method == AdapterKind::Full
+                && !name.starts_with(&format!("{PEFT_PREFIX}classifier."))
+        };
         let mut names: Vec<&String> = data.keys().collect();
         names.sort();
-        let pick = |enc: bool| names.iter().filter(|n| is_encoder(n) == enc).map(|n| data[*n].clone()).collect::<Vec<_>>();
+        let pick = |enc: bool| {
+            names
+                .iter()
+                .filter(|n| is_encoder(n) == enc)
+                .map(|n| data[*n].clone())
+                .collect::<Vec<_>>()
+        };
         let encoder_vars = pick(true);
         Ok(Self {
             adapter: AdamW::new(pick(false), params(cfg.lr))?,
-            encoder: if encoder_vars.is_empty() { None } else { Some(AdamW::new(encoder_vars, params(cfg.full_lr))?) },
+            encoder: if encoder_vars.is_empty() {
+                None
+            } else {
+                Some(AdamW::new(encoder_vars, params(cfg.full_lr))?)
+            },
         })
     }
 
-    fn step(&mut self, loss: &Tensor, step: usize, total: usize, warmup: usize, cfg: &TrainConfig) -> Result<()> {
+    fn step(
+        &mut self,
+        loss: &Tensor,
+        step: usize,
+        total: usize,
+        warmup: usize,
+        cfg: &TrainConfig,
+    ) -> Result<()> {
         let grads = loss.backward()?;
-        self.adapter.set_learning_rate(lr_at(step, total, warmup, cfg.lr));
+        self.adapter
+            .set_learning_rate(lr_at(step, total, warmup, cfg.lr));
         self.adapter.step(&grads)?;
         if let Some(enc) = &mut self.encoder {
             enc.set_learning_rate(lr_at(step, total, warmup, cfg.full_lr));
@@ -130,16 +164,31 @@ impl Optimisers {
 
 /// Fine-tune on the tweets and evaluate. The split at `split_path` is created if absent and
 /// reused (after validation) if present, so every method sees the same examples.
-pub fn train_and_evaluate(cfg: &TrainConfig, assets: &Assets, split_path: &Path, progress: Option<indicatif::ProgressBar>) -> Result<RunRecord> {
+pub fn train_and_evaluate(
+    cfg: &TrainConfig,
+    assets: &Assets,
+    split_path: &Path,
+    progress: Option<indicatif::ProgressBar>,
+) -> Result<RunRecord> {
     cfg.check()?;
     let start = Instant::now();
     let device = device();
     let examples = load_tweets(&assets.tweets_csv)?;
     let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
-    let split = Split::load_or_create(split_path, &labels, cfg.split_seed, cfg.val_fraction, cfg.test_fraction)?;
+    let split = Split::load_or_create(
+        split_path,
+        &labels,
+        cfg.split_seed,
+        cfg.val_fraction,
+        cfg.test_fraction,
+    )?;
     let subset = train_subset(&split.train, &labels, cfg.train_fraction, cfg.seed);
     let cap = |v: &[usize]| -> Vec<usize> {
-        if cfg.max_eval_examples == 0 { v.to_vec() } else { v[..v.len().min(cfg.max_eval_examples)].to_vec() }
+        if cfg.max_eval_examples == 0 {
+            v.to_vec()
+        } else {
+            v[..v.len().min(cfg.max_eval_examples)].to_vec()
+        }
     };
     let text = TextEncoder::from_file(&assets.model_dir.join("tokenizer.json"), cfg.max_len)?;
     let train = Encoded::new(&text, &examples, &subset)?;
@@ -165,7 +214,9 @@ pub fn train_model(
 ) -> Result<RunRecord> {
     cfg.check()?;
     if train.is_empty() || val.is_empty() || test.is_empty() {
-        return Err(FinetuneError::Data("train, validation and test sets must be non-empty".into()));
+        return Err(FinetuneError::Data(
+            "train, validation and test sets must be non-empty".into(),
+        ));
     }
     let n_classes = model.num_labels();
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
@@ -198,7 +249,10 @@ pub fn train_model(
             let loss = cross_entropy(&logits, &labels)?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
-                return Err(FinetuneError::Diverged(format!("loss {value} at step {step} (lr {})", cfg.lr)));
+                return Err(FinetuneError::Diverged(format!(
+                    "loss {value} at step {step} (lr {})",
+                    cfg.lr
+                )));
             }
             opt.step(&loss, step, total, warmup, cfg)?;
             loss_sum += value * rows.len() as f64;
@@ -206,19 +260,30 @@ pub fn train_model(
             step += 1;
             if let Some(pb) = &progress {
                 pb.inc(1);
-                pb.set_message(format!("{} r={} epoch {epoch} loss {:.3}", cfg.method, cfg.rank, loss_sum / loss_n as f64));
+                pb.set_message(format!(
+                    "{} r={} epoch {epoch} loss {:.3}",
+                    cfg.method,
+                    cfg.rank,
+                    loss_sum / loss_n as f64
+                ));
             }
         }
         train_seconds += epoch_start.elapsed().as_secs_f64();
         let pred = predict(model, val, cfg.eval_batch_size, device)?;
         let metrics = EpochMetrics {
             epoch,
-            train_loss: if loss_n > 0 { loss_sum / loss_n as f64 } else { f64::NAN },
+            train_loss: if loss_n > 0 {
+                loss_sum / loss_n as f64
+            } else {
+                f64::NAN
+            },
             val_accuracy: accuracy(&pred, &val.labels),
             val_macro_f1: macro_f1(&pred, &val.labels, n_classes),
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
-        let improved = best.as_ref().is_none_or(|(f1, _, _)| metrics.val_macro_f1 > *f1);
+        let improved = best
+            .as_ref()
+            .is_none_or(|(f1, _, _)| metrics.val_macro_f1 > *f1);
         if improved {
             best = Some((metrics.val_macro_f1, epoch, model.snapshot()?));
         }
@@ -228,7 +293,8 @@ pub fn train_model(
             break 'epochs;
         }
     }
-    let (_, best_epoch, snapshot) = best.ok_or_else(|| FinetuneError::Data("no epoch ran".into()))?;
+    let (_, best_epoch, snapshot) =
+        best.ok_or_else(|| FinetuneError::Data("no epoch ran".into()))?;
     model.restore(&snapshot)?;
     let pred = predict(model, test, cfg.eval_batch_size, device)?;
     if let Some(pb) = &progress {
@@ -245,7 +311,11 @@ pub fn train_model(
         test_macro_f1: macro_f1(&pred, &test.labels, n_classes),
         test_majority_rate: majority_rate(&test.labels, n_classes),
         steps: step,
-        steps_per_sec: if train_seconds > 0.0 { step as f64 / train_seconds } else { 0.0 },
+        steps_per_sec: if train_seconds > 0.0 {
+            step as f64 / train_seconds
+        } else {
+            0.0
+        },
         seconds: start.elapsed().as_secs_f64(),
         device: device_name(device),
     })

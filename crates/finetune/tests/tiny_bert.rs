@@ -37,7 +37,13 @@ fn tiny_config() -> BertConfig {
 }
 
 fn spec(kind: AdapterKind, seed: u64) -> AdapterSpec {
-    AdapterSpec { kind, rank: R, alpha: 2.0 * R as f64, activation: GeneratorActivation::Tanh, seed }
+    AdapterSpec {
+        kind,
+        rank: R,
+        alpha: 2.0 * R as f64,
+        activation: GeneratorActivation::Tanh,
+        seed,
+    }
 }
 
 fn tiny_model(kind: AdapterKind, seed: u64) -> Classifier {
@@ -53,16 +59,39 @@ fn batch() -> (Tensor, Tensor, Vec<usize>) {
         2, 7, 3, 0, 0, 0, 0, 0, //
         2, 44, 12, 6, 19, 25, 3, 0,
     ];
-    let mask: Vec<u32> = ids.iter().enumerate().map(|(k, &id)| u32::from(id != 0 || k % 8 == 0)).collect();
-    (Tensor::from_vec(ids, (4, 8), &Device::Cpu).unwrap(), Tensor::from_vec(mask, (4, 8), &Device::Cpu).unwrap(), vec![0, 1, 2, 1])
+    let mask: Vec<u32> = ids
+        .iter()
+        .enumerate()
+        .map(|(k, &id)| u32::from(id != 0 || k % 8 == 0))
+        .collect();
+    (
+        Tensor::from_vec(ids, (4, 8), &Device::Cpu).unwrap(),
+        Tensor::from_vec(mask, (4, 8), &Device::Cpu).unwrap(),
+        vec![0, 1, 2, 1],
+    )
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f32::to_bits)
+        .collect()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// Give every trainable tensor random values, so that B ≠ 0 and merges are not trivial.
@@ -71,31 +100,68 @@ fn randomise(model: &Classifier, seed: u64) {
     for var in model.varmap().all_vars() {
         let n = var.elem_count();
         let data: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3f32..0.3)).collect();
-        var.set(&Tensor::from_vec(data, var.shape(), &Device::Cpu).unwrap()).unwrap();
+        var.set(&Tensor::from_vec(data, var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
     }
 }
 
-const LOW_RANK: [AdapterKind; 4] = [AdapterKind::Lora, AdapterKind::MhLora, AdapterKind::Replora, AdapterKind::Hora];
+const LOW_RANK: [AdapterKind; 4] = [
+    AdapterKind::Lora,
+    AdapterKind::MhLora,
+    AdapterKind::Replora,
+    AdapterKind::Hora,
+];
 
 #[test]
 fn every_trainable_tensor_gets_a_gradient_after_one_step_and_the_base_is_untouched() {
     let (ids, mask, labels) = batch();
     for kind in AdapterKind::ALL {
         let model = tiny_model(kind, 1);
-        let before: Vec<(String, Vec<u32>)> = model.base.named_tensors().iter().map(|(n, t)| (n.clone(), bits(t))).collect();
-        let mut opt = AdamW::new(model.varmap().all_vars(), ParamsAdamW { lr: 1e-2, ..Default::default() }).unwrap();
+        let before: Vec<(String, Vec<u32>)> = model
+            .base
+            .named_tensors()
+            .iter()
+            .map(|(n, t)| (n.clone(), bits(t)))
+            .collect();
+        let mut opt = AdamW::new(
+            model.varmap().all_vars(),
+            ParamsAdamW {
+                lr: 1e-2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut rng = init_rng(3, 3);
-        let loss = cross_entropy(&model.logits(&ids, &mask, 0.1, Some(&mut rng)).unwrap(), &labels).unwrap();
+        let loss = cross_entropy(
+            &model.logits(&ids, &mask, 0.1, Some(&mut rng)).unwrap(),
+            &labels,
+        )
+        .unwrap();
         opt.backward_step(&loss).unwrap();
 
-        let loss = cross_entropy(&model.logits(&ids, &mask, 0.1, Some(&mut rng)).unwrap(), &labels).unwrap();
+        let loss = cross_entropy(
+            &model.logits(&ids, &mask, 0.1, Some(&mut rng)).unwrap(),
+            &labels,
+        )
+        .unwrap();
         let grads = loss.backward().unwrap();
         let data = model.varmap().data().lock().unwrap();
         assert!(!data.is_empty());
         for (name, var) in data.iter() {
-            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{kind}: no gradient for {name}"));
-            let norm = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(norm > 0.0 && norm.is_finite(), "{kind}: gradient of {name} is {norm}");
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{kind}: no gradient for {name}"));
+            let norm = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                norm > 0.0 && norm.is_finite(),
+                "{kind}: gradient of {name} is {norm}"
+            );
         }
         drop(data);
         opt.step(&grads).unwrap();
@@ -117,9 +183,16 @@ fn merged_and_unmerged_logits_agree() {
         assert!(model.merge().is_err(), "{kind}: merging twice must fail");
         let merged = model.logits(&ids, &mask, 0.0, None).unwrap();
         let diff = max_abs_diff(&unmerged, &merged);
-        assert!(diff <= 1e-5, "{kind}: merged and unmerged logits differ by {diff}");
+        assert!(
+            diff <= 1e-5,
+            "{kind}: merged and unmerged logits differ by {diff}"
+        );
         model.unmerge().unwrap();
-        assert_eq!(bits(&model.logits(&ids, &mask, 0.0, None).unwrap()), bits(&unmerged), "{kind}: unmerge is not exact");
+        assert_eq!(
+            bits(&model.logits(&ids, &mask, 0.0, None).unwrap()),
+            bits(&unmerged),
+            "{kind}: unmerge is not exact"
+        );
     }
 }
 
@@ -131,7 +204,11 @@ fn adapters_start_at_the_pretrained_function() {
     for kind in LOW_RANK {
         let model = tiny_model(kind, 4);
         let e = model.embed(&ids, &mask, 0.0, None).unwrap();
-        assert_eq!(bits(&e), bits(&reference), "{kind}: ΔW ≠ 0 at initialisation");
+        assert_eq!(
+            bits(&e),
+            bits(&reference),
+            "{kind}: ΔW ≠ 0 at initialisation"
+        );
     }
 }
 
@@ -152,10 +229,17 @@ fn save_load_round_trip_is_bit_exact() {
         let b = other.varmap().data().lock().unwrap();
         assert_eq!(a.len(), b.len());
         for (name, var) in a.iter() {
-            assert_eq!(bits(var.as_tensor()), bits(b[name].as_tensor()), "{kind}: {name} differs after load");
+            assert_eq!(
+                bits(var.as_tensor()),
+                bits(b[name].as_tensor()),
+                "{kind}: {name} differs after load"
+            );
         }
         drop((a, b));
-        assert_eq!(bits(&model.logits(&ids, &mask, 0.0, None).unwrap()), bits(&other.logits(&ids, &mask, 0.0, None).unwrap()));
+        assert_eq!(
+            bits(&model.logits(&ids, &mask, 0.0, None).unwrap()),
+            bits(&other.logits(&ids, &mask, 0.0, None).unwrap())
+        );
     }
 }
 
@@ -164,13 +248,18 @@ fn peft_key_names_and_config() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(AdapterKind::Lora, 3);
     model.save(dir.path()).unwrap();
-    let tensors = candle_core::safetensors::load(dir.path().join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+    let tensors =
+        candle_core::safetensors::load(dir.path().join("adapter_model.safetensors"), &Device::Cpu)
+            .unwrap();
     let a = &tensors["base_model.model.encoder.layer.0.attention.self.query.lora_A.weight"];
     let b = &tensors["base_model.model.encoder.layer.1.attention.self.value.lora_B.weight"];
     assert_eq!(a.dims(), &[R, H]);
     assert_eq!(b.dims(), &[H, R]);
     assert!(tensors.contains_key("base_model.model.classifier.weight"));
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["r"], R);
     assert_eq!(cfg["target_modules"], serde_json::json!(["query", "value"]));
@@ -202,19 +291,35 @@ fn loading_a_bad_adapter_fails_and_leaves_the_model_untouched() {
 #[test]
 fn generated_factors_export_as_plain_lora() {
     let (ids, mask, _) = batch();
-    for (kind, rank) in [(AdapterKind::Hora, R), (AdapterKind::Replora, R), (AdapterKind::MhLora, HEADS * R)] {
+    for (kind, rank) in [
+        (AdapterKind::Hora, R),
+        (AdapterKind::Replora, R),
+        (AdapterKind::MhLora, HEADS * R),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model(kind, 5);
         randomise(&model, 14);
         let exported_rank = model.export_plain_lora(dir.path()).unwrap();
         assert_eq!(exported_rank, rank);
-        let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap()).unwrap();
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
         let alpha = cfg["lora_alpha"].as_f64().unwrap();
         let base = BertEncoder::random(&tiny_config(), 7, &Device::Cpu).unwrap();
-        let lora_spec = AdapterSpec { kind: AdapterKind::Lora, rank, alpha, activation: GeneratorActivation::Tanh, seed: 0 };
+        let lora_spec = AdapterSpec {
+            kind: AdapterKind::Lora,
+            rank,
+            alpha,
+            activation: GeneratorActivation::Tanh,
+            seed: 0,
+        };
         let mut lora = Classifier::new(base, &lora_spec, C, &Device::Cpu).unwrap();
         lora.load(dir.path()).unwrap();
-        let diff = max_abs_diff(&model.logits(&ids, &mask, 0.0, None).unwrap(), &lora.logits(&ids, &mask, 0.0, None).unwrap());
+        let diff = max_abs_diff(
+            &model.logits(&ids, &mask, 0.0, None).unwrap(),
+            &lora.logits(&ids, &mask, 0.0, None).unwrap(),
+        );
         assert!(diff <= 1e-5, "{kind}: exported LoRA differs by {diff}");
     }
 }
@@ -226,9 +331,15 @@ fn trainable_parameter_counts_match_formulas() {
     let expected = [
         (AdapterKind::HeadOnly, head),
         (AdapterKind::Lora, head + L * 2 * (R * H + H * R)),
-        (AdapterKind::MhLora, head + L * 2 * (HEADS * R * H + HEADS * DH * R)),
+        (
+            AdapterKind::MhLora,
+            head + L * 2 * (HEADS * R * H + HEADS * DH * R),
+        ),
         (AdapterKind::Replora, head + L * (R * H + H * R + 4 * R * R)),
-        (AdapterKind::Hora, head + L * (R * H + HEADS * DH * R + 2 * R * R + 2 * DH * DH)),
+        (
+            AdapterKind::Hora,
+            head + L * (R * H + HEADS * DH * R + 2 * R * R + 2 * DH * DH),
+        ),
         (AdapterKind::Full, head + base),
     ];
     for (kind, n) in expected {

@@ -15,7 +15,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 atoms,
                 ..ModelConfig::default()
             },
-            fit: FitConfig { max_iters: std::env::var("MAX_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(400), ..FitConfig::default() },
+            fit: FitConfig {
+                max_iters: std::env::var("MAX_ITERS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(400),
+                ..FitConfig::default()
+            },
             truth,
             method,
             n,

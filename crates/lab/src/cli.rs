@@ -108,10 +108,20 @@ pub enum AssetsCommand {
     },
 }
 
-const SUBCOMMANDS: &[&str] = &["plan", "run", "metric", "plot", "run-all", "list", "slurm", "merge", "assets", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "plan", "run", "metric", "plot", "run-all", "list", "slurm", "merge", "assets", "help",
+];
 
 /// Global flags that take a value (the next argument unless written `--flag=value`).
-const VALUE_FLAGS: &[&str] = &["--profile", "--threads", "--results", "--experiments", "--model-dir", "--assets", "--assets-dir"];
+const VALUE_FLAGS: &[&str] = &[
+    "--profile",
+    "--threads",
+    "--results",
+    "--experiments",
+    "--model-dir",
+    "--assets",
+    "--assets-dir",
+];
 
 /// `hora [flags] X ...` is `hora [flags] run-all X ...`.
 pub fn normalise_args(mut args: Vec<String>) -> Vec<String> {
@@ -119,7 +129,11 @@ pub fn normalise_args(mut args: Vec<String>) -> Vec<String> {
     while i < args.len() {
         let a = &args[i];
         if a.starts_with('-') {
-            i += if VALUE_FLAGS.contains(&a.as_str()) { 2 } else { 1 };
+            i += if VALUE_FLAGS.contains(&a.as_str()) {
+                2
+            } else {
+                1
+            };
             continue;
         }
         if !SUBCOMMANDS.contains(&a.as_str()) {
@@ -134,9 +148,19 @@ pub fn normalise_args(mut args: Vec<String>) -> Vec<String> {
 /// current one that holds `experiments/` (so `hora` works from any folder of the workspace).
 pub fn locate(global: &Global) -> (PathBuf, PathBuf, PathBuf) {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let root = cwd.ancestors().find(|d| d.join("experiments").is_dir()).unwrap_or(&cwd).to_path_buf();
-    let experiments = global.experiments.clone().unwrap_or_else(|| root.join("experiments"));
-    let results = global.results.clone().unwrap_or_else(|| root.join("results"));
+    let root = cwd
+        .ancestors()
+        .find(|d| d.join("experiments").is_dir())
+        .unwrap_or(&cwd)
+        .to_path_buf();
+    let experiments = global
+        .experiments
+        .clone()
+        .unwrap_or_else(|| root.join("experiments"));
+    let results = global
+        .results
+        .clone()
+        .unwrap_or_else(|| root.join("results"));
     (root, experiments, results)
 }
 
@@ -147,14 +171,25 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
         return Err(LabError::Usage("--threads must be at least 1".into()).into());
     }
     let (root, experiments, results) = locate(&g);
-    let opts = KindOptions { model_dir: g.model_dir.clone(), assets_dir: g.assets.clone() };
-    let command = cli.command.unwrap_or(Command::RunAll { experiment: DEFAULT_EXPERIMENT.into() });
+    let opts = KindOptions {
+        model_dir: g.model_dir.clone(),
+        assets_dir: g.assets.clone(),
+    };
+    let command = cli.command.unwrap_or(Command::RunAll {
+        experiment: DEFAULT_EXPERIMENT.into(),
+    });
     let name = match &command {
         Command::List => return list(&experiments, &results, &opts),
-        Command::Assets { command: AssetsCommand::Fetch { dir } } => {
+        Command::Assets {
+            command: AssetsCommand::Fetch { dir },
+        } => {
             let dir = dir.clone().or(g.assets.clone());
             let a = crate::finetune_kind::fetch_assets(dir.as_deref())?;
-            println!("assets ready: model in {}, data {}", a.model_dir.display(), a.tweets_csv.display());
+            println!(
+                "assets ready: model in {}, data {}",
+                a.model_dir.display(),
+                a.tweets_csv.display()
+            );
             return Ok(true);
         }
         Command::Plan { experiment }
@@ -171,7 +206,13 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
         Command::Run { shard: None, .. } => Shard::from_env()?,
         _ => None,
     };
-    let ctx = Ctx { root, experiments, results, global: g, shard };
+    let ctx = Ctx {
+        root,
+        experiments,
+        results,
+        global: g,
+        shard,
+    };
     match &loaded {
         Loaded::Rates(k) => stage(&command, &info, k, &ctx),
         Loaded::Finetune(k) => stage(&command, &info, k, &ctx),
@@ -186,19 +227,39 @@ struct Ctx {
     shard: Option<Shard>,
 }
 
-fn stage<K: Kind>(command: &Command, info: &ExperimentInfo, kind: &K, ctx: &Ctx) -> anyhow::Result<bool> {
+fn stage<K: Kind>(
+    command: &Command,
+    info: &ExperimentInfo,
+    kind: &K,
+    ctx: &Ctx,
+) -> anyhow::Result<bool> {
     let g = &ctx.global;
     // Checked before anything is written, so a typo in --profile leaves no folder behind.
     kind.jobs(&g.profile)?;
     let dirs = Dirs::new(&ctx.results, &info.name, &g.profile);
-    let run_opts = RunOptions { threads: g.threads, shard: ctx.shard, dry_run: g.dry_run };
+    let run_opts = RunOptions {
+        threads: g.threads,
+        shard: ctx.shard,
+        dry_run: g.dry_run,
+    };
     match command {
         Command::Plan { .. } => {
             let plan = pipeline::plan(info, kind, &dirs, g.dry_run)?;
             if g.dry_run {
-                println!("{} / {}: {} jobs (dry run: nothing written)", info.name, g.profile, plan.jobs.len());
+                println!(
+                    "{} / {}: {} jobs (dry run: nothing written)",
+                    info.name,
+                    g.profile,
+                    plan.jobs.len()
+                );
             } else {
-                println!("{} / {}: {} jobs, manifest {}", info.name, g.profile, plan.jobs.len(), dirs.manifest().display());
+                println!(
+                    "{} / {}: {} jobs, manifest {}",
+                    info.name,
+                    g.profile,
+                    plan.jobs.len(),
+                    dirs.manifest().display()
+                );
             }
             Ok(true)
         }
@@ -208,7 +269,12 @@ fn stage<K: Kind>(command: &Command, info: &ExperimentInfo, kind: &K, ctx: &Ctx)
         }
         Command::Metric { .. } => {
             if g.dry_run {
-                println!("dry run: would compute the metrics of {} / {} into {}", info.name, g.profile, dirs.out().display());
+                println!(
+                    "dry run: would compute the metrics of {} / {} into {}",
+                    info.name,
+                    g.profile,
+                    dirs.out().display()
+                );
                 return Ok(true);
             }
             let r = pipeline::metric(info, kind, &dirs)?;
@@ -217,7 +283,12 @@ fn stage<K: Kind>(command: &Command, info: &ExperimentInfo, kind: &K, ctx: &Ctx)
         }
         Command::Plot { .. } => {
             if g.dry_run {
-                println!("dry run: would draw the figures of {} / {} into {}", info.name, g.profile, dirs.out().display());
+                println!(
+                    "dry run: would draw the figures of {} / {} into {}",
+                    info.name,
+                    g.profile,
+                    dirs.out().display()
+                );
                 return Ok(true);
             }
             let files = pipeline::report(info, kind, &dirs)?;
@@ -231,7 +302,9 @@ fn stage<K: Kind>(command: &Command, info: &ExperimentInfo, kind: &K, ctx: &Ctx)
             }
             let m = pipeline::metric(info, kind, &dirs)?;
             let files = pipeline::report(info, kind, &dirs)?;
-            let figure = files.iter().find(|f| f.extension().is_some_and(|e| e == "png"));
+            let figure = files
+                .iter()
+                .find(|f| f.extension().is_some_and(|e| e == "png"));
             println!(
                 "{} / {}: {} jobs ({} run now, {} already done), {} records used",
                 info.name, g.profile, run.planned, run.ran, run.already_done, m.records
@@ -251,7 +324,11 @@ fn stage<K: Kind>(command: &Command, info: &ExperimentInfo, kind: &K, ctx: &Ctx)
             for (id, label, why) in &r.corrupt {
                 println!("corrupt  {id}  {label}  ({why})");
             }
-            let imported = if r.imported > 0 { format!(", {} imported", r.imported) } else { String::new() };
+            let imported = if r.imported > 0 {
+                format!(", {} imported", r.imported)
+            } else {
+                String::new()
+            };
             println!(
                 "{} / {}: {} of {} jobs have a valid record{imported}; {} missing, {} corrupt",
                 info.name,
@@ -262,22 +339,49 @@ fn stage<K: Kind>(command: &Command, info: &ExperimentInfo, kind: &K, ctx: &Ctx)
                 r.corrupt.len()
             );
             if !r.complete() {
-                eprintln!("incomplete: rerun `hora run {} --profile {}` to fill the gaps", info.name, g.profile);
+                eprintln!(
+                    "incomplete: rerun `hora run {} --profile {}` to fill the gaps",
+                    info.name, g.profile
+                );
             }
             Ok(r.complete())
         }
-        Command::Slurm { tasks, cpus_per_task, time, partition, .. } => {
+        Command::Slurm {
+            tasks,
+            cpus_per_task,
+            time,
+            partition,
+            ..
+        } => {
             let jobs = kind.jobs(&g.profile)?.len();
-            let hora = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "hora".into());
+            let hora = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "hora".into());
             let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-            let o = SlurmOptions { tasks: *tasks, cpus_per_task: *cpus_per_task, time: time.clone(), partition: partition.clone(), hora };
+            let o = SlurmOptions {
+                tasks: *tasks,
+                cpus_per_task: *cpus_per_task,
+                time: time.clone(),
+                partition: partition.clone(),
+                hora,
+            };
             print!(
                 "{}",
-                slurm::script(&info.name, &g.profile, jobs, &abs(&ctx.root), &abs(&ctx.experiments), &abs(&ctx.results), &o)
+                slurm::script(
+                    &info.name,
+                    &g.profile,
+                    jobs,
+                    &abs(&ctx.root),
+                    &abs(&ctx.experiments),
+                    &abs(&ctx.results),
+                    &o
+                )
             );
             Ok(true)
         }
-        Command::List | Command::Assets { .. } => unreachable!("handled before an experiment is loaded"),
+        Command::List | Command::Assets { .. } => {
+            unreachable!("handled before an experiment is loaded")
+        }
     }
 }
 
@@ -333,9 +437,18 @@ mod tests {
     #[test]
     fn a_bare_experiment_name_means_run_all() {
         assert_eq!(normalise_args(v("hora x")), v("hora run-all x"));
-        assert_eq!(normalise_args(v("hora --profile paper x --threads 2")), v("hora --profile paper run-all x --threads 2"));
-        assert_eq!(normalise_args(v("hora --dry-run --results=r x")), v("hora --dry-run --results=r run-all x"));
+        assert_eq!(
+            normalise_args(v("hora --profile paper x --threads 2")),
+            v("hora --profile paper run-all x --threads 2")
+        );
+        assert_eq!(
+            normalise_args(v("hora --dry-run --results=r x")),
+            v("hora --dry-run --results=r run-all x")
+        );
         assert_eq!(normalise_args(v("hora run x")), v("hora run x"));
-        assert_eq!(normalise_args(v("hora --profile quick")), v("hora --profile quick"));
+        assert_eq!(
+            normalise_args(v("hora --profile quick")),
+            v("hora --profile quick")
+        );
     }
 }

@@ -6,7 +6,11 @@ use thiserror::Error;
 pub enum LabError {
     /// No experiment file of that name.
     #[error("unknown experiment `{name}`: no file {path} (available: {available})")]
-    UnknownExperiment { name: String, path: String, available: String },
+    UnknownExperiment {
+        name: String,
+        path: String,
+        available: String,
+    },
     /// An experiment file that does not parse or holds a value out of range.
     #[error("{file}: {message}")]
     Config { file: String, message: String },

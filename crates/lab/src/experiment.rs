@@ -67,41 +67,77 @@ pub fn resolve(dir: &Path, name: &str) -> Result<PathBuf, LabError> {
     Err(LabError::UnknownExperiment {
         name: name.to_string(),
         path: path.display().to_string(),
-        available: if names.is_empty() { "none".into() } else { names.join(", ") },
+        available: if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        },
     })
 }
 
 pub fn config_error(path: &Path, message: impl Into<String>) -> LabError {
-    LabError::Config { file: path.display().to_string(), message: message.into() }
+    LabError::Config {
+        file: path.display().to_string(),
+        message: message.into(),
+    }
 }
 
 /// Read the file and check its header; returns the info and the text for the kind to parse.
 pub fn read(dir: &Path, name: &str) -> Result<(ExperimentInfo, String), LabError> {
     let path = resolve(dir, name)?;
-    let bytes = std::fs::read(&path).map_err(|e| config_error(&path, format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes.clone()).map_err(|_| config_error(&path, "not valid UTF-8"))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| config_error(&path, e.to_string()))?;
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let bytes =
+        std::fs::read(&path).map_err(|e| config_error(&path, format!("cannot read: {e}")))?;
+    let text =
+        String::from_utf8(bytes.clone()).map_err(|_| config_error(&path, "not valid UTF-8"))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| config_error(&path, e.to_string()))?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match table.get("name") {
         Some(toml::Value::String(n)) if *n == stem => {}
         Some(toml::Value::String(n)) => {
-            return Err(config_error(&path, format!("`name = \"{n}\"` must match the file name `{stem}`")))
+            return Err(config_error(
+                &path,
+                format!("`name = \"{n}\"` must match the file name `{stem}`"),
+            ))
         }
         _ => return Err(config_error(&path, format!("missing `name = \"{stem}\"`"))),
     }
     let kind = match table.get("kind") {
         Some(toml::Value::String(k)) if KINDS.contains(&k.as_str()) => k.clone(),
         Some(v) => {
-            return Err(config_error(&path, format!("unknown `kind = {v}` (allowed: {})", KINDS.join(", "))))
+            return Err(config_error(
+                &path,
+                format!("unknown `kind = {v}` (allowed: {})", KINDS.join(", ")),
+            ))
         }
-        None => return Err(config_error(&path, format!("missing `kind` (allowed: {})", KINDS.join(", ")))),
+        None => {
+            return Err(config_error(
+                &path,
+                format!("missing `kind` (allowed: {})", KINDS.join(", ")),
+            ))
+        }
     };
     let sha256 = hex(&Sha256::digest(&bytes));
-    Ok((ExperimentInfo { name: stem, path, sha256, kind }, text))
+    Ok((
+        ExperimentInfo {
+            name: stem,
+            path,
+            sha256,
+            kind,
+        },
+        text,
+    ))
 }
 
 /// Read, parse and check an experiment.
-pub fn load(dir: &Path, name: &str, opts: &KindOptions) -> Result<(ExperimentInfo, Loaded), LabError> {
+pub fn load(
+    dir: &Path,
+    name: &str,
+    opts: &KindOptions,
+) -> Result<(ExperimentInfo, Loaded), LabError> {
     let (info, text) = read(dir, name)?;
     let loaded = match info.kind.as_str() {
         "rates" => Loaded::Rates(RatesKind::parse(&info, &text)?),
@@ -115,7 +151,9 @@ pub fn merge_tables(base: &toml::Table, over: &toml::Table) -> toml::Table {
     let mut out = base.clone();
     for (k, v) in over {
         let merged = match (out.get(k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => toml::Value::Table(merge_tables(b, o)),
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
+                toml::Value::Table(merge_tables(b, o))
+            }
             _ => v.clone(),
         };
         out.insert(k.clone(), merged);
@@ -124,10 +162,14 @@ pub fn merge_tables(base: &toml::Table, over: &toml::Table) -> toml::Table {
 }
 
 /// Deserialise a (merged) table into a config struct; `what` names where it came from.
-pub fn from_table<T: DeserializeOwned>(table: toml::Table, path: &Path, what: &str) -> Result<T, LabError> {
-    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-        config_error(path, format!("{what}: {}", e.message().trim()))
-    })
+pub fn from_table<T: DeserializeOwned>(
+    table: toml::Table,
+    path: &Path,
+    what: &str,
+) -> Result<T, LabError> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| config_error(path, format!("{what}: {}", e.message().trim())))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -142,10 +184,19 @@ mod tests {
     fn overrides_merge_before_deserialising_so_unknown_keys_are_caught() {
         let base: toml::Table = toml::from_str("atoms = 2\nheads = 2").unwrap();
         let over: toml::Table = toml::from_str("heads = 8").unwrap();
-        let m: hmoe::ModelConfig = from_table(merge_tables(&base, &over), Path::new("x.toml"), "[model]").unwrap();
+        let m: hmoe::ModelConfig =
+            from_table(merge_tables(&base, &over), Path::new("x.toml"), "[model]").unwrap();
         assert_eq!((m.atoms, m.heads, m.d), (2, 8, 2));
         let bad: toml::Table = toml::from_str("headz = 8").unwrap();
-        let e = from_table::<hmoe::ModelConfig>(merge_tables(&base, &bad), Path::new("x.toml"), "[model]").unwrap_err();
-        assert!(e.to_string().contains("headz") && e.to_string().starts_with("x.toml: [model]"), "{e}");
+        let e = from_table::<hmoe::ModelConfig>(
+            merge_tables(&base, &bad),
+            Path::new("x.toml"),
+            "[model]",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("headz") && e.to_string().starts_with("x.toml: [model]"),
+            "{e}"
+        );
     }
 }

@@ -67,19 +67,26 @@ pub const PINNED_MODEL: &str = "all-MiniLM-L6-v2";
 impl FinetuneKind {
     pub fn parse(info: &ExperimentInfo, text: &str, opts: &KindOptions) -> Result<Self, LabError> {
         let path = &info.path;
-        let file: FinetuneFile = toml::from_str(text).map_err(|e| config_error(path, e.to_string()))?;
+        let file: FinetuneFile =
+            toml::from_str(text).map_err(|e| config_error(path, e.to_string()))?;
         if file.methods.is_empty() {
             return Err(config_error(path, "`methods` is empty"));
         }
         let model = match &opts.model_dir {
-            Some(d) => std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()).display().to_string(),
+            Some(d) => std::fs::canonicalize(d)
+                .unwrap_or_else(|_| d.clone())
+                .display()
+                .to_string(),
             None => PINNED_MODEL.to_string(),
         };
         let mut profiles = BTreeMap::new();
         for (pname, p) in &file.profiles {
             let at = format!("[profiles.{pname}]");
             if p.fractions.is_empty() || p.seeds.is_empty() {
-                return Err(config_error(path, format!("{at}: `fractions` and `seeds` must be non-empty")));
+                return Err(config_error(
+                    path,
+                    format!("{at}: `fractions` and `seeds` must be non-empty"),
+                ));
             }
             let base = merge_tables(&file.train, &p.train);
             let mut jobs = Vec::new();
@@ -92,16 +99,24 @@ impl FinetuneKind {
                         t.insert("seed".into(), toml::Value::Integer(seed as i64));
                         let what = format!("{at}, method `{method}`, fraction {fraction}, [train]");
                         let train: TrainConfig = from_table(t, path, &what)?;
-                        train.check().map_err(|e| config_error(path, format!("{what}: {e}")))?;
-                        jobs.push(FinetuneJob { model: model.clone(), train });
+                        train
+                            .check()
+                            .map_err(|e| config_error(path, format!("{what}: {e}")))?;
+                        jobs.push(FinetuneJob {
+                            model: model.clone(),
+                            train,
+                        });
                     }
                 }
             }
             // One split file serves the experiment, so every job must ask for the same split.
             let first = &jobs[0].train;
             if let Some(j) = jobs.iter().find(|j| {
-                (j.train.split_seed, j.train.val_fraction, j.train.test_fraction)
-                    != (first.split_seed, first.val_fraction, first.test_fraction)
+                (
+                    j.train.split_seed,
+                    j.train.val_fraction,
+                    j.train.test_fraction,
+                ) != (first.split_seed, first.val_fraction, first.test_fraction)
             }) {
                 return Err(config_error(path, format!(
                     "{at}: every job must use the same split_seed, val_fraction and test_fraction (method {} differs)",
@@ -111,7 +126,10 @@ impl FinetuneKind {
             profiles.insert(pname.clone(), jobs);
         }
         if profiles.is_empty() {
-            return Err(config_error(path, "no `[profiles.<name>]`: at least one is needed (quick, paper)"));
+            return Err(config_error(
+                path,
+                "no `[profiles.<name>]`: at least one is needed (quick, paper)",
+            ));
         }
         Ok(FinetuneKind {
             name: info.name.clone(),
@@ -124,7 +142,11 @@ impl FinetuneKind {
     }
 
     fn locate_assets(&self) -> anyhow::Result<Assets> {
-        let cache = self.opts.assets_dir.clone().unwrap_or_else(finetune::assets::default_cache_dir);
+        let cache = self
+            .opts
+            .assets_dir
+            .clone()
+            .unwrap_or_else(finetune::assets::default_cache_dir);
         let assets = match &self.opts.model_dir {
             Some(m) => finetune::assets::with_model_dir(m, &cache)?,
             None => finetune::assets::locate(&cache)?,
@@ -156,7 +178,10 @@ impl Kind for FinetuneKind {
     }
 
     fn label(&self, job: &FinetuneJob) -> String {
-        format!("{} fraction={} seed={}", job.train.method, job.train.train_fraction, job.train.seed)
+        format!(
+            "{} fraction={} seed={}",
+            job.train.method, job.train.train_fraction, job.train.seed
+        )
     }
 
     /// candle already uses every core inside one run.
@@ -179,20 +204,37 @@ impl Kind for FinetuneKind {
         };
         let bar = ctx.progress.add(indicatif::ProgressBar::new(0));
         bar.set_message(self.label(job));
-        let out = finetune::train_and_evaluate(&job.train, &assets, &Self::split_path(ctx.dirs), Some(bar.clone()));
+        let out = finetune::train_and_evaluate(
+            &job.train,
+            &assets,
+            &Self::split_path(ctx.dirs),
+            Some(bar.clone()),
+        );
         bar.finish_and_clear();
         Ok(out?)
     }
 
-    fn metrics(&self, _profile: &str, done: &[Done<'_, FinetuneJob, RunRecord>], dirs: &Dirs) -> anyhow::Result<Vec<PathBuf>> {
+    fn metrics(
+        &self,
+        _profile: &str,
+        done: &[Done<'_, FinetuneJob, RunRecord>],
+        dirs: &Dirs,
+    ) -> anyhow::Result<Vec<PathBuf>> {
         let rows: Vec<RunRow> = done.iter().map(run_row).collect();
         let mut groups: Vec<GroupRow> = Vec::new();
         for m in &self.methods {
-            let mut fractions: Vec<f64> = rows.iter().filter(|r| &r.method == m).map(|r| r.train_fraction).collect();
+            let mut fractions: Vec<f64> = rows
+                .iter()
+                .filter(|r| &r.method == m)
+                .map(|r| r.train_fraction)
+                .collect();
             fractions.sort_by(|a, b| a.total_cmp(b));
             fractions.dedup();
             for f in fractions {
-                let g: Vec<&RunRow> = rows.iter().filter(|r| &r.method == m && r.train_fraction == f).collect();
+                let g: Vec<&RunRow> = rows
+                    .iter()
+                    .filter(|r| &r.method == m && r.train_fraction == f)
+                    .collect();
                 let acc: Vec<f64> = g.iter().map(|r| r.test_accuracy).collect();
                 let f1: Vec<f64> = g.iter().map(|r| r.test_macro_f1).collect();
                 groups.push(GroupRow {
@@ -225,50 +267,82 @@ impl Kind for FinetuneKind {
                 device: d.record.device.clone(),
             })
             .collect();
-        let files = vec![dirs.file("metrics.csv"), dirs.file("accuracy.csv"), dirs.file("timing.csv")];
+        let files = vec![
+            dirs.file("metrics.csv"),
+            dirs.file("accuracy.csv"),
+            dirs.file("timing.csv"),
+        ];
         write_csv(&files[0], &rows)?;
         write_csv(&files[1], &groups)?;
         write_csv(&files[2], &timing)?;
         Ok(files)
     }
 
-    fn report(&self, profile: &str, dirs: &Dirs, prov: &ProvenanceSummary) -> anyhow::Result<Vec<PathBuf>> {
+    fn report(
+        &self,
+        profile: &str,
+        dirs: &Dirs,
+        prov: &ProvenanceSummary,
+    ) -> anyhow::Result<Vec<PathBuf>> {
         let groups: Vec<GroupRow> = read_csv(&dirs.file("accuracy.csv"))?;
-        let panel = |title: &str, y: &str, majority: bool, get: fn(&GroupRow) -> (f64, f64, f64)| {
-            let mut curves = Vec::new();
-            for (i, m) in self.methods.iter().enumerate() {
-                let g: Vec<&GroupRow> = groups.iter().filter(|r| &r.method == m).collect();
-                if g.is_empty() {
-                    continue;
+        let panel =
+            |title: &str, y: &str, majority: bool, get: fn(&GroupRow) -> (f64, f64, f64)| {
+                let mut curves = Vec::new();
+                for (i, m) in self.methods.iter().enumerate() {
+                    let g: Vec<&GroupRow> = groups.iter().filter(|r| &r.method == m).collect();
+                    if g.is_empty() {
+                        continue;
+                    }
+                    let params = g[0].trainable_params;
+                    let mut c = Curve::new(
+                        format!("{m} ({} trainable)", plot::number(params as f64)),
+                        PALETTE[i % PALETTE.len()],
+                    );
+                    c.points = g.iter().map(|r| (r.train_fraction, get(r).0)).collect();
+                    c.band = g
+                        .iter()
+                        .map(|r| (r.train_fraction, get(r).1, get(r).2))
+                        .collect();
+                    curves.push(c);
                 }
-                let params = g[0].trainable_params;
-                let mut c = Curve::new(format!("{m} ({} trainable)", plot::number(params as f64)), PALETTE[i % PALETTE.len()]);
-                c.points = g.iter().map(|r| (r.train_fraction, get(r).0)).collect();
-                c.band = g.iter().map(|r| (r.train_fraction, get(r).1, get(r).2)).collect();
-                curves.push(c);
-            }
-            // The majority-class rate is an accuracy: the floor of the accuracy panel only.
-            if let Some(first) = groups.first().filter(|_| majority) {
-                let (lo, hi) = groups.iter().fold((f64::INFINITY, 0f64), |(a, b), r| (a.min(r.train_fraction), b.max(r.train_fraction)));
-                let mut c = Curve::new("majority class", GREY);
-                c.points = vec![(lo, first.majority_rate), (hi, first.majority_rate)];
-                c.dashed = true;
-                c.markers = false;
-                curves.push(c);
-            }
-            Panel {
-                title: title.into(),
-                x: Axis::new("fraction of the training set", Scale::Log10),
-                y: Axis::new(y, Scale::Linear),
-                curves,
-                legend: SeriesLabelPosition::LowerRight,
-            }
-        };
+                // The majority-class rate is an accuracy: the floor of the accuracy panel only.
+                if let Some(first) = groups.first().filter(|_| majority) {
+                    let (lo, hi) = groups.iter().fold((f64::INFINITY, 0f64), |(a, b), r| {
+                        (a.min(r.train_fraction), b.max(r.train_fraction))
+                    });
+                    let mut c = Curve::new("majority class", GREY);
+                    c.points = vec![(lo, first.majority_rate), (hi, first.majority_rate)];
+                    c.dashed = true;
+                    c.markers = false;
+                    curves.push(c);
+                }
+                Panel {
+                    title: title.into(),
+                    x: Axis::new("fraction of the training set", Scale::Log10),
+                    y: Axis::new(y, Scale::Linear),
+                    curves,
+                    legend: SeriesLabelPosition::LowerRight,
+                }
+            };
         let panels = vec![
-            panel("test accuracy (seed range shaded)", "test accuracy", true, |r| (r.accuracy_mean, r.accuracy_min, r.accuracy_max)),
-            panel("test macro-F1 (mean ± sd shaded)", "test macro-F1", false, |r| {
-                (r.macro_f1_mean, r.macro_f1_mean - r.macro_f1_sd, r.macro_f1_mean + r.macro_f1_sd)
-            }),
+            panel(
+                "test accuracy (seed range shaded)",
+                "test accuracy",
+                true,
+                |r| (r.accuracy_mean, r.accuracy_min, r.accuracy_max),
+            ),
+            panel(
+                "test macro-F1 (mean ± sd shaded)",
+                "test macro-F1",
+                false,
+                |r| {
+                    (
+                        r.macro_f1_mean,
+                        r.macro_f1_mean - r.macro_f1_sd,
+                        r.macro_f1_mean + r.macro_f1_sd,
+                    )
+                },
+            ),
         ];
         let mut files = plot::save(&dirs.file("accuracy"), &panels, 2)?;
         let summary = dirs.file("summary.md");
@@ -290,12 +364,22 @@ impl FinetuneKind {
         for g in groups {
             s += &format!(
                 "| {} | {} | {} | {} | {} | {:.3} ± {:.3} | {:.3} ± {:.3} |\n",
-                g.method, g.trainable_params, g.train_fraction, g.train_examples, g.seeds, g.accuracy_mean, g.accuracy_sd,
-                g.macro_f1_mean, g.macro_f1_sd
+                g.method,
+                g.trainable_params,
+                g.train_fraction,
+                g.train_examples,
+                g.seeds,
+                g.accuracy_mean,
+                g.accuracy_sd,
+                g.macro_f1_mean,
+                g.macro_f1_sd
             );
         }
         if let Some(g) = groups.first() {
-            s += &format!("\nMajority-class rate on the test set: {:.3}.\n", g.majority_rate);
+            s += &format!(
+                "\nMajority-class rate on the test set: {:.3}.\n",
+                g.majority_rate
+            );
         }
         s += "\n![accuracy](accuracy.png)\n\nTables: `metrics.csv` (one row per run), `accuracy.csv` (per method and fraction), `timing.csv`.\n\n";
         s += &prov.markdown();
@@ -361,7 +445,11 @@ fn run_row(d: &Done<'_, FinetuneJob, RunRecord>) -> RunRow {
         base_params: r.base_params,
         epochs_run: r.epochs.len(),
         best_epoch: r.best_epoch,
-        best_val_macro_f1: r.epochs.iter().map(|e| e.val_macro_f1).fold(f64::NAN, f64::max),
+        best_val_macro_f1: r
+            .epochs
+            .iter()
+            .map(|e| e.val_macro_f1)
+            .fold(f64::NAN, f64::max),
         steps: r.steps,
         test_accuracy: r.test_accuracy,
         test_macro_f1: r.test_macro_f1,
@@ -380,6 +468,8 @@ fn sd(v: &[f64]) -> f64 {
 
 /// `hora assets fetch`: download and verify the pinned model and data.
 pub fn fetch_assets(dir: Option<&Path>) -> anyhow::Result<Assets> {
-    let dir = dir.map(Path::to_path_buf).unwrap_or_else(finetune::assets::default_cache_dir);
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(finetune::assets::default_cache_dir);
     Ok(finetune::assets::fetch(&dir)?)
 }

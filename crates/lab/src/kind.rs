@@ -44,10 +44,19 @@ pub trait Kind: Sync {
     }
     fn run_job(&self, job: &Self::Job, ctx: &JobContext<'_>) -> anyhow::Result<Self::Record>;
     /// Write the metric tables of a profile from its valid records; returns the files written.
-    fn metrics(&self, profile: &str, done: &[Done<'_, Self::Job, Self::Record>], dirs: &Dirs)
-        -> anyhow::Result<Vec<PathBuf>>;
+    fn metrics(
+        &self,
+        profile: &str,
+        done: &[Done<'_, Self::Job, Self::Record>],
+        dirs: &Dirs,
+    ) -> anyhow::Result<Vec<PathBuf>>;
     /// Draw figures and `summary.md` from the metric tables; returns the files written.
-    fn report(&self, profile: &str, dirs: &Dirs, provenance: &ProvenanceSummary) -> anyhow::Result<Vec<PathBuf>>;
+    fn report(
+        &self,
+        profile: &str,
+        dirs: &Dirs,
+        provenance: &ProvenanceSummary,
+    ) -> anyhow::Result<Vec<PathBuf>>;
 }
 
 /// `quick`, then `paper`, then any other profile alphabetically.

@@ -14,7 +14,10 @@ pub struct Dirs {
 
 impl Dirs {
     pub fn new(results: &Path, experiment: &str, profile: &str) -> Self {
-        Dirs { experiment: results.join(experiment), profile: profile.to_string() }
+        Dirs {
+            experiment: results.join(experiment),
+            profile: profile.to_string(),
+        }
     }
     pub fn raw(&self) -> PathBuf {
         self.experiment.join("raw")

@@ -14,7 +14,12 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// Build the plan of `dirs.profile` and, unless `dry_run`, write its manifest.
-pub fn plan<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, dry_run: bool) -> anyhow::Result<Plan<K::Job>> {
+pub fn plan<K: Kind>(
+    info: &ExperimentInfo,
+    kind: &K,
+    dirs: &Dirs,
+    dry_run: bool,
+) -> anyhow::Result<Plan<K::Job>> {
     let plan = plan::build(info, kind, &dirs.profile)?;
     if !dry_run {
         store::write_json(&dirs.manifest(), &plan.manifest()?)?;
@@ -43,7 +48,12 @@ pub struct RunReport {
 }
 
 /// Run the jobs of the plan (of the shard) that have no valid record yet.
-pub fn run<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, opts: &RunOptions) -> anyhow::Result<RunReport> {
+pub fn run<K: Kind>(
+    info: &ExperimentInfo,
+    kind: &K,
+    dirs: &Dirs,
+    opts: &RunOptions,
+) -> anyhow::Result<RunReport> {
     let plan = plan(info, kind, dirs, opts.dry_run)?;
     let mine: Vec<&Planned<K::Job>> = plan
         .jobs
@@ -63,7 +73,10 @@ pub fn run<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, opts: &RunOpti
         already_done: mine.len() - todo.len(),
         ..Default::default()
     };
-    let shard_note = opts.shard.map(|s| format!(" (shard {s})")).unwrap_or_default();
+    let shard_note = opts
+        .shard
+        .map(|s| format!(" (shard {s})"))
+        .unwrap_or_default();
     if opts.dry_run {
         println!(
             "{} / {}{shard_note}: {} jobs, {} done, {} to run (dry run: nothing written)",
@@ -82,12 +95,22 @@ pub fn run<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, opts: &RunOpti
         return Ok(report);
     }
     if todo.is_empty() {
-        eprintln!("{} / {}{shard_note}: all {} jobs already have records", info.name, dirs.profile, mine.len());
+        eprintln!(
+            "{} / {}{shard_note}: all {} jobs already have records",
+            info.name,
+            dirs.profile,
+            mine.len()
+        );
         return Ok(report);
     }
     kind.prepare(dirs)?;
-    std::fs::create_dir_all(dirs.raw()).with_context(|| format!("cannot create {}", dirs.raw().display()))?;
-    let threads = opts.threads.or(kind.default_threads()).unwrap_or_else(host_threads).max(1);
+    std::fs::create_dir_all(dirs.raw())
+        .with_context(|| format!("cannot create {}", dirs.raw().display()))?;
+    let threads = opts
+        .threads
+        .or(kind.default_threads())
+        .unwrap_or_else(host_threads)
+        .max(1);
     let prov = RunProvenance::collect(&info.path, &info.sha256, threads);
     eprintln!(
         "{} / {}{shard_note}: running {} of {} jobs on {threads} thread(s) ({} already done)",
@@ -100,18 +123,27 @@ pub fn run<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, opts: &RunOpti
     let multi = MultiProgress::new();
     let bar = multi.add(ProgressBar::new(todo.len() as u64));
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} jobs, ETA {eta} {msg}")
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} jobs, ETA {eta} {msg}",
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .progress_chars("=> "),
     );
     let failed = Mutex::new(Vec::new());
     let started = Instant::now();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     pool.install(|| {
         todo.par_iter().for_each(|p| {
             let t0 = Instant::now();
-            let ctx = JobContext { dirs, progress: &multi };
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run_job(&p.job, &ctx)));
+            let ctx = JobContext {
+                dirs,
+                progress: &multi,
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                kind.run_job(&p.job, &ctx)
+            }));
             let err = match outcome {
                 Ok(Ok(record)) => {
                     let env = Envelope {
@@ -123,14 +155,19 @@ pub fn run<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, opts: &RunOpti
                         record,
                         provenance: prov.for_job(t0.elapsed().as_secs_f64()),
                     };
-                    store::write_json(&dirs.record(&p.id), &env).err().map(|e| format!("{e:#}"))
+                    store::write_json(&dirs.record(&p.id), &env)
+                        .err()
+                        .map(|e| format!("{e:#}"))
                 }
                 Ok(Err(e)) => Some(format!("{e:#}")),
                 Err(panic) => Some(panic_message(panic.as_ref())),
             };
             if let Some(e) = err {
                 bar.println(format!("job {} ({}) failed: {e}", p.id, p.label));
-                failed.lock().unwrap_or_else(|p| p.into_inner()).push((p.label.clone(), e));
+                failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((p.label.clone(), e));
             }
             bar.inc(1);
         })
@@ -152,7 +189,13 @@ pub fn run<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, opts: &RunOpti
             "{} of {} jobs failed (they have no record; rerun to retry): {}",
             report.failed.len(),
             todo.len(),
-            report.failed.iter().take(5).map(|(l, e)| format!("{l}: {e}")).collect::<Vec<_>>().join("; ")
+            report
+                .failed
+                .iter()
+                .take(5)
+                .map(|(l, e)| format!("{l}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
     Ok(report)
@@ -178,10 +221,17 @@ pub struct MetricReport {
 
 /// Compute the metric tables of a profile from its raw records (never refitting); a corrupt
 /// record is named on stderr and skipped.
-pub fn metric<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs) -> anyhow::Result<MetricReport> {
+pub fn metric<K: Kind>(
+    info: &ExperimentInfo,
+    kind: &K,
+    dirs: &Dirs,
+) -> anyhow::Result<MetricReport> {
     let plan = plan(info, kind, dirs, false)?;
-    let stored: Vec<Stored<K::Job, K::Record>> =
-        plan.jobs.par_iter().map(|p| store::read(&dirs.record(&p.id), &p.id)).collect();
+    let stored: Vec<Stored<K::Job, K::Record>> = plan
+        .jobs
+        .par_iter()
+        .map(|p| store::read(&dirs.record(&p.id), &p.id))
+        .collect();
     let mut prov = ProvenanceSummary {
         experiment: info.name.clone(),
         profile: dirs.profile.clone(),
@@ -190,7 +240,10 @@ pub fn metric<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs) -> anyhow::
         jobs: plan.jobs.len(),
         ..Default::default()
     };
-    let mut report = MetricReport { jobs: plan.jobs.len(), ..Default::default() };
+    let mut report = MetricReport {
+        jobs: plan.jobs.len(),
+        ..Default::default()
+    };
     let mut done = Vec::new();
     for (p, s) in plan.jobs.iter().zip(stored) {
         match s {
@@ -198,12 +251,20 @@ pub fn metric<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs) -> anyhow::
                 prov.add(&env.provenance);
                 // The planned job, not the stored copy, is what the metrics describe; the id
                 // (a hash of the job) already ties the two together.
-                done.push(Done { id: &p.id, job: &p.job, record: env.record });
+                done.push(Done {
+                    id: &p.id,
+                    job: &p.job,
+                    record: env.record,
+                });
             }
             Stored::Missing => report.missing += 1,
             Stored::Corrupt(why) => {
                 let path = dirs.record(&p.id);
-                eprintln!("skipping corrupt record {} ({}): {why}", path.display(), p.label);
+                eprintln!(
+                    "skipping corrupt record {} ({}): {why}",
+                    path.display(),
+                    p.label
+                );
                 report.corrupt.push((path, why));
             }
         }
@@ -241,12 +302,23 @@ pub fn metric<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs) -> anyhow::
 }
 
 /// Figures and summary from the metric tables of a profile.
-pub fn report<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs) -> anyhow::Result<Vec<PathBuf>> {
+pub fn report<K: Kind>(
+    info: &ExperimentInfo,
+    kind: &K,
+    dirs: &Dirs,
+) -> anyhow::Result<Vec<PathBuf>> {
     let path = dirs.file("provenance.json");
     let text = std::fs::read_to_string(&path).with_context(|| {
-        format!("no metrics for {} / {} yet ({} is missing): run `hora metric {}` first", info.name, dirs.profile, path.display(), info.name)
+        format!(
+            "no metrics for {} / {} yet ({} is missing): run `hora metric {}` first",
+            info.name,
+            dirs.profile,
+            path.display(),
+            info.name
+        )
     })?;
-    let prov: ProvenanceSummary = serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    let prov: ProvenanceSummary =
+        serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
     kind.report(&dirs.profile, dirs, &prov)
 }
 
@@ -270,18 +342,30 @@ impl MergeReport {
 
 /// Check that every job of the plan has a valid record, first copying valid records of missing
 /// jobs from `from` (raw directories gathered from other machines).
-pub fn merge<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, from: &[PathBuf]) -> anyhow::Result<MergeReport> {
+pub fn merge<K: Kind>(
+    info: &ExperimentInfo,
+    kind: &K,
+    dirs: &Dirs,
+    from: &[PathBuf],
+) -> anyhow::Result<MergeReport> {
     let plan = plan(info, kind, dirs, false)?;
-    let mut report = MergeReport { jobs: plan.jobs.len(), ..Default::default() };
+    let mut report = MergeReport {
+        jobs: plan.jobs.len(),
+        ..Default::default()
+    };
     for p in &plan.jobs {
         let path = dirs.record(&p.id);
         let mut state = store::read::<K::Job, K::Record>(&path, &p.id);
         if !matches!(state, Stored::Valid(_)) {
-            if let Some(src) = from.iter().map(|d| d.join(format!("{}.json", p.id))).find(|src| {
-                store::is_valid::<K::Job, K::Record>(src, &p.id)
-            }) {
-                let bytes = std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
-                store::write_atomic(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
+            if let Some(src) = from
+                .iter()
+                .map(|d| d.join(format!("{}.json", p.id)))
+                .find(|src| store::is_valid::<K::Job, K::Record>(src, &p.id))
+            {
+                let bytes = std::fs::read(&src)
+                    .with_context(|| format!("cannot read {}", src.display()))?;
+                store::write_atomic(&path, &bytes)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 report.imported += 1;
                 state = store::read(&path, &p.id);
             }
@@ -296,7 +380,12 @@ pub fn merge<K: Kind>(info: &ExperimentInfo, kind: &K, dirs: &Dirs, from: &[Path
 }
 
 /// (jobs with a valid record, jobs) of a profile, writing nothing.
-pub fn status<K: Kind>(info: &ExperimentInfo, kind: &K, results: &Path, profile: &str) -> anyhow::Result<(usize, usize)> {
+pub fn status<K: Kind>(
+    info: &ExperimentInfo,
+    kind: &K,
+    results: &Path,
+    profile: &str,
+) -> anyhow::Result<(usize, usize)> {
     let dirs = Dirs::new(results, &info.name, profile);
     let plan = plan::build(info, kind, profile)?;
     let done = plan

@@ -18,7 +18,14 @@ pub fn canonical_json(v: &Value) -> String {
                 .collect();
             format!("{{{}}}", fields.join(","))
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(canonical_json)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -60,13 +67,18 @@ pub struct Manifest {
 }
 
 /// Expand a profile into its jobs and hash them; two identical jobs are a configuration error.
-pub fn build<K: Kind>(info: &ExperimentInfo, kind: &K, profile: &str) -> Result<Plan<K::Job>, LabError> {
+pub fn build<K: Kind>(
+    info: &ExperimentInfo,
+    kind: &K,
+    profile: &str,
+) -> Result<Plan<K::Job>, LabError> {
     let jobs = kind.jobs(profile)?;
     let mut seen = std::collections::HashMap::new();
     let mut planned = Vec::with_capacity(jobs.len());
     for job in jobs {
         let label = kind.label(&job);
-        let id = job_id(&job).map_err(|e| LabError::Usage(format!("cannot serialise job {label}: {e}")))?;
+        let id = job_id(&job)
+            .map_err(|e| LabError::Usage(format!("cannot serialise job {label}: {e}")))?;
         if let Some(first) = seen.insert(id.clone(), label.clone()) {
             return Err(crate::experiment::config_error(
                 &info.path,
@@ -89,7 +101,13 @@ impl<J: Serialize> Plan<J> {
         let jobs = self
             .jobs
             .iter()
-            .map(|p| Ok(ManifestEntry { id: p.id.clone(), label: p.label.clone(), job: serde_json::to_value(&p.job)? }))
+            .map(|p| {
+                Ok(ManifestEntry {
+                    id: p.id.clone(),
+                    label: p.label.clone(),
+                    job: serde_json::to_value(&p.job)?,
+                })
+            })
             .collect::<anyhow::Result<_>>()?;
         Ok(Manifest {
             experiment: self.experiment.clone(),
@@ -111,9 +129,16 @@ pub struct Shard {
 impl Shard {
     /// Parse `i/N` with `0 <= i < N`.
     pub fn parse(s: &str) -> Result<Shard, LabError> {
-        let bad = || LabError::Usage(format!("bad shard `{s}`: expected i/N with 0 <= i < N (e.g. 0/4)"));
+        let bad = || {
+            LabError::Usage(format!(
+                "bad shard `{s}`: expected i/N with 0 <= i < N (e.g. 0/4)"
+            ))
+        };
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
         if count == 0 || index >= count {
             return Err(bad());
         }
@@ -124,19 +149,30 @@ impl Shard {
     /// of `SLURM_ARRAY_TASK_COUNT`.
     pub fn from_env() -> Result<Option<Shard>, LabError> {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let (Some(id), Some(count)) = (get("SLURM_ARRAY_TASK_ID"), get("SLURM_ARRAY_TASK_COUNT")) else {
+        let (Some(id), Some(count)) = (get("SLURM_ARRAY_TASK_ID"), get("SLURM_ARRAY_TASK_COUNT"))
+        else {
             return Ok(None);
         };
         let num = |k: &str, v: &str| {
-            v.trim().parse::<usize>().map_err(|_| LabError::Usage(format!("{k}={v} is not a number")))
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| LabError::Usage(format!("{k}={v} is not a number")))
         };
         let min = match get("SLURM_ARRAY_TASK_MIN") {
             Some(m) => num("SLURM_ARRAY_TASK_MIN", &m)?,
             None => 0,
         };
         let id = num("SLURM_ARRAY_TASK_ID", &id)?;
-        let index = id.checked_sub(min).ok_or_else(|| LabError::Usage(format!("SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}")))?;
-        Shard::parse(&format!("{index}/{}", num("SLURM_ARRAY_TASK_COUNT", &count)?)).map(Some)
+        let index = id.checked_sub(min).ok_or_else(|| {
+            LabError::Usage(format!(
+                "SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}"
+            ))
+        })?;
+        Shard::parse(&format!(
+            "{index}/{}",
+            num("SLURM_ARRAY_TASK_COUNT", &count)?
+        ))
+        .map(Some)
     }
 
     pub fn takes(&self, position: usize) -> bool {
@@ -156,14 +192,24 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"d":2,"c":3}],"x":0.1}}"#).unwrap();
-        assert_eq!(canonical_json(&a), r#"{"a":{"x":0.1,"y":[1,{"c":3,"d":2}]},"b":1}"#);
+        let a: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"d":2,"c":3}],"x":0.1}}"#).unwrap();
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"x":0.1,"y":[1,{"c":3,"d":2}]},"b":1}"#
+        );
     }
 
     #[test]
     fn shards_partition_the_plan() {
-        assert!(Shard::parse("3/3").is_err() && Shard::parse("1/0").is_err() && Shard::parse("x").is_err());
-        let shards: Vec<Shard> = (0..3).map(|i| Shard::parse(&format!("{i}/3")).unwrap()).collect();
+        assert!(
+            Shard::parse("3/3").is_err()
+                && Shard::parse("1/0").is_err()
+                && Shard::parse("x").is_err()
+        );
+        let shards: Vec<Shard> = (0..3)
+            .map(|i| Shard::parse(&format!("{i}/3")).unwrap())
+            .collect();
         for p in 0..20 {
             assert_eq!(shards.iter().filter(|s| s.takes(p)).count(), 1);
         }

@@ -87,7 +87,10 @@ pub struct Axis {
 
 impl Axis {
     pub fn new(label: &str, scale: Scale) -> Self {
-        Axis { label: label.into(), scale }
+        Axis {
+            label: label.into(),
+            scale,
+        }
     }
 }
 
@@ -158,12 +161,14 @@ pub fn save(stem: &Path, panels: &[Panel], cols: usize) -> anyhow::Result<Vec<Pa
     {
         let root = BitMapBackend::new(&png_tmp, size).into_drawing_area();
         draw(&root, panels, rows, cols)?;
-        root.present().map_err(|e| anyhow!("cannot write {}: {e:?}", png.display()))?;
+        root.present()
+            .map_err(|e| anyhow!("cannot write {}: {e:?}", png.display()))?;
     }
     {
         let root = SVGBackend::new(&svg_tmp, size).into_drawing_area();
         draw(&root, panels, rows, cols)?;
-        root.present().map_err(|e| anyhow!("cannot write {}: {e:?}", svg.display()))?;
+        root.present()
+            .map_err(|e| anyhow!("cannot write {}: {e:?}", svg.display()))?;
     }
     std::fs::rename(&png_tmp, &png)?;
     std::fs::rename(&svg_tmp, &svg)?;
@@ -171,7 +176,10 @@ pub fn save(stem: &Path, panels: &[Panel], cols: usize) -> anyhow::Result<Vec<Pa
 }
 
 fn tmp_name(p: &Path) -> PathBuf {
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     // The extension stays last: the bitmap encoder picks the format from it.
     p.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
 }
@@ -180,7 +188,12 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
 }
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panels: &[Panel], rows: usize, cols: usize) -> anyhow::Result<()> {
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    panels: &[Panel],
+    rows: usize,
+    cols: usize,
+) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let areas = root.split_evenly((rows, cols));
     for (panel, area) in panels.iter().zip(areas.iter()) {
@@ -222,13 +235,19 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> a
             errors: c
                 .errors
                 .iter()
-                .filter_map(|&(x, lo, mid, hi)| Some((sx.map(x)?, sy.map(lo)?, sy.map(mid)?, sy.map(hi)?)))
+                .filter_map(|&(x, lo, mid, hi)| {
+                    Some((sx.map(x)?, sy.map(lo)?, sy.map(mid)?, sy.map(hi)?))
+                })
                 .collect(),
             ..c.clone()
         })
         .collect();
     let xs = curves.iter().flat_map(|c| {
-        c.points.iter().map(|p| p.0).chain(c.band.iter().map(|b| b.0)).chain(c.errors.iter().map(|e| e.0))
+        c.points
+            .iter()
+            .map(|p| p.0)
+            .chain(c.band.iter().map(|b| b.0))
+            .chain(c.errors.iter().map(|e| e.0))
     });
     let ys = curves.iter().flat_map(|c| {
         c.points
@@ -265,7 +284,12 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> a
         if c.band.len() >= 2 {
             let mut poly: Vec<(f64, f64)> = c.band.iter().map(|&(x, _, hi)| (x, hi)).collect();
             poly.extend(c.band.iter().rev().map(|&(x, lo, _)| (x, lo)));
-            chart.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.18).filled()))).map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Polygon::new(
+                    poly,
+                    color.mix(0.18).filled(),
+                )))
+                .map_err(err)?;
         }
         let style = color.stroke_width(2);
         let has_line = c.line && c.points.len() >= 2;
@@ -282,23 +306,32 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> a
         };
         if has_line {
             let a = if c.dashed {
-                chart.draw_series(DashedLineSeries::new(c.points.clone(), 9, 6, style)).map_err(err)?
+                chart
+                    .draw_series(DashedLineSeries::new(c.points.clone(), 9, 6, style))
+                    .map_err(err)?
             } else {
-                chart.draw_series(LineSeries::new(c.points.clone(), style)).map_err(err)?
+                chart
+                    .draw_series(LineSeries::new(c.points.clone(), style))
+                    .map_err(err)?
             };
             if labelled {
                 add_label(a);
             }
         }
         if has_errors {
-            let bars = c.errors.iter().map(|&(x, lo, mid, hi)| ErrorBar::new_vertical(x, lo, mid, hi, style, 8));
+            let bars = c
+                .errors
+                .iter()
+                .map(|&(x, lo, mid, hi)| ErrorBar::new_vertical(x, lo, mid, hi, style, 8));
             let a = chart.draw_series(bars).map_err(err)?;
             if labelled && !has_line {
                 add_label(a);
             }
         }
         if has_markers {
-            let a = chart.draw_series(c.points.iter().map(|&q| Circle::new(q, 3, color.filled()))).map_err(err)?;
+            let a = chart
+                .draw_series(c.points.iter().map(|&q| Circle::new(q, 3, color.filled())))
+                .map_err(err)?;
             if labelled && !has_line && !has_errors {
                 add_label(a);
             }
@@ -336,7 +369,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Curve::new("hora-tanh: slope −0.50", PALETTE[0]);
         c.points = vec![(100.0, 0.1), (1000.0, 0.03), (10000.0, 0.01)];
-        c.band = c.points.iter().map(|&(x, y)| (x, 0.8 * y, 1.2 * y)).collect();
+        c.band = c
+            .points
+            .iter()
+            .map(|&(x, y)| (x, 0.8 * y, 1.2 * y))
+            .collect();
         let panel = Panel {
             title: "test".into(),
             x: Axis::new("n", Scale::Log10),
@@ -346,7 +383,11 @@ mod tests {
         };
         let files = save(&dir.path().join("fig"), &[panel], 2).unwrap();
         for f in files {
-            assert!(std::fs::metadata(&f).unwrap().len() > 1000, "{}", f.display());
+            assert!(
+                std::fs::metadata(&f).unwrap().len() > 1000,
+                "{}",
+                f.display()
+            );
         }
     }
 }

@@ -38,7 +38,8 @@ pub struct RunProvenance {
 
 impl RunProvenance {
     pub fn collect(experiment_file: &Path, experiment_sha256: &str, run_threads: usize) -> Self {
-        let (git_revision, git_dirty) = git_state(experiment_file.parent().unwrap_or(Path::new(".")));
+        let (git_revision, git_dirty) =
+            git_state(experiment_file.parent().unwrap_or(Path::new(".")));
         RunProvenance {
             experiment_file: experiment_file.display().to_string(),
             experiment_sha256: experiment_sha256.to_string(),
@@ -69,7 +70,9 @@ impl RunProvenance {
 }
 
 pub fn host_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// `lab` itself plus the versions of the science crates and their engines, from Cargo.lock.
@@ -97,7 +100,8 @@ pub fn git_state(dir: &Path) -> (String, Option<bool>) {
     };
     match run(&["rev-parse", "HEAD"]) {
         Some(rev) if !rev.is_empty() => {
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
+            let dirty =
+                run(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
             (rev, dirty)
         }
         _ => ("unknown".into(), None),
@@ -129,7 +133,8 @@ pub struct ProvenanceSummary {
 
 impl ProvenanceSummary {
     pub fn add(&mut self, p: &Provenance) {
-        self.record_experiment_sha256.insert(p.experiment_sha256.clone());
+        self.record_experiment_sha256
+            .insert(p.experiment_sha256.clone());
         let rev = match p.git_dirty {
             Some(true) => format!("{}-dirty", p.git_revision),
             _ => p.git_revision.clone(),
@@ -144,13 +149,31 @@ impl ProvenanceSummary {
 
     /// The provenance section of a summary, in Markdown.
     pub fn markdown(&self) -> String {
-        let list = |s: &BTreeSet<String>| s.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ");
+        let list = |s: &BTreeSet<String>| {
+            s.iter()
+                .map(|x| format!("`{x}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut out = String::from("## Provenance\n\n");
-        out += &format!("- experiment file: `{}`, SHA-256 `{}`\n", self.experiment_file, self.experiment_sha256);
-        if self.record_experiment_sha256.iter().any(|h| *h != self.experiment_sha256) {
-            out += &format!("- raw records were made from file versions {}\n", list(&self.record_experiment_sha256));
+        out += &format!(
+            "- experiment file: `{}`, SHA-256 `{}`\n",
+            self.experiment_file, self.experiment_sha256
+        );
+        if self
+            .record_experiment_sha256
+            .iter()
+            .any(|h| *h != self.experiment_sha256)
+        {
+            out += &format!(
+                "- raw records were made from file versions {}\n",
+                list(&self.record_experiment_sha256)
+            );
         }
-        out += &format!("- git revision(s) of the raw records: {}\n", list(&self.git_revisions));
+        out += &format!(
+            "- git revision(s) of the raw records: {}\n",
+            list(&self.git_revisions)
+        );
         out += &format!("- crate versions: {}\n", list(&self.crate_versions));
         out += &format!(
             "- records: {} of {} jobs ({} missing, {} corrupt); total job wall time {:.1} s; host threads {}\n",

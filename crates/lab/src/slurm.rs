@@ -16,7 +16,10 @@ pub struct SlurmOptions {
 
 /// Quote for a POSIX shell.
 pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -33,10 +36,23 @@ pub fn script(
 ) -> String {
     let tasks = o.tasks.clamp(1, jobs.max(1));
     let q = |p: &Path| sh_quote(&p.display().to_string());
-    let common = format!("--profile {} --experiments {} --results {}", sh_quote(profile), q(experiments), q(results));
-    let partition = o.partition.as_ref().map(|p| format!("#SBATCH --partition={}\n", sh_quote(p))).unwrap_or_default();
+    let common = format!(
+        "--profile {} --experiments {} --results {}",
+        sh_quote(profile),
+        q(experiments),
+        q(results)
+    );
+    let partition = o
+        .partition
+        .as_ref()
+        .map(|p| format!("#SBATCH --partition={}\n", sh_quote(p)))
+        .unwrap_or_default();
     let name = format!("hora-{experiment}");
-    let merge_partition = o.partition.as_ref().map(|p| format!(" --partition={}", sh_quote(p))).unwrap_or_default();
+    let merge_partition = o
+        .partition
+        .as_ref()
+        .map(|p| format!(" --partition={}", sh_quote(p)))
+        .unwrap_or_default();
     format!(
         r#"#!/usr/bin/env bash
 #SBATCH --job-name={name}
@@ -77,12 +93,36 @@ mod tests {
 
     #[test]
     fn script_shards_the_plan_and_chains_the_merge() {
-        let o = SlurmOptions { tasks: 8, cpus_per_task: 4, time: "02:00:00".into(), partition: None, hora: "/x/hora".into() };
-        let s = script("rates-exact", "paper", 5, Path::new("/w"), Path::new("/w/experiments"), Path::new("/w/results"), &o);
+        let o = SlurmOptions {
+            tasks: 8,
+            cpus_per_task: 4,
+            time: "02:00:00".into(),
+            partition: None,
+            hora: "/x/hora".into(),
+        };
+        let s = script(
+            "rates-exact",
+            "paper",
+            5,
+            Path::new("/w"),
+            Path::new("/w/experiments"),
+            Path::new("/w/results"),
+            &o,
+        );
         assert!(s.contains("#SBATCH --array=0-4"), "{s}");
-        assert!(s.contains("--shard \"$((SLURM_ARRAY_TASK_ID - ${SLURM_ARRAY_TASK_MIN:-0}))/5\""), "{s}");
-        assert!(s.contains("--dependency=afterany:\"$SLURM_ARRAY_JOB_ID\""), "{s}");
-        assert!(s.contains("merge rates-exact") && s.contains("metric rates-exact") && s.contains("plot rates-exact"));
+        assert!(
+            s.contains("--shard \"$((SLURM_ARRAY_TASK_ID - ${SLURM_ARRAY_TASK_MIN:-0}))/5\""),
+            "{s}"
+        );
+        assert!(
+            s.contains("--dependency=afterany:\"$SLURM_ARRAY_JOB_ID\""),
+            "{s}"
+        );
+        assert!(
+            s.contains("merge rates-exact")
+                && s.contains("metric rates-exact")
+                && s.contains("plot rates-exact")
+        );
         assert_eq!(sh_quote("a b'c"), "'a b'\\''c'");
     }
 }

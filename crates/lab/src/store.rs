@@ -1,9 +1,9 @@
 //! Raw records on disk: an envelope (id, job, record, provenance) per job, written atomically
 //! (temporary file, then rename) so a crash leaves either the whole record or none.
 use crate::provenance::Provenance;
+use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
 
@@ -50,7 +50,10 @@ pub fn is_valid<J: DeserializeOwned, R: DeserializeOwned>(path: &Path, id: &str)
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -83,5 +86,7 @@ pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
 pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
     let mut r = csv::Reader::from_path(path)
         .with_context(|| format!("cannot read {} (run `hora metric` first)", path.display()))?;
-    r.deserialize().collect::<Result<Vec<T>, _>>().with_context(|| format!("cannot parse {}", path.display()))
+    r.deserialize()
+        .collect::<Result<Vec<T>, _>>()
+        .with_context(|| format!("cannot parse {}", path.display()))
 }

@@ -17,7 +17,10 @@ impl FullFinetune {
     pub fn new(base: &BertEncoder, varmap: &VarMap) -> Result<Self> {
         let mut copies = std::collections::HashMap::new();
         {
-            let mut data = varmap.data().lock().map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
             for (name, tensor) in base.named_tensors() {
                 // `Var::from_tensor` copies the storage: training never writes to the base.
                 let var = Var::from_tensor(&tensor)?;

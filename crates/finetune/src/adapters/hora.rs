@@ -43,8 +43,19 @@ pub fn hora_key(layer: usize, name: &str) -> String {
 }
 
 impl Hora {
-    pub fn new(spec: &AdapterSpec, cfg: &BertConfig, varmap: &VarMap, rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
-        let (h, heads, dh, r) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim(), spec.rank);
+    pub fn new(
+        spec: &AdapterSpec,
+        cfg: &BertConfig,
+        varmap: &VarMap,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<Self> {
+        let (h, heads, dh, r) = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.head_dim(),
+            spec.rank,
+        );
         let bound = 1.0 / (h as f64).sqrt();
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
@@ -52,11 +63,21 @@ impl Hora {
             layers.push(HoraGenerator {
                 a_seed: new_var(varmap, key("a_seed"), uniform(rng, &[r, h], bound, device)?)?,
                 b_seed: new_var(varmap, key("b_seed"), zeros(&[heads, dh, r], device)?)?,
-                g_a: [new_var(varmap, key("g_a_query"), eye(r, device)?)?, new_var(varmap, key("g_a_value"), eye(r, device)?)?],
-                g_b: [new_var(varmap, key("g_b_query"), eye(dh, device)?)?, new_var(varmap, key("g_b_value"), eye(dh, device)?)?],
+                g_a: [
+                    new_var(varmap, key("g_a_query"), eye(r, device)?)?,
+                    new_var(varmap, key("g_a_value"), eye(r, device)?)?,
+                ],
+                g_b: [
+                    new_var(varmap, key("g_b_query"), eye(dh, device)?)?,
+                    new_var(varmap, key("g_b_value"), eye(dh, device)?)?,
+                ],
             });
         }
-        Ok(Self { layers, scale: spec.scale(), activation: spec.activation })
+        Ok(Self {
+            layers,
+            scale: spec.scale(),
+            activation: spec.activation,
+        })
     }
 
     pub fn generators(&self) -> &[HoraGenerator] {
@@ -76,14 +97,19 @@ impl Adapter for Hora {
                 let (heads, dh, r) = g.b_seed.dims3()?;
                 let gen = |i: usize| -> Result<LowRank> {
                     // All heads in one batched matmul: (d_h, d_h) · (H, d_h, r) -> (H, d_h, r).
-                    let b = g.g_b[i].broadcast_matmul(&g.b_seed)?.reshape((heads * dh, r))?;
+                    let b = g.g_b[i]
+                        .broadcast_matmul(&g.b_seed)?
+                        .reshape((heads * dh, r))?;
                     Ok(LowRank {
                         a: activate(g.g_a[i].matmul(&g.a_seed)?, self.activation)?,
                         b: activate(b, self.activation)?,
                         scale: self.scale,
                     })
                 };
-                Ok(LayerDeltas { query: Some(gen(0)?), value: Some(gen(1)?) })
+                Ok(LayerDeltas {
+                    query: Some(gen(0)?),
+                    value: Some(gen(1)?),
+                })
             })
             .collect()
     }

@@ -17,19 +17,36 @@ pub struct Lora {
 }
 
 impl Lora {
-    pub fn new(spec: &AdapterSpec, cfg: &BertConfig, varmap: &VarMap, rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
+    pub fn new(
+        spec: &AdapterSpec,
+        cfg: &BertConfig,
+        varmap: &VarMap,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<Self> {
         let (h, r) = (cfg.hidden_size, spec.rank);
         let bound = 1.0 / (h as f64).sqrt();
         let mut factors = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let mut make = |proj: &str| -> Result<(Tensor, Tensor)> {
-                let a = new_var(varmap, peft_key(l, proj, "lora_A.weight"), uniform(rng, &[r, h], bound, device)?)?;
-                let b = new_var(varmap, peft_key(l, proj, "lora_B.weight"), zeros(&[h, r], device)?)?;
+                let a = new_var(
+                    varmap,
+                    peft_key(l, proj, "lora_A.weight"),
+                    uniform(rng, &[r, h], bound, device)?,
+                )?;
+                let b = new_var(
+                    varmap,
+                    peft_key(l, proj, "lora_B.weight"),
+                    zeros(&[h, r], device)?,
+                )?;
                 Ok((a, b))
             };
             factors.push([make(TARGETS[0])?, make(TARGETS[1])?]);
         }
-        Ok(Self { factors, scale: spec.scale() })
+        Ok(Self {
+            factors,
+            scale: spec.scale(),
+        })
     }
 }
 
@@ -43,8 +60,16 @@ impl Adapter for Lora {
             .factors
             .iter()
             .map(|[q, v]| LayerDeltas {
-                query: Some(LowRank { a: q.0.clone(), b: q.1.clone(), scale: self.scale }),
-                value: Some(LowRank { a: v.0.clone(), b: v.1.clone(), scale: self.scale }),
+                query: Some(LowRank {
+                    a: q.0.clone(),
+                    b: q.1.clone(),
+                    scale: self.scale,
+                }),
+                value: Some(LowRank {
+                    a: v.0.clone(),
+                    b: v.1.clone(),
+                    scale: self.scale,
+                }),
             })
             .collect())
     }

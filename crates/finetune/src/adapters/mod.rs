@@ -16,8 +16,8 @@ pub use lora::Lora;
 pub use mh_lora::MhLora;
 pub use replora::RepLora;
 
-use candle_core::{Device, Tensor};
 use candle_core::Var;
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -44,7 +44,13 @@ pub struct AdapterSpec {
 
 impl AdapterSpec {
     pub fn from_config(cfg: &TrainConfig) -> Self {
-        Self { kind: cfg.method, rank: cfg.rank, alpha: cfg.alpha, activation: cfg.generator_activation, seed: cfg.seed }
+        Self {
+            kind: cfg.method,
+            rank: cfg.rank,
+            alpha: cfg.alpha,
+            activation: cfg.generator_activation,
+            seed: cfg.seed,
+        }
     }
 
     /// peft's scaling `α / r`.
@@ -67,16 +73,27 @@ pub trait Adapter: Send + Sync {
 }
 
 /// Build the adapter family named by `spec.kind`, registering its tensors in `varmap`.
-pub fn build(spec: &AdapterSpec, base: &BertEncoder, varmap: &VarMap, device: &Device) -> Result<Box<dyn Adapter>> {
+pub fn build(
+    spec: &AdapterSpec,
+    base: &BertEncoder,
+    varmap: &VarMap,
+    device: &Device,
+) -> Result<Box<dyn Adapter>> {
     if spec.rank == 0 {
-        return Err(FinetuneError::Config { field: "rank", value: "0".into(), allowed: "an integer >= 1" });
+        return Err(FinetuneError::Config {
+            field: "rank",
+            value: "0".into(),
+            allowed: "an integer >= 1",
+        });
     }
     let mut rng = init_rng(spec.seed, 1);
     Ok(match spec.kind {
         AdapterKind::HeadOnly => Box::new(HeadOnly),
         AdapterKind::Lora => Box::new(Lora::new(spec, &base.config, varmap, &mut rng, device)?),
         AdapterKind::MhLora => Box::new(MhLora::new(spec, &base.config, varmap, &mut rng, device)?),
-        AdapterKind::Replora => Box::new(RepLora::new(spec, &base.config, varmap, &mut rng, device)?),
+        AdapterKind::Replora => {
+            Box::new(RepLora::new(spec, &base.config, varmap, &mut rng, device)?)
+        }
         AdapterKind::Hora => Box::new(Hora::new(spec, &base.config, varmap, &mut rng, device)?),
         AdapterKind::Full => Box::new(FullFinetune::new(base, varmap)?),
     })
@@ -92,24 +109,39 @@ pub fn init_rng(seed: u64, stream: u64) -> ChaCha8Rng {
 
 /// `base_model.model.encoder.layer.{layer}.attention.self.{proj}.{suffix}`.
 pub fn peft_key(layer: usize, proj: &str, suffix: &str) -> String {
-    format!("{PEFT_PREFIX}{}.{suffix}", crate::encoder::projection_path(layer, proj))
+    format!(
+        "{PEFT_PREFIX}{}.{suffix}",
+        crate::encoder::projection_path(layer, proj)
+    )
 }
 
 /// Register `init` as a new trainable variable and return the tensor the graph uses.
 pub(crate) fn new_var(varmap: &VarMap, name: String, init: Tensor) -> Result<Tensor> {
     let var = Var::from_tensor(&init)?;
     let tensor = var.as_tensor().clone();
-    let mut data = varmap.data().lock().map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+    let mut data = varmap
+        .data()
+        .lock()
+        .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
     if data.insert(name.clone(), var).is_some() {
-        return Err(FinetuneError::Data(format!("variable {name} registered twice")));
+        return Err(FinetuneError::Data(format!(
+            "variable {name} registered twice"
+        )));
     }
     Ok(tensor)
 }
 
 /// Uniform(-bound, bound) entries, drawn from the run's seeded RNG.
-pub(crate) fn uniform(rng: &mut ChaCha8Rng, dims: &[usize], bound: f64, device: &Device) -> Result<Tensor> {
+pub(crate) fn uniform(
+    rng: &mut ChaCha8Rng,
+    dims: &[usize],
+    bound: f64,
+    device: &Device,
+) -> Result<Tensor> {
     let n: usize = dims.iter().product();
-    let data: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect();
+    let data: Vec<f32> = (0..n)
+        .map(|_| rng.random_range(-bound..bound) as f32)
+        .collect();
     Ok(Tensor::from_vec(data, dims, device)?)
 }
 

@@ -32,7 +32,13 @@ pub fn replora_key(layer: usize, name: &str) -> String {
 }
 
 impl RepLora {
-    pub fn new(spec: &AdapterSpec, cfg: &BertConfig, varmap: &VarMap, rng: &mut ChaCha8Rng, device: &Device) -> Result<Self> {
+    pub fn new(
+        spec: &AdapterSpec,
+        cfg: &BertConfig,
+        varmap: &VarMap,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<Self> {
         let (h, r) = (cfg.hidden_size, spec.rank);
         let bound = 1.0 / (h as f64).sqrt();
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -41,11 +47,21 @@ impl RepLora {
             layers.push(LayerGenerator {
                 a_seed: new_var(varmap, key("a_seed"), uniform(rng, &[r, h], bound, device)?)?,
                 b_seed: new_var(varmap, key("b_seed"), zeros(&[h, r], device)?)?,
-                g_a: [new_var(varmap, key("g_a_query"), eye(r, device)?)?, new_var(varmap, key("g_a_value"), eye(r, device)?)?],
-                g_b: [new_var(varmap, key("g_b_query"), eye(r, device)?)?, new_var(varmap, key("g_b_value"), eye(r, device)?)?],
+                g_a: [
+                    new_var(varmap, key("g_a_query"), eye(r, device)?)?,
+                    new_var(varmap, key("g_a_value"), eye(r, device)?)?,
+                ],
+                g_b: [
+                    new_var(varmap, key("g_b_query"), eye(r, device)?)?,
+                    new_var(varmap, key("g_b_value"), eye(r, device)?)?,
+                ],
             });
         }
-        Ok(Self { layers, scale: spec.scale(), activation: spec.activation })
+        Ok(Self {
+            layers,
+            scale: spec.scale(),
+            activation: spec.activation,
+        })
     }
 }
 
@@ -65,7 +81,10 @@ impl Adapter for RepLora {
                         scale: self.scale,
                     })
                 };
-                Ok(LayerDeltas { query: Some(gen(0)?), value: Some(gen(1)?) })
+                Ok(LayerDeltas {
+                    query: Some(gen(0)?),
+                    value: Some(gen(1)?),
+                })
             })
             .collect()
     }

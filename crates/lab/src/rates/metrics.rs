@@ -104,12 +104,23 @@ pub(super) fn write(
     for s in &kind.settings {
         for m in &s.methods {
             let method = m.to_string();
-            let mine: Vec<&MetricRow> = rows.iter().filter(|r| r.setting == s.name && r.method == method).collect();
+            let mine: Vec<&MetricRow> = rows
+                .iter()
+                .filter(|r| r.setting == s.name && r.method == method)
+                .collect();
             let by_n = |f: fn(&MetricRow) -> f64| -> Vec<(f64, Vec<f64>)> {
                 profile
                     .ns
                     .iter()
-                    .map(|&n| (n as f64, mine.iter().filter(|r| r.n == n).map(|r| f(r)).collect::<Vec<f64>>()))
+                    .map(|&n| {
+                        (
+                            n as f64,
+                            mine.iter()
+                                .filter(|r| r.n == n)
+                                .map(|r| f(r))
+                                .collect::<Vec<f64>>(),
+                        )
+                    })
                     .filter(|(_, v)| !v.is_empty())
                     .collect()
             };
@@ -117,7 +128,10 @@ pub(super) fn write(
             let regression = by_n(|r| r.regression);
             for (loss, groups) in [("voronoi", &voronoi), ("regression", &regression)] {
                 for (n, values) in groups.iter() {
-                    let seed = derive_seed("mean-band", &[&kind.name, &s.name, &method, loss, &n.to_string()]);
+                    let seed = derive_seed(
+                        "mean-band",
+                        &[&kind.name, &s.name, &method, loss, &n.to_string()],
+                    );
                     let (lo, hi) = mean_band(values, kind.report.bootstrap, seed);
                     curves.push(CurveRow {
                         setting: s.name.clone(),
@@ -135,13 +149,23 @@ pub(super) fn write(
             let fit = |groups: &[(f64, Vec<f64>)], loss: &str| {
                 let (ns, ls): (Vec<f64>, Vec<Vec<f64>>) = groups.iter().cloned().unzip();
                 let seed = derive_seed("rate-bootstrap", &[&kind.name, &s.name, &method, loss]);
-                (ns.clone(), ls.iter().map(|v| mean(v)).collect::<Vec<f64>>(), fit_rate(&ns, &ls, kind.report.bootstrap, seed))
+                (
+                    ns.clone(),
+                    ls.iter().map(|v| mean(v)).collect::<Vec<f64>>(),
+                    fit_rate(&ns, &ls, kind.report.bootstrap, seed),
+                )
             };
             let (ns, means, vf) = fit(&voronoi, "voronoi");
             let (_, _, rf) = fit(&regression, "regression");
             let sc = sample_complexity(&ns, &means, vf.as_ref(), kind.report.target_loss);
             let fits = mine.len();
-            let frac = |k: usize| if fits == 0 { 0.0 } else { k as f64 / fits as f64 };
+            let frac = |k: usize| {
+                if fits == 0 {
+                    0.0
+                } else {
+                    k as f64 / fits as f64
+                }
+            };
             let guard_failures = mine.iter().filter(|r| r.status != "ok").count();
             rates.push(RateRow {
                 setting: s.name.clone(),
@@ -172,7 +196,11 @@ pub(super) fn write(
             });
         }
     }
-    let files = vec![dirs.file("metrics.csv"), dirs.file("curves.csv"), dirs.file("rates.csv")];
+    let files = vec![
+        dirs.file("metrics.csv"),
+        dirs.file("curves.csv"),
+        dirs.file("rates.csv"),
+    ];
     write_csv(&files[0], &rows)?;
     write_csv(&files[1], &curves)?;
     write_csv(&files[2], &rates)?;
@@ -214,7 +242,9 @@ pub fn mean_band(values: &[f64], n_boot: usize, seed: u64) -> (f64, f64) {
     let mut state = seed;
     let mut means: Vec<f64> = (0..n_boot)
         .map(|_| {
-            let s: f64 = (0..values.len()).map(|_| values[(splitmix64(&mut state) % values.len() as u64) as usize]).sum();
+            let s: f64 = (0..values.len())
+                .map(|_| values[(splitmix64(&mut state) % values.len() as u64) as usize])
+                .sum();
             s / values.len() as f64
         })
         .collect();
@@ -229,4 +259,3 @@ fn splitmix64(state: &mut u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
-

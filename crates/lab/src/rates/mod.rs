@@ -72,7 +72,10 @@ pub struct ReportConfig {
 
 impl Default for ReportConfig {
     fn default() -> Self {
-        ReportConfig { target_loss: 0.05, bootstrap: 1000 }
+        ReportConfig {
+            target_loss: 0.05,
+            bootstrap: 1000,
+        }
     }
 }
 
@@ -102,7 +105,8 @@ const MAX_N: usize = 100_000_000;
 impl RatesKind {
     pub fn parse(info: &ExperimentInfo, text: &str) -> Result<Self, LabError> {
         let path = &info.path;
-        let file: RatesFile = toml::from_str(text).map_err(|e| config_error(path, e.to_string()))?;
+        let file: RatesFile =
+            toml::from_str(text).map_err(|e| config_error(path, e.to_string()))?;
         let err = |m: String| config_error(path, m);
         file.loss.check().map_err(|e| err(format!("[loss]: {e}")))?;
         if file.settings.is_empty() {
@@ -113,11 +117,23 @@ impl RatesKind {
         for s in file.settings {
             let at = format!("setting `{}`", s.name);
             if s.name.is_empty() || !names.insert(s.name.clone()) {
-                return Err(err(format!("{at}: setting names must be non-empty and unique")));
+                return Err(err(format!(
+                    "{at}: setting names must be non-empty and unique"
+                )));
             }
-            let model: ModelConfig = from_table(merge_tables(&file.model, &s.model), path, &format!("{at}, [model]"))?;
-            model.check().map_err(|e| err(format!("{at}, [model]: {e}")))?;
-            let fit: FitConfig = from_table(merge_tables(&file.fit, &s.fit), path, &format!("{at}, [fit]"))?;
+            let model: ModelConfig = from_table(
+                merge_tables(&file.model, &s.model),
+                path,
+                &format!("{at}, [model]"),
+            )?;
+            model
+                .check()
+                .map_err(|e| err(format!("{at}, [model]: {e}")))?;
+            let fit: FitConfig = from_table(
+                merge_tables(&file.fit, &s.fit),
+                path,
+                &format!("{at}, [fit]"),
+            )?;
             fit.check().map_err(|e| err(format!("{at}, [fit]: {e}")))?;
             if s.methods.is_empty() {
                 return Err(err(format!("{at}: `methods` is empty")));
@@ -126,10 +142,18 @@ impl RatesKind {
             if distinct.len() != s.methods.len() {
                 return Err(err(format!("{at}: `methods` lists a method twice")));
             }
-            settings.push(Setting { name: s.name, truth: s.truth, methods: s.methods, model, fit });
+            settings.push(Setting {
+                name: s.name,
+                truth: s.truth,
+                methods: s.methods,
+                model,
+                fit,
+            });
         }
         if file.profiles.is_empty() {
-            return Err(err("no `[profiles.<name>]`: at least one is needed (quick, paper)".into()));
+            return Err(err(
+                "no `[profiles.<name>]`: at least one is needed (quick, paper)".into(),
+            ));
         }
         for (name, p) in &file.profiles {
             let at = format!("[profiles.{name}]");
@@ -137,18 +161,29 @@ impl RatesKind {
                 return Err(err(format!("{at}: `ns` is empty")));
             }
             if let Some(n) = p.ns.iter().find(|n| **n < 2 || **n > MAX_N) {
-                return Err(err(format!("{at}: invalid value for `ns`: {n} (allowed: 2..={MAX_N})")));
+                return Err(err(format!(
+                    "{at}: invalid value for `ns`: {n} (allowed: 2..={MAX_N})"
+                )));
             }
             if p.replicates == 0 || p.replicates > 10_000 {
-                return Err(err(format!("{at}: invalid value for `replicates`: {} (allowed: 1..=10000)", p.replicates)));
+                return Err(err(format!(
+                    "{at}: invalid value for `replicates`: {} (allowed: 1..=10000)",
+                    p.replicates
+                )));
             }
         }
         let r = &file.report;
         if !(r.target_loss.is_finite() && r.target_loss > 0.0) {
-            return Err(err(format!("[report]: invalid value for `target_loss`: {} (allowed: a finite value > 0)", r.target_loss)));
+            return Err(err(format!(
+                "[report]: invalid value for `target_loss`: {} (allowed: a finite value > 0)",
+                r.target_loss
+            )));
         }
         if r.bootstrap > 100_000 {
-            return Err(err(format!("[report]: invalid value for `bootstrap`: {} (allowed: 0..=100000)", r.bootstrap)));
+            return Err(err(format!(
+                "[report]: invalid value for `bootstrap`: {} (allowed: 0..=100000)",
+                r.bootstrap
+            )));
         }
         Ok(RatesKind {
             name: info.name.clone(),
@@ -205,18 +240,31 @@ impl Kind for RatesKind {
     }
 
     fn label(&self, job: &FitJob) -> String {
-        format!("{} {} n={} rep={}", job.setting, job.method, job.n, job.replicate)
+        format!(
+            "{} {} n={} rep={}",
+            job.setting, job.method, job.n, job.replicate
+        )
     }
 
     fn run_job(&self, job: &FitJob, _ctx: &JobContext<'_>) -> anyhow::Result<FitRecord> {
         Ok(hmoe::run_fit(job)?)
     }
 
-    fn metrics(&self, profile: &str, done: &[Done<'_, FitJob, FitRecord>], dirs: &Dirs) -> anyhow::Result<Vec<PathBuf>> {
+    fn metrics(
+        &self,
+        profile: &str,
+        done: &[Done<'_, FitJob, FitRecord>],
+        dirs: &Dirs,
+    ) -> anyhow::Result<Vec<PathBuf>> {
         metrics::write(self, self.profile(profile)?, done, dirs)
     }
 
-    fn report(&self, profile: &str, dirs: &Dirs, prov: &ProvenanceSummary) -> anyhow::Result<Vec<PathBuf>> {
+    fn report(
+        &self,
+        profile: &str,
+        dirs: &Dirs,
+        prov: &ProvenanceSummary,
+    ) -> anyhow::Result<Vec<PathBuf>> {
         report::write(self, profile, dirs, prov)
     }
 }

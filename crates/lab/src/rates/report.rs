@@ -1,24 +1,36 @@
 //! Figures and `summary.md` of a `rates` profile, drawn from `curves.csv` and `rates.csv`.
 use super::metrics::{CurveRow, RateRow};
-use crate::store::read_csv;
 use super::RatesKind;
 use crate::layout::Dirs;
 use crate::plot::{self, Axis, Curve, Panel, Scale, GREY, PALETTE};
 use crate::provenance::ProvenanceSummary;
-use plotters::prelude::{RGBColor, SeriesLabelPosition};
+use crate::store::read_csv;
 use hmoe::Family;
+use plotters::prelude::{RGBColor, SeriesLabelPosition};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs, prov: &ProvenanceSummary) -> anyhow::Result<Vec<PathBuf>> {
+pub(super) fn write(
+    kind: &RatesKind,
+    profile: &str,
+    dirs: &Dirs,
+    prov: &ProvenanceSummary,
+) -> anyhow::Result<Vec<PathBuf>> {
     let curves: Vec<CurveRow> = read_csv(&dirs.file("curves.csv"))?;
     let rates: Vec<RateRow> = read_csv(&dirs.file("rates.csv"))?;
     let methods = method_order(kind);
     let colours = method_colours(kind);
     let color = |m: &str| colours.get(m).copied().unwrap_or(PALETTE[7]);
-    let cols = if kind.settings.len() > 2 { 2 } else { kind.settings.len() };
+    let cols = if kind.settings.len() > 2 {
+        2
+    } else {
+        kind.settings.len()
+    };
     let mut files = Vec::new();
-    for (loss, title) in [("voronoi", "Voronoi loss"), ("regression", "regression-function error")] {
+    for (loss, title) in [
+        ("voronoi", "Voronoi loss"),
+        ("regression", "regression-function error"),
+    ] {
         let panels: Vec<Panel> = kind
             .settings
             .iter()
@@ -29,9 +41,15 @@ pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs, prov: &Provena
     let heads: BTreeSet<usize> = rates.iter().map(|r| r.heads).collect();
     if heads.len() > 1 {
         let panels = vec![
-            heads_panel(&rates, &methods, &color, "Voronoi loss", |r| (r.slope, r.slope_lo, r.slope_hi)),
+            heads_panel(&rates, &methods, &color, "Voronoi loss", |r| {
+                (r.slope, r.slope_lo, r.slope_hi)
+            }),
             heads_panel(&rates, &methods, &color, "regression error", |r| {
-                (r.regression_slope, r.regression_slope_lo, r.regression_slope_hi)
+                (
+                    r.regression_slope,
+                    r.regression_slope_lo,
+                    r.regression_slope_hi,
+                )
             }),
         ];
         files.extend(plot::save(&dirs.file("heads"), &panels, 2)?);
@@ -106,25 +124,43 @@ fn loss_panel(
     rates: &[RateRow],
     color: &dyn Fn(&str) -> RGBColor,
 ) -> Panel {
-    let s = kind.settings.iter().find(|s| s.name == setting).expect("setting of the kind");
+    let s = kind
+        .settings
+        .iter()
+        .find(|s| s.name == setting)
+        .expect("setting of the kind");
     let mut out = Vec::new();
     let mut first_means = Vec::new();
     let (mut nmin, mut nmax) = (f64::INFINITY, 0f64);
     for m in &s.methods {
         let m = m.to_string();
-        let rows: Vec<&CurveRow> = curves.iter().filter(|c| c.setting == setting && c.method == m && c.loss == loss).collect();
+        let rows: Vec<&CurveRow> = curves
+            .iter()
+            .filter(|c| c.setting == setting && c.method == m && c.loss == loss)
+            .collect();
         if rows.is_empty() {
             continue;
         }
         let rate = rates.iter().find(|r| r.setting == setting && r.method == m);
         let (slope, lo, hi, intercept) = match (loss, rate) {
             ("voronoi", Some(r)) => (r.slope, r.slope_lo, r.slope_hi, r.intercept),
-            (_, Some(r)) => (r.regression_slope, r.regression_slope_lo, r.regression_slope_hi, r.regression_intercept),
+            (_, Some(r)) => (
+                r.regression_slope,
+                r.regression_slope_lo,
+                r.regression_slope_hi,
+                r.regression_intercept,
+            ),
             _ => (None, None, None, None),
         };
-        let mut c = Curve::new(format!("{m}: slope {}", slope_text(slope, lo, hi)), color(&m));
+        let mut c = Curve::new(
+            format!("{m}: slope {}", slope_text(slope, lo, hi)),
+            color(&m),
+        );
         c.points = rows.iter().map(|r| (r.n as f64, r.mean)).collect();
-        c.band = rows.iter().map(|r| (r.n as f64, r.mean_lo, r.mean_hi)).collect();
+        c.band = rows
+            .iter()
+            .map(|r| (r.n as f64, r.mean_lo, r.mean_hi))
+            .collect();
         let (a, b) = (rows[0].n as f64, rows[rows.len() - 1].n as f64);
         nmin = nmin.min(a);
         nmax = nmax.max(b);
@@ -132,25 +168,42 @@ fn loss_panel(
         out.push(c);
         if let (Some(sl), Some(ic)) = (slope, intercept) {
             let mut f = Curve::new("", color(&m));
-            f.points = [a, b].iter().map(|&n| (n, (ic + sl * n.ln()).exp())).collect();
+            f.points = [a, b]
+                .iter()
+                .map(|&n| (n, (ic + sl * n.ln()).exp()))
+                .collect();
             f.dashed = true;
             f.markers = false;
             out.push(f);
         }
     }
     // Reference slopes start at the geometric mean of the curves' first points.
-    let anchor = first_means.iter().filter(|v| **v > 0.0).map(|v| v.ln()).sum::<f64>() / first_means.len().max(1) as f64;
+    let anchor = first_means
+        .iter()
+        .filter(|v| **v > 0.0)
+        .map(|v| v.ln())
+        .sum::<f64>()
+        / first_means.len().max(1) as f64;
     if nmax > nmin && anchor.is_finite() {
-        for (label, p, color) in [("n^(−1/2)", -0.5, GREY), ("n^(−1/4)", -0.25, RGBColor(180, 180, 180))] {
+        for (label, p, color) in [
+            ("n^(−1/2)", -0.5, GREY),
+            ("n^(−1/4)", -0.25, RGBColor(180, 180, 180)),
+        ] {
             let mut r = Curve::new(label, color);
-            r.points = [nmin, nmax].iter().map(|&n| (n, (anchor + p * (n / nmin).ln()).exp())).collect();
+            r.points = [nmin, nmax]
+                .iter()
+                .map(|&n| (n, (anchor + p * (n / nmin).ln()).exp()))
+                .collect();
             r.dashed = true;
             r.markers = false;
             out.push(r);
         }
     }
     Panel {
-        title: format!("{title}: {} (truth {}, H={}, m={})", setting, s.truth, s.model.heads, s.model.atoms),
+        title: format!(
+            "{title}: {} (truth {}, H={}, m={})",
+            setting, s.truth, s.model.heads, s.model.atoms
+        ),
         x: Axis::new("sample size n", Scale::Log10),
         y: Axis::new(&format!("mean {title} (95% band)"), Scale::Log10),
         curves: out,
@@ -184,9 +237,15 @@ fn heads_panel(
             out.push(c);
         }
     }
-    for (label, p, color) in [("−1/2", -0.5, GREY), ("−1/4", -0.25, RGBColor(180, 180, 180))] {
+    for (label, p, color) in [
+        ("−1/2", -0.5, GREY),
+        ("−1/4", -0.25, RGBColor(180, 180, 180)),
+    ] {
         let hs: Vec<f64> = rates.iter().map(|r| r.heads as f64).collect();
-        let (lo, hi) = (hs.iter().cloned().fold(f64::INFINITY, f64::min), hs.iter().cloned().fold(0.0, f64::max));
+        let (lo, hi) = (
+            hs.iter().cloned().fold(f64::INFINITY, f64::min),
+            hs.iter().cloned().fold(0.0, f64::max),
+        );
         let mut r = Curve::new(label, color);
         r.points = vec![(lo, p), (hi, p)];
         r.dashed = true;
@@ -210,7 +269,13 @@ fn opt_n(x: Option<f64>) -> String {
     }
 }
 
-fn summary_markdown(kind: &RatesKind, profile: &str, rates: &[RateRow], heads: bool, prov: &ProvenanceSummary) -> String {
+fn summary_markdown(
+    kind: &RatesKind,
+    profile: &str,
+    rates: &[RateRow],
+    heads: bool,
+    prov: &ProvenanceSummary,
+) -> String {
     let mut s = format!("# {} ({} profile)\n\n", kind.name, profile);
     if !kind.description.trim().is_empty() {
         s += &format!("{}\n\n", kind.description.trim());
@@ -239,7 +304,11 @@ fn summary_markdown(kind: &RatesKind, profile: &str, rates: &[RateRow], heads: b
             r.fits,
             slope_text(r.slope, r.slope_lo, r.slope_hi),
             slope_text(r.median_slope, r.median_slope_lo, r.median_slope_hi),
-            slope_text(r.regression_slope, r.regression_slope_lo, r.regression_slope_hi),
+            slope_text(
+                r.regression_slope,
+                r.regression_slope_lo,
+                r.regression_slope_hi
+            ),
             100.0 * r.converged_fraction,
             r.guard_failures,
             opt_n(r.n_at_target),
