@@ -115,8 +115,10 @@ pub(super) fn write(
                     .map(|&n| {
                         (
                             n as f64,
+                            // A fit that failed the truth-objective guard did not optimise: it is
+                            // counted in `guard_failures`, never averaged into a loss.
                             mine.iter()
-                                .filter(|r| r.n == n)
+                                .filter(|r| r.n == n && r.status == "ok")
                                 .map(|r| f(r))
                                 .collect::<Vec<f64>>(),
                         )
