@@ -121,32 +121,14 @@ impl Shape {
 }
 
 /// Write `ΔQ = BQ·AQ`, `ΔV = BV·AV` of atom `k`.
+#[rustfmt::skip]
 fn write_products(sh: &Shape, f: &Factors, out: &mut Atoms, k: usize) {
-    matmul(
-        &f.bq,
-        false,
-        &f.aq,
-        false,
-        out.dq_mut(k),
-        sh.d,
-        sh.r,
-        sh.d,
-        false,
-    );
-    matmul(
-        &f.bv,
-        false,
-        &f.av,
-        false,
-        out.dv_mut(k),
-        sh.q,
-        sh.r,
-        sh.d,
-        false,
-    );
+    matmul(&f.bq, false, &f.aq, false, out.dq_mut(k), sh.d, sh.r, sh.d, false);
+    matmul(&f.bv, false, &f.av, false, out.dv_mut(k), sh.q, sh.r, sh.d, false);
 }
 
 /// Gradients of the factors from the gradients of the products.
+#[rustfmt::skip]
 fn factor_grads(sh: &Shape, f: &Factors, gq: &[f64], gv: &[f64]) -> Factors {
     let (d, q, r) = (sh.d, sh.q, sh.r);
     let mut g = Factors {
@@ -316,6 +298,7 @@ impl Parametrisation for Generated {
     fn atoms_per_slot(&self) -> usize {
         self.sh.m
     }
+    #[rustfmt::skip]
     fn factors(&self, theta: &[f64], h: usize, ps: usize, i: usize) -> Factors {
         let Shape { d, q, r, .. } = self.sh;
         let [gaq, gav, gbq, gbv] = self.g_parts(h);
@@ -327,50 +310,10 @@ impl Parametrisation for Generated {
             av: vec![0.0; r * d],
             bv: vec![0.0; q * r],
         };
-        matmul(
-            a,
-            false,
-            &theta[gaq..gaq + d * d],
-            false,
-            &mut f.aq,
-            r,
-            d,
-            d,
-            false,
-        );
-        matmul(
-            a,
-            false,
-            &theta[gav..gav + d * d],
-            false,
-            &mut f.av,
-            r,
-            d,
-            d,
-            false,
-        );
-        matmul(
-            &theta[gbq..gbq + d * d],
-            false,
-            b,
-            false,
-            &mut f.bq,
-            d,
-            d,
-            r,
-            false,
-        );
-        matmul(
-            &theta[gbv..gbv + q * d],
-            false,
-            b,
-            false,
-            &mut f.bv,
-            q,
-            d,
-            r,
-            false,
-        );
+        matmul(a, false, &theta[gaq..gaq + d * d], false, &mut f.aq, r, d, d, false);
+        matmul(a, false, &theta[gav..gav + d * d], false, &mut f.av, r, d, d, false);
+        matmul(&theta[gbq..gbq + d * d], false, b, false, &mut f.bq, d, d, r, false);
+        matmul(&theta[gbv..gbv + q * d], false, b, false, &mut f.bv, q, d, r, false);
         for v in [&mut f.aq, &mut f.av, &mut f.bq, &mut f.bv] {
             v.iter_mut().for_each(|x| *x = self.act.apply(*x));
         }
@@ -390,6 +333,7 @@ impl Parametrisation for Generated {
             out.c[k] = theta[self.c_offset(h, ps, i)];
         });
     }
+    #[rustfmt::skip]
     fn pullback(&self, theta: &[f64], grad: &Atoms, gt: &mut [f64]) {
         let Shape { d, q, r, .. } = self.sh;
         for_each_atom(&self.sh, |h, ps, i, k| {
@@ -412,95 +356,15 @@ impl Parametrisation for Generated {
             let a = theta[ao..ao + r * d].to_vec();
             let b = theta[bo..bo + d * r].to_vec();
             // AQ = φ(Ā·GAQ): dĀ += dpre·GAQᵀ, dGAQ += Āᵀ·dpre (same for V).
-            matmul(
-                &g.aq,
-                false,
-                &theta[gaq..gaq + d * d],
-                true,
-                &mut gt[ao..ao + r * d],
-                r,
-                d,
-                d,
-                true,
-            );
-            matmul(
-                &g.av,
-                false,
-                &theta[gav..gav + d * d],
-                true,
-                &mut gt[ao..ao + r * d],
-                r,
-                d,
-                d,
-                true,
-            );
-            matmul(
-                &a,
-                true,
-                &g.aq,
-                false,
-                &mut gt[gaq..gaq + d * d],
-                d,
-                r,
-                d,
-                true,
-            );
-            matmul(
-                &a,
-                true,
-                &g.av,
-                false,
-                &mut gt[gav..gav + d * d],
-                d,
-                r,
-                d,
-                true,
-            );
+            matmul(&g.aq, false, &theta[gaq..gaq + d * d], true, &mut gt[ao..ao + r * d], r, d, d, true);
+            matmul(&g.av, false, &theta[gav..gav + d * d], true, &mut gt[ao..ao + r * d], r, d, d, true);
+            matmul(&a, true, &g.aq, false, &mut gt[gaq..gaq + d * d], d, r, d, true);
+            matmul(&a, true, &g.av, false, &mut gt[gav..gav + d * d], d, r, d, true);
             // BQ = φ(GBQ·B̄): dGBQ += dpre·B̄ᵀ, dB̄ += GBQᵀ·dpre (same for V).
-            matmul(
-                &g.bq,
-                false,
-                &b,
-                true,
-                &mut gt[gbq..gbq + d * d],
-                d,
-                r,
-                d,
-                true,
-            );
-            matmul(
-                &g.bv,
-                false,
-                &b,
-                true,
-                &mut gt[gbv..gbv + q * d],
-                q,
-                r,
-                d,
-                true,
-            );
-            matmul(
-                &theta[gbq..gbq + d * d],
-                true,
-                &g.bq,
-                false,
-                &mut gt[bo..bo + d * r],
-                d,
-                d,
-                r,
-                true,
-            );
-            matmul(
-                &theta[gbv..gbv + q * d],
-                true,
-                &g.bv,
-                false,
-                &mut gt[bo..bo + d * r],
-                d,
-                q,
-                r,
-                true,
-            );
+            matmul(&g.bq, false, &b, true, &mut gt[gbq..gbq + d * d], d, r, d, true);
+            matmul(&g.bv, false, &b, true, &mut gt[gbv..gbv + q * d], q, r, d, true);
+            matmul(&theta[gbq..gbq + d * d], true, &g.bq, false, &mut gt[bo..bo + d * r], d, d, r, true);
+            matmul(&theta[gbv..gbv + q * d], true, &g.bv, false, &mut gt[bo..bo + d * r], d, q, r, true);
             gt[self.c_offset(h, ps, i)] += grad.c[k];
         });
     }
