@@ -167,12 +167,12 @@ impl Model {
             fh.iter_mut().for_each(|x| *x = 0.0);
             for k in base..base + slots * m {
                 ws.prob[k] /= z;
-                for a in 0..q {
-                    fh[a] += ws.prob[k] * ws.y[k * q + a];
+                for (f, y) in fh.iter_mut().zip(&ws.y[k * q..(k + 1) * q]) {
+                    *f += ws.prob[k] * y;
                 }
             }
-            for a in 0..q {
-                ws.f[a] += ws.pi[h] * fh[a];
+            for (f, fa) in ws.f.iter_mut().zip(fh.iter()) {
+                *f += ws.pi[h] * fa;
             }
         }
     }
