@@ -195,22 +195,14 @@ impl Classifier {
 
     /// Current values of every trainable tensor (detached copies), for early-stopping snapshots.
     pub fn snapshot(&self) -> Result<HashMap<String, Tensor>> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+        let data = adapters::lock_vars(&self.varmap)?;
         data.iter()
             .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?.detach())))
             .collect()
     }
 
     pub fn restore(&self, snapshot: &HashMap<String, Tensor>) -> Result<()> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+        let data = adapters::lock_vars(&self.varmap)?;
         for (k, v) in data.iter() {
             let t = snapshot
                 .get(k)
@@ -280,11 +272,7 @@ impl Classifier {
         let device = self.head.weight.device().clone();
         let tensors = candle_core::safetensors::load(&weights_path, &device)
             .map_err(|e| bad(format!("{ADAPTER_WEIGHTS}: {e}")))?;
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+        let data = adapters::lock_vars(&self.varmap)?;
         // Check everything before writing anything, so a bad file leaves the model untouched.
         for (name, var) in data.iter() {
             let t = tensors

@@ -113,11 +113,7 @@ impl Optimisers {
             weight_decay: cfg.weight_decay,
             ..Default::default()
         };
-        let data = model
-            .varmap()
-            .data()
-            .lock()
-            .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+        let data = crate::adapters::lock_vars(model.varmap())?;
         let is_encoder = |name: &str| {
             cfg.method == AdapterKind::Full
                 && !name.starts_with(&format!("{PEFT_PREFIX}classifier."))

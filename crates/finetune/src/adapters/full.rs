@@ -7,7 +7,7 @@ use candle_nn::VarMap;
 use super::{Adapter, PEFT_PREFIX};
 use crate::config::AdapterKind;
 use crate::encoder::{BertEncoder, LayerDeltas};
-use crate::error::{FinetuneError, Result};
+use crate::error::Result;
 
 pub struct FullFinetune {
     encoder: BertEncoder,
@@ -17,10 +17,7 @@ impl FullFinetune {
     pub fn new(base: &BertEncoder, varmap: &VarMap) -> Result<Self> {
         let mut copies = std::collections::HashMap::new();
         {
-            let mut data = varmap
-                .data()
-                .lock()
-                .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+            let mut data = super::lock_vars(varmap)?;
             for (name, tensor) in base.named_tensors() {
                 // `Var::from_tensor` copies the storage: training never writes to the base.
                 let var = Var::from_tensor(&tensor)?;

@@ -115,14 +115,21 @@ pub fn peft_key(layer: usize, proj: &str, suffix: &str) -> String {
     )
 }
 
+/// The trainable variables by name, locked (a poisoned lock is an error, not a panic).
+pub(crate) fn lock_vars(
+    varmap: &VarMap,
+) -> Result<std::sync::MutexGuard<'_, std::collections::HashMap<String, Var>>> {
+    varmap
+        .data()
+        .lock()
+        .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))
+}
+
 /// Register `init` as a new trainable variable and return the tensor the graph uses.
 pub(crate) fn new_var(varmap: &VarMap, name: String, init: Tensor) -> Result<Tensor> {
     let var = Var::from_tensor(&init)?;
     let tensor = var.as_tensor().clone();
-    let mut data = varmap
-        .data()
-        .lock()
-        .map_err(|_| FinetuneError::Data("variable map lock poisoned".into()))?;
+    let mut data = lock_vars(varmap)?;
     if data.insert(name.clone(), var).is_some() {
         return Err(FinetuneError::Data(format!(
             "variable {name} registered twice"
