@@ -168,13 +168,7 @@ impl Kind for FinetuneKind {
     }
 
     fn jobs(&self, profile: &str) -> Result<Vec<FinetuneJob>, LabError> {
-        self.profiles.get(profile).cloned().ok_or_else(|| {
-            LabError::Usage(format!(
-                "unknown profile `{profile}` of experiment `{}` (available: {})",
-                self.name,
-                self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })
+        crate::kind::named_profile(&self.name, &self.profiles, profile).cloned()
     }
 
     fn label(&self, job: &FinetuneJob) -> String {

@@ -59,6 +59,20 @@ pub trait Kind: Sync {
     ) -> anyhow::Result<Vec<PathBuf>>;
 }
 
+/// The profile `name` of an experiment's `profiles`, or an error naming the ones there are.
+pub fn named_profile<'a, P>(
+    experiment: &str,
+    profiles: &'a std::collections::BTreeMap<String, P>,
+    name: &str,
+) -> Result<&'a P, crate::error::LabError> {
+    profiles.get(name).ok_or_else(|| {
+        crate::error::LabError::Usage(format!(
+            "unknown profile `{name}` of experiment `{experiment}` (available: {})",
+            profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
 /// `quick`, then `paper`, then any other profile alphabetically.
 pub fn profile_order(names: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut v: Vec<String> = names.into_iter().collect();

@@ -197,13 +197,7 @@ impl RatesKind {
     }
 
     pub fn profile(&self, name: &str) -> Result<&Profile, LabError> {
-        self.profiles.get(name).ok_or_else(|| {
-            LabError::Usage(format!(
-                "unknown profile `{name}` of experiment `{}` (available: {})",
-                self.name,
-                self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })
+        crate::kind::named_profile(&self.name, &self.profiles, name)
     }
 }
 
