@@ -1,5 +1,5 @@
 //! One fit printed as a summary: `cargo run --release -p hmoe --example one_fit -- <method> <n> <atoms> [truth]`.
-use hmoe::{record_losses, run_fit, FitConfig, FitJob, LossConfig, ModelConfig};
+use hmoe::{record_losses, run_fit, FitConfig, FitSpec, LossConfig, ParamGuard};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
@@ -8,13 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let atoms: usize = a.get(3).map_or(Ok(2), |s| s.parse())?;
     let truth = a.get(4).map_or("hora-tanh", |s| s.as_str()).parse()?;
     for rep in 0..3 {
-        let job = FitJob {
-            experiment: "example".into(),
-            setting: "default".into(),
-            model: ModelConfig {
-                atoms,
-                ..ModelConfig::default()
-            },
+        let job = FitSpec {
             fit: FitConfig {
                 max_iters: std::env::var("MAX_ITERS")
                     .ok()
@@ -22,33 +16,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .unwrap_or(400),
                 ..FitConfig::default()
             },
-            truth,
-            method,
-            n,
-            replicate: rep,
+            ..FitSpec::new("example", "default", truth, method, atoms, n, rep)
         };
-        let r = run_fit(&job)?;
-        let l = record_losses(&r, &LossConfig::default())?;
+        let r = run_fit(&job.check()?)?;
+        let l = record_losses(&r, &LossConfig::default().check()?)?;
         println!(
             "{method} n={n} m={atoms} rep={rep}: obj={:.6e} truth={:.6e} |g|={:.1e} it={} conv={} starts={} status={:?} maxθ={:.2} D={:.4e} reg={:.4e} {:.3}s",
             r.objective, r.objective_at_truth, r.grad_norm, r.iterations, r.converged, r.starts, r.status, r.max_abs_param, l.voronoi, l.regression, r.seconds
         );
     }
     if std::env::var("HMOE_DEBUG").is_ok() {
-        let job = FitJob {
-            experiment: "example".into(),
-            setting: "default".into(),
-            model: ModelConfig {
-                atoms,
-                ..ModelConfig::default()
-            },
-            fit: FitConfig::default(),
-            truth,
-            method,
-            n,
-            replicate: 0,
-        };
-        let r = run_fit(&job)?;
+        let job = FitSpec::new("example", "default", truth, method, atoms, n, 0);
+        let r = run_fit(&job.check()?)?;
         let (e, t) = (&r.est_atoms, &r.true_atoms);
         for k in 0..t.count() {
             println!(

@@ -4,8 +4,8 @@
 //! convergence per cap.
 //!
 //! `cargo run --release -p hmoe --example optimiser_budget -- 400,2000 1000,3162,10000 4`
-use hmoe::rates::mean;
-use hmoe::{record_losses, run_fit, FitConfig, FitJob, FitStatus, LossConfig, ModelConfig};
+use hmoe::stats::mean;
+use hmoe::{record_losses, run_fit, FitConfig, FitSpec, FitStatus, LossConfig, ParamGuard};
 
 fn list<T: std::str::FromStr>(s: Option<&String>, default: &str) -> Vec<T> {
     s.map_or(default, |s| s.as_str())
@@ -27,24 +27,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (mut loss, mut gap, mut conv, mut fail, mut secs) =
                     (vec![], vec![], 0, 0, vec![]);
                 for replicate in 0..reps {
-                    let job = FitJob {
-                        experiment: "rates-overspecified".into(),
-                        setting: "tanh".into(),
-                        model: ModelConfig {
-                            atoms: 2,
-                            ..ModelConfig::default()
-                        },
+                    let (truth, method) = ("hora-tanh".parse()?, method.parse()?);
+                    let job = FitSpec {
                         fit: FitConfig {
                             max_iters: cap,
                             ..FitConfig::default()
                         },
-                        truth: "hora-tanh".parse()?,
-                        method: method.parse()?,
-                        n,
-                        replicate,
+                        ..FitSpec::new(
+                            "rates-overspecified",
+                            "tanh",
+                            truth,
+                            method,
+                            2,
+                            n,
+                            replicate,
+                        )
                     };
-                    let r = run_fit(&job)?;
-                    loss.push(record_losses(&r, &LossConfig::default())?.voronoi);
+                    let r = run_fit(&job.check()?)?;
+                    loss.push(record_losses(&r, &LossConfig::default().check()?)?.voronoi);
                     gap.push(r.objective - r.objective_at_truth);
                     conv += r.converged as usize;
                     fail += (r.status == FitStatus::GuardFailed) as usize;

@@ -1,11 +1,67 @@
-//! The model and fit configuration (THEORY.md §1, §3, §6), parsed from TOML and checked before use.
+//! The simulator's configuration (THEORY.md §1, §3, §6), split by what each part describes:
 //!
-//! Parse → check → run, as linfa does: `ModelConfig::check` is the only way to a `ValidModel`,
-//! so nothing downstream ever sees a value outside its range.
+//! - [`ModelConfig`]: the HMoE model's sizes and structure (`[model]` of an experiment file);
+//! - [`DataConfig`]: how the responses are drawn, the noise `σ` (`[data]`);
+//! - [`TruthPrior`]: the spread of the true parameters (`[truth_prior]`);
+//! - [`FitConfig`]: the least-squares estimator, its box, starts and stopping rules (`[fit]`);
+//! - [`LossConfig`]: how losses are computed from stored estimates (`[loss]`).
+//!
+//! Parse → check → run, as linfa does with `ParamGuard`: each part is a plain serde struct, and
+//! [`ParamGuard::check`] is the only way to a [`Checked`] value. The fitting code takes checked
+//! values only ([`crate::FitJob`] is a `Checked<FitSpec>`, [`ValidLoss`] a `Checked<LossConfig>`),
+//! so nothing downstream re-checks and nothing ever sees a value outside its range. A checked
+//! value also deserialises through its check, so a stored record cannot smuggle one in.
 use crate::error::{HmoeError, Result};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::ops::Deref;
 
-/// Sizes and noise of the HMoE regression model. Defaults are THEORY.md §6.
+/// A configuration that can be checked into a [`Checked`] value (linfa's `ParamGuard`).
+pub trait ParamGuard: Sized {
+    /// Every value against its allowed range; the error names the field and the range.
+    fn validate(&self) -> Result<()>;
+
+    /// The only way to a [`Checked`] value.
+    fn check(self) -> Result<Checked<Self>> {
+        self.validate()?;
+        Ok(Checked(self))
+    }
+}
+
+/// A configuration that passed [`ParamGuard::check`]. Read-only: it dereferences to the plain
+/// configuration, and a changed value needs a new check (`into_inner`, edit, `check`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checked<T>(T);
+
+impl<T> Checked<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Checked<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Serialize> Serialize for Checked<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de> + ParamGuard> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        T::deserialize(d)?.check().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The checked forms the fitting code takes.
+pub type ValidModel = Checked<ModelConfig>;
+pub type ValidLoss = Checked<LossConfig>;
+
+/// Sizes and structure of the HMoE regression model. Defaults are THEORY.md §6.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
@@ -21,18 +77,12 @@ pub struct ModelConfig {
     pub slots: usize,
     /// Fitted atoms per slot `m` (the truth always has one): 1 exact, ≥ 2 over-specified.
     pub atoms: usize,
-    /// Noise standard deviation `σ`.
-    pub sigma: f64,
     /// Tie each head's atoms across slots (multi-head LoRA proper) instead of one atom per slot.
     pub tie_atoms_across_slots: bool,
     /// HoRA only: one A-seed per slot shared by all heads (`true`) or one per head (`false`).
     pub share_a_across_heads: bool,
     /// A frozen softmax gate over heads `π_h(X) = softmax_h(γ_hᵀu)` instead of `π_h = 1/H`.
     pub outer_gate: bool,
-    /// Every free parameter lies in `[-bound, bound]`.
-    pub bound: f64,
-    /// Standard deviation of the truth's generator weights and seeds (truncated at ±2·std).
-    pub truth_std: f64,
 }
 
 impl Default for ModelConfig {
@@ -44,12 +94,9 @@ impl Default for ModelConfig {
             heads: 2,
             slots: 2,
             atoms: 1,
-            sigma: 0.1,
             tie_atoms_across_slots: false,
             share_a_across_heads: true,
             outer_gate: false,
-            bound: 4.0,
-            truth_std: 1.0,
         }
     }
 }
@@ -88,37 +135,6 @@ impl ModelConfig {
         toml::from_str(s).map_err(|e| HmoeError::Parse(e.to_string()))
     }
 
-    /// Check every value against its allowed range.
-    pub fn check(&self) -> Result<()> {
-        int_range("d", self.d, 1, 64, "1..=64")?;
-        int_range("q", self.q, 1, 64, "1..=64")?;
-        int_range("r", self.r, 1, 64, "1..=64")?;
-        if self.r > self.d {
-            return Err(HmoeError::InvalidConfig {
-                field: "r",
-                value: self.r.to_string(),
-                allowed: "1..=d (a rank above d is not low-rank)",
-            });
-        }
-        int_range("heads", self.heads, 1, 64, "1..=64")?;
-        int_range("slots", self.slots, 1, 64, "1..=64")?;
-        int_range("atoms", self.atoms, 1, 8, "1..=8")?;
-        real_range(
-            "sigma",
-            self.sigma,
-            self.sigma >= 0.0,
-            "a finite value >= 0",
-        )?;
-        real_range("bound", self.bound, self.bound > 0.0, "a finite value > 0")?;
-        real_range(
-            "truth_std",
-            self.truth_std,
-            self.truth_std > 0.0 && 2.0 * self.truth_std < self.bound,
-            "a finite value > 0 with 2*truth_std < bound (the truth must lie inside the box)",
-        )?;
-        Ok(())
-    }
-
     /// Slots that carry their own parameters: one per slot, or one for all when tied.
     pub fn param_slots(&self) -> usize {
         if self.tie_atoms_across_slots {
@@ -138,10 +154,76 @@ impl ModelConfig {
     }
 }
 
-/// Settings of the least-squares estimator (THEORY.md §3).
+impl ParamGuard for ModelConfig {
+    fn validate(&self) -> Result<()> {
+        int_range("d", self.d, 1, 64, "1..=64")?;
+        int_range("q", self.q, 1, 64, "1..=64")?;
+        int_range("r", self.r, 1, 64, "1..=64")?;
+        if self.r > self.d {
+            return Err(HmoeError::InvalidConfig {
+                field: "r",
+                value: self.r.to_string(),
+                allowed: "1..=d (a rank above d is not low-rank)",
+            });
+        }
+        int_range("heads", self.heads, 1, 64, "1..=64")?;
+        int_range("slots", self.slots, 1, 64, "1..=64")?;
+        int_range("atoms", self.atoms, 1, 8, "1..=8")?;
+        Ok(())
+    }
+}
+
+/// How the responses are drawn: `Y = f*(X) + σ ε`, `ε ~ N(0, I_q)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Noise standard deviation `σ`.
+    pub sigma: f64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { sigma: 0.1 }
+    }
+}
+
+impl ParamGuard for DataConfig {
+    fn validate(&self) -> Result<()> {
+        real_range(
+            "sigma",
+            self.sigma,
+            self.sigma >= 0.0,
+            "a finite value >= 0",
+        )
+    }
+}
+
+/// The prior the true parameters are drawn from (THEORY.md §6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TruthPrior {
+    /// Standard deviation of the truth's generator weights and seeds (truncated at ±2·std).
+    pub std: f64,
+}
+
+impl Default for TruthPrior {
+    fn default() -> Self {
+        Self { std: 1.0 }
+    }
+}
+
+impl ParamGuard for TruthPrior {
+    fn validate(&self) -> Result<()> {
+        real_range("std", self.std, self.std > 0.0, "a finite value > 0")
+    }
+}
+
+/// Settings of the least-squares estimator (THEORY.md §3): its box, starts and stopping rules.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FitConfig {
+    /// Every free parameter lies in `[-bound, bound]`.
+    pub bound: f64,
     /// Starts per fit, all run; the best objective is kept.
     pub restarts: usize,
     /// Further starts allowed when the best is still above the objective at the truth.
@@ -158,11 +240,17 @@ pub struct FitConfig {
     pub memory: usize,
     /// Weight of the box penalty `λ Σ max(0, |θ_j| − bound)²` (exactly zero inside the box).
     pub box_penalty: f64,
+    /// Test-only: an option added after job-key version 1, with a default equal to the old
+    /// behaviour; `record::tests` shows it leaves every committed job id unchanged.
+    #[cfg(test)]
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub probe_option: u32,
 }
 
 impl Default for FitConfig {
     fn default() -> Self {
         Self {
+            bound: 4.0,
             restarts: 2,
             extra_restarts: 2,
             init_noise: 0.05,
@@ -171,12 +259,15 @@ impl Default for FitConfig {
             tol_cost: 1e-15,
             memory: 10,
             box_penalty: 1e3,
+            #[cfg(test)]
+            probe_option: 0,
         }
     }
 }
 
-impl FitConfig {
-    pub fn check(&self) -> Result<()> {
+impl ParamGuard for FitConfig {
+    fn validate(&self) -> Result<()> {
+        real_range("bound", self.bound, self.bound > 0.0, "a finite value > 0")?;
         int_range("restarts", self.restarts, 1, 100, "1..=100")?;
         int_range("extra_restarts", self.extra_restarts, 0, 100, "0..=100")?;
         real_range(
@@ -234,8 +325,8 @@ impl Default for LossConfig {
     }
 }
 
-impl LossConfig {
-    pub fn check(&self) -> Result<()> {
+impl ParamGuard for LossConfig {
+    fn validate(&self) -> Result<()> {
         real_range("rho", self.rho, self.rho >= 1.0, "a finite value >= 1")?;
         int_range(
             "fresh_samples",
@@ -246,4 +337,16 @@ impl LossConfig {
         )?;
         Ok(())
     }
+}
+
+/// The truth must lie inside the estimator's box (a draw is truncated at ±2·std).
+pub(crate) fn check_prior_inside_box(prior: &TruthPrior, fit: &FitConfig) -> Result<()> {
+    if 2.0 * prior.std >= fit.bound {
+        return Err(HmoeError::InvalidConfig {
+            field: "std",
+            value: prior.std.to_string(),
+            allowed: "2*std < bound of [fit] (the truth must lie inside the estimator's box)",
+        });
+    }
+    Ok(())
 }

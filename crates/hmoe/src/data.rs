@@ -1,5 +1,6 @@
 //! Sampling of inputs `X ~ Uniform[-1, 1]^{(S+1)d}` and responses `Y = f*(X) + ε`.
 use crate::atoms::Atoms;
+use crate::config::DataConfig;
 use crate::model::Model;
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -16,13 +17,14 @@ pub fn sample_inputs(model: &Model, n: usize, rng: &mut impl Rng) -> Array2<f64>
 pub fn sample_data(
     model: &Model,
     truth: &Atoms,
+    data: &DataConfig,
     n: usize,
     seed: u64,
 ) -> (Array2<f64>, Array2<f64>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let x = sample_inputs(model, n, &mut rng);
     let mut y = model.predict(truth, x.view());
-    let sigma = model.cfg.sigma;
+    let sigma = data.sigma;
     y.mapv_inplace(|v| {
         let e: f64 = StandardNormal.sample(&mut rng);
         v + sigma * e

@@ -204,13 +204,13 @@ fn initial_point(
     ));
     let mut theta = match embedded {
         Some(e) => e.clone(),
-        None => draw_params(param, &job.model, &mut rng),
+        None => draw_params(param, &job.model, &job.truth_prior, &mut rng),
     };
     for t in theta.iter_mut() {
         let z: f64 = StandardNormal.sample(&mut rng);
         *t += job.fit.init_noise * z;
     }
-    clamp_to_box(&mut theta, job.model.bound);
+    clamp_to_box(&mut theta, job.fit.bound);
     theta
 }
 
@@ -221,19 +221,10 @@ pub fn passes_guard(objective: f64, at_truth: f64) -> bool {
 
 /// Fit one job: draw the truth and the data from the job's seeds, run the starts, keep the best.
 pub fn run_fit(job: &FitJob) -> Result<FitRecord> {
-    job.model.check()?;
-    job.fit.check()?;
-    if job.n == 0 {
-        return Err(HmoeError::InvalidConfig {
-            field: "n",
-            value: "0".into(),
-            allowed: ">= 1",
-        });
-    }
     let t0 = Instant::now();
     let seeds = Seeds::for_job(job);
-    let truth = Truth::draw(&job.model, job.truth, seeds.truth);
-    let (x, y) = sample_data(&truth.model, &truth.atoms, job.n, seeds.data);
+    let truth = Truth::draw(&job.model, &job.truth_prior, job.truth, seeds.truth);
+    let (x, y) = sample_data(&truth.model, &truth.atoms, &job.data, job.n, seeds.data);
     let param = parametrisation(job.method, &job.model, job.model.atoms);
     let embedded = embed(truth.param.as_ref(), &truth.theta, param.as_ref());
     let truth_in_family = embedded.is_some();
@@ -243,7 +234,7 @@ pub fn run_fit(job: &FitJob) -> Result<FitRecord> {
         param.as_ref(),
         x.view(),
         y.view(),
-        job.model.bound,
+        job.fit.bound,
         job.fit.box_penalty,
     );
 

@@ -15,14 +15,18 @@ pub mod model;
 pub mod param;
 pub mod rates;
 pub mod record;
+pub mod stats;
 pub mod truth;
 
 pub use atoms::Atoms;
-pub use config::{FitConfig, LossConfig, ModelConfig};
+pub use config::{
+    Checked, DataConfig, FitConfig, LossConfig, ModelConfig, ParamGuard, TruthPrior, ValidLoss,
+    ValidModel,
+};
 pub use error::{HmoeError, Result};
 pub use fit::run_fit;
 pub use loss::{record_losses, regression_error, voronoi_loss, Losses};
 pub use method::{Activation, Family, Method};
 pub use model::Model;
 pub use rates::{fit_rate, sample_complexity, RateFit, SampleComplexity};
-pub use record::{FitJob, FitRecord, FitStatus, Seeds};
+pub use record::{FitJob, FitRecord, FitSpec, FitStatus, JobV1, Seeds};

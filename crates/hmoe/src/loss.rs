@@ -1,7 +1,7 @@
 //! Losses computed from stored estimates only (THEORY.md §4): the Voronoi loss between mixing
 //! measures, and the regression-function error on fresh inputs.
 use crate::atoms::Atoms;
-use crate::config::LossConfig;
+use crate::config::ValidLoss;
 use crate::data::sample_inputs;
 use crate::error::{HmoeError, Result};
 use crate::model::Model;
@@ -70,9 +70,10 @@ pub struct Losses {
 }
 
 /// Recompute every loss from a stored record alone (the frozen model is redrawn from its seed).
-pub fn record_losses(rec: &FitRecord, cfg: &LossConfig) -> Result<Losses> {
-    cfg.check()?;
-    rec.job.model.check()?;
+///
+/// The record's job was checked when it was read (a [`crate::FitJob`] reads through its check),
+/// and `cfg` is a checked [`ValidLoss`]: nothing is re-checked here but the arrays' shapes.
+pub fn record_losses(rec: &FitRecord, cfg: &ValidLoss) -> Result<Losses> {
     let (m, t) = (&rec.job.model, &rec.true_atoms);
     for (name, a, atoms) in [("est_atoms", &rec.est_atoms, m.atoms), ("true_atoms", t, 1)] {
         if !a.is_consistent()

@@ -1,7 +1,7 @@
 //! Rate fits (THEORY.md §5): the OLS slope of log(loss) on log(n), with a 95% interval from a
 //! bootstrap over replicates, for the mean and the median; and the empirical sample complexity.
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use crate::stats::{mean, median, ols};
+use crate::stats::{percentile_95, Bootstrap};
 use serde::{Deserialize, Serialize};
 
 /// A fitted power law `loss ≈ exp(intercept) · n^slope`.
@@ -21,45 +21,6 @@ pub struct RateFit {
     /// Grid points used (those with at least one finite, positive loss).
     pub points: usize,
     pub bootstrap: usize,
-}
-
-/// OLS of `y` on `x`: (slope, intercept). `None` with fewer than two distinct x.
-pub fn ols(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
-    let n = x.len() as f64;
-    if x.len() < 2 || x.len() != y.len() {
-        return None;
-    }
-    let mx = x.iter().sum::<f64>() / n;
-    let my = y.iter().sum::<f64>() / n;
-    let sxx: f64 = x.iter().map(|a| (a - mx) * (a - mx)).sum();
-    if sxx <= 0.0 {
-        return None;
-    }
-    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let slope = sxy / sxx;
-    Some((slope, my - slope * mx))
-}
-
-pub fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-
-pub fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let k = s.len();
-    if k % 2 == 1 {
-        s[k / 2]
-    } else {
-        0.5 * (s[k / 2 - 1] + s[k / 2])
-    }
-}
-
-/// Linear-interpolated quantile of sorted data.
-pub fn quantile(sorted: &[f64], p: f64) -> f64 {
-    let pos = p * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 fn slope_of(lx: &[f64], groups: &[Vec<f64>], stat: fn(&[f64]) -> f64) -> Option<(f64, f64)> {
@@ -89,30 +50,17 @@ pub fn fit_rate(ns: &[f64], losses: &[Vec<f64>], n_boot: usize, seed: u64) -> Op
     }
     let (slope, intercept) = slope_of(&lx, &groups, mean)?;
     let (median_slope, median_intercept) = slope_of(&lx, &groups, median)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut boot_mean = Vec::with_capacity(n_boot);
     let mut boot_median = Vec::with_capacity(n_boot);
-    let mut resampled: Vec<Vec<f64>> = groups.iter().map(|g| vec![0.0; g.len()]).collect();
-    for _ in 0..n_boot {
-        for (g, r) in groups.iter().zip(resampled.iter_mut()) {
-            for x in r.iter_mut() {
-                *x = g[rng.random_range(0..g.len())];
-            }
-        }
-        if let Some((b, _)) = slope_of(&lx, &resampled, mean) {
+    Bootstrap::new(n_boot, seed).for_each(&groups, |resampled| {
+        if let Some((b, _)) = slope_of(&lx, resampled, mean) {
             boot_mean.push(b);
         }
-        if let Some((b, _)) = slope_of(&lx, &resampled, median) {
+        if let Some((b, _)) = slope_of(&lx, resampled, median) {
             boot_median.push(b);
         }
-    }
-    let interval = |mut v: Vec<f64>, point: f64| {
-        if v.is_empty() {
-            return (point, point);
-        }
-        v.sort_by(|a, b| a.total_cmp(b));
-        (quantile(&v, 0.025), quantile(&v, 0.975))
-    };
+    });
+    let interval = |v: Vec<f64>, point: f64| percentile_95(v).unwrap_or((point, point));
     let (slope_lo, slope_hi) = interval(boot_mean, slope);
     let (median_slope_lo, median_slope_hi) = interval(boot_median, median_slope);
     Some(RateFit {

@@ -1,18 +1,28 @@
 //! One fit's job and raw record. A record holds everything needed to recompute any loss without
 //! refitting: the configuration, the seeds, the true and estimated atoms and parameters.
 use crate::atoms::Atoms;
-use crate::config::{FitConfig, ModelConfig};
+use crate::config::{
+    check_prior_inside_box, Checked, DataConfig, FitConfig, ModelConfig, ParamGuard, TruthPrior,
+};
+use crate::error::{HmoeError, Result};
 use crate::method::Method;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// What to fit: one (experiment, setting, method, n, replicate) cell of a sweep.
+/// What to fit, as written: one (experiment, setting, method, n, replicate) cell of a sweep with
+/// the configuration it runs under. [`ParamGuard::check`] turns it into a [`FitJob`], the only
+/// input the estimator takes.
+///
+/// On disk (and in the job's id) a spec is stored in the layout of job-key version 1,
+/// [`JobV1`]: see that type for the rule that keeps every committed id stable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FitJob {
+#[serde(from = "JobV1", into = "JobV1")]
+pub struct FitSpec {
     pub experiment: String,
     pub setting: String,
     pub model: ModelConfig,
+    pub data: DataConfig,
+    pub truth_prior: TruthPrior,
     pub fit: FitConfig,
     /// The family the truth is drawn from.
     pub truth: Method,
@@ -20,6 +30,197 @@ pub struct FitJob {
     pub method: Method,
     pub n: usize,
     pub replicate: u32,
+}
+
+impl FitSpec {
+    /// A job with every configuration part at its default (THEORY.md §6) and `atoms` fitted
+    /// atoms per slot; set other parts with struct-update syntax before checking.
+    pub fn new(
+        experiment: &str,
+        setting: &str,
+        truth: Method,
+        method: Method,
+        atoms: usize,
+        n: usize,
+        replicate: u32,
+    ) -> Self {
+        FitSpec {
+            experiment: experiment.into(),
+            setting: setting.into(),
+            model: ModelConfig {
+                atoms,
+                ..ModelConfig::default()
+            },
+            data: DataConfig::default(),
+            truth_prior: TruthPrior::default(),
+            fit: FitConfig::default(),
+            truth,
+            method,
+            n,
+            replicate,
+        }
+    }
+}
+
+impl ParamGuard for FitSpec {
+    fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        self.data.validate()?;
+        self.truth_prior.validate()?;
+        self.fit.validate()?;
+        check_prior_inside_box(&self.truth_prior, &self.fit)?;
+        if self.n == 0 {
+            return Err(HmoeError::InvalidConfig {
+                field: "n",
+                value: "0".into(),
+                allowed: ">= 1",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A checked job: what [`crate::run_fit`] takes. Reading one from JSON runs the check.
+pub type FitJob = Checked<FitSpec>;
+
+/// The stored layout of a job, job-key version 1: the layout of every committed record and the
+/// text whose canonical JSON is hashed into the job's id (`lab::plan::job_id`).
+///
+/// The rule that keeps ids stable: **this layout only grows, and a field added to it is omitted
+/// while it holds its default** (`skip_serializing_if = "fsio::key::is_default"`), where
+/// the default is the behaviour before the field existed. A job that does not use the new field
+/// then serialises to the same text, and keeps its id and its record; a job that uses it gets a
+/// new id. A field is never removed or renamed (old records must still read); a retired field
+/// stays readable here and is mapped in `From<JobV1>`. The in-memory types ([`FitSpec`] and its
+/// parts) may be reorganised freely: `sigma`, `bound` and `truth_std` sit in `model` here for
+/// version 1's sake although they describe the data, the estimator and the truth's prior.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobV1 {
+    pub experiment: String,
+    pub setting: String,
+    pub model: ModelV1,
+    pub fit: FitV1,
+    pub truth: Method,
+    pub method: Method,
+    pub n: usize,
+    pub replicate: u32,
+}
+
+/// `model` of [`JobV1`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelV1 {
+    pub d: usize,
+    pub q: usize,
+    pub r: usize,
+    pub heads: usize,
+    pub slots: usize,
+    pub atoms: usize,
+    pub sigma: f64,
+    pub tie_atoms_across_slots: bool,
+    pub share_a_across_heads: bool,
+    pub outer_gate: bool,
+    pub bound: f64,
+    pub truth_std: f64,
+}
+
+/// `fit` of [`JobV1`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitV1 {
+    pub restarts: usize,
+    pub extra_restarts: usize,
+    pub init_noise: f64,
+    pub max_iters: u64,
+    pub tol_grad: f64,
+    pub tol_cost: f64,
+    pub memory: usize,
+    pub box_penalty: f64,
+    /// See [`FitConfig`]'s field of the same name (compiled in unit tests only).
+    #[cfg(test)]
+    #[serde(default, skip_serializing_if = "fsio::key::is_default")]
+    pub probe_option: u32,
+}
+
+impl From<FitSpec> for JobV1 {
+    fn from(s: FitSpec) -> Self {
+        let (m, f) = (s.model, s.fit);
+        JobV1 {
+            experiment: s.experiment,
+            setting: s.setting,
+            model: ModelV1 {
+                d: m.d,
+                q: m.q,
+                r: m.r,
+                heads: m.heads,
+                slots: m.slots,
+                atoms: m.atoms,
+                sigma: s.data.sigma,
+                tie_atoms_across_slots: m.tie_atoms_across_slots,
+                share_a_across_heads: m.share_a_across_heads,
+                outer_gate: m.outer_gate,
+                bound: f.bound,
+                truth_std: s.truth_prior.std,
+            },
+            fit: FitV1 {
+                restarts: f.restarts,
+                extra_restarts: f.extra_restarts,
+                init_noise: f.init_noise,
+                max_iters: f.max_iters,
+                tol_grad: f.tol_grad,
+                tol_cost: f.tol_cost,
+                memory: f.memory,
+                box_penalty: f.box_penalty,
+                #[cfg(test)]
+                probe_option: f.probe_option,
+            },
+            truth: s.truth,
+            method: s.method,
+            n: s.n,
+            replicate: s.replicate,
+        }
+    }
+}
+
+impl From<JobV1> for FitSpec {
+    fn from(j: JobV1) -> Self {
+        let (m, f) = (j.model, j.fit);
+        FitSpec {
+            experiment: j.experiment,
+            setting: j.setting,
+            model: ModelConfig {
+                d: m.d,
+                q: m.q,
+                r: m.r,
+                heads: m.heads,
+                slots: m.slots,
+                atoms: m.atoms,
+                tie_atoms_across_slots: m.tie_atoms_across_slots,
+                share_a_across_heads: m.share_a_across_heads,
+                outer_gate: m.outer_gate,
+            },
+            data: DataConfig { sigma: m.sigma },
+            truth_prior: TruthPrior { std: m.truth_std },
+            fit: FitConfig {
+                bound: m.bound,
+                restarts: f.restarts,
+                extra_restarts: f.extra_restarts,
+                init_noise: f.init_noise,
+                max_iters: f.max_iters,
+                tol_grad: f.tol_grad,
+                tol_cost: f.tol_cost,
+                memory: f.memory,
+                box_penalty: f.box_penalty,
+                #[cfg(test)]
+                probe_option: f.probe_option,
+            },
+            truth: j.truth,
+            method: j.method,
+            n: j.n,
+            replicate: j.replicate,
+        }
+    }
 }
 
 /// The three independent random streams of one fit.
@@ -57,7 +258,7 @@ impl Seeds {
         }
     }
 
-    pub fn for_job(job: &FitJob) -> Self {
+    pub fn for_job(job: &FitSpec) -> Self {
         Self::derive(
             &job.experiment,
             &job.method.to_string(),
@@ -108,4 +309,146 @@ pub struct FitRecord {
     /// Largest `|θ_j|` of the estimate (≤ bound by construction).
     pub max_abs_param: f64,
     pub seconds: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::path::Path;
+
+    /// Every committed raw record of a `rates` experiment: (id, stored job, stored record).
+    fn committed_records() -> Vec<(String, Value, Value)> {
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
+        let mut out = Vec::new();
+        for exp in std::fs::read_dir(&results).expect("results/ is committed") {
+            let raw = exp.unwrap().path().join("raw");
+            for f in std::fs::read_dir(&raw).into_iter().flatten() {
+                let path = f.unwrap().path();
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                if v["kind"] == "rates" {
+                    let id = v["id"].as_str().unwrap().to_string();
+                    out.push((id, v["job"].clone(), v["record"].clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// A field added after job-key version 1 (`probe_option`, compiled into this test build
+    /// only, default 0 = the old behaviour) changes no committed id, and every committed record
+    /// still reads; the same field at a non-default value gives a new id.
+    #[test]
+    fn a_defaulted_new_field_keeps_every_committed_id_and_record() {
+        let records = committed_records();
+        assert!(!records.is_empty(), "no committed rates records found");
+        for (id, stored, record) in &records {
+            let job: FitJob = serde_json::from_value(stored.clone())
+                .unwrap_or_else(|e| panic!("record {id}: the stored job does not read: {e}"));
+            assert_eq!(job.fit.probe_option, 0);
+            let back = serde_json::to_value(&job).unwrap();
+            assert_eq!(&back, stored, "record {id}: the job does not round-trip");
+            assert_eq!(
+                &fsio::key::content_id(&back),
+                id,
+                "record {id}: the id moved"
+            );
+            let rec: FitRecord = serde_json::from_value(record.clone())
+                .unwrap_or_else(|e| panic!("record {id}: the record does not read: {e}"));
+            assert_eq!(rec.job, job);
+
+            let mut changed = job.clone().into_inner();
+            changed.fit.probe_option = 3;
+            let changed = serde_json::to_value(changed.check().unwrap()).unwrap();
+            assert_eq!(changed["fit"]["probe_option"], 3);
+            assert_ne!(&fsio::key::content_id(&changed), id);
+        }
+    }
+
+    /// The version-1 layout itself: a default job serialises to exactly these keys. A new
+    /// field that appears here at its default would change every committed id (see [`JobV1`]).
+    #[test]
+    fn the_version_1_layout_is_frozen() {
+        let spec = FitSpec {
+            experiment: "e".into(),
+            setting: "s".into(),
+            model: ModelConfig::default(),
+            data: DataConfig::default(),
+            truth_prior: TruthPrior::default(),
+            fit: FitConfig::default(),
+            truth: "hora-tanh".parse().unwrap(),
+            method: "lora".parse().unwrap(),
+            n: 10,
+            replicate: 0,
+        };
+        let v = serde_json::to_value(spec.check().unwrap()).unwrap();
+        let keys = |v: &Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(&v),
+            [
+                "experiment",
+                "fit",
+                "method",
+                "model",
+                "n",
+                "replicate",
+                "setting",
+                "truth"
+            ]
+        );
+        assert_eq!(
+            keys(&v["model"]),
+            [
+                "atoms",
+                "bound",
+                "d",
+                "heads",
+                "outer_gate",
+                "q",
+                "r",
+                "share_a_across_heads",
+                "sigma",
+                "slots",
+                "tie_atoms_across_slots",
+                "truth_std"
+            ]
+        );
+        assert_eq!(
+            keys(&v["fit"]),
+            [
+                "box_penalty",
+                "extra_restarts",
+                "init_noise",
+                "max_iters",
+                "memory",
+                "restarts",
+                "tol_cost",
+                "tol_grad"
+            ]
+        );
+    }
+
+    #[test]
+    fn reading_a_job_runs_its_check() {
+        let (_, stored, _) = committed_records().into_iter().next().unwrap();
+        let mut bad = stored.clone();
+        bad["model"]["sigma"] = serde_json::json!(-1.0);
+        let e = serde_json::from_value::<FitJob>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`sigma`"), "{e}");
+        let mut bad = stored;
+        bad["model"]["truth_std"] = serde_json::json!(3.0);
+        let e = serde_json::from_value::<FitJob>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`std`") && e.contains("bound"), "{e}");
+    }
 }

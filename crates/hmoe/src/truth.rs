@@ -1,7 +1,7 @@
 //! The truth `G*` (THEORY.md §2–3): drawn from a family with one atom per slot, and embedded into
 //! a fitted family (with `m` atoms per slot) when the family contains it.
 use crate::atoms::Atoms;
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, TruthPrior};
 use crate::method::{Family, Method};
 use crate::model::Model;
 use crate::param::{parametrisation, Canonical, Parametrisation};
@@ -23,8 +23,13 @@ fn truncated(rng: &mut impl Rng, std: f64) -> f64 {
 /// Draw θ for a family from the prior: generator weights `N(0, std²/d)` (fan-in scaling keeps the
 /// generator's pre-activations of order one), seeds and `lora` factors `N(0, std²)`, all truncated
 /// at two standard deviations, and log mixing weights `Uniform[-1/2, 1/2] − ln m`.
-pub fn draw_params(p: &dyn Parametrisation, cfg: &ModelConfig, rng: &mut impl Rng) -> Vec<f64> {
-    let std = cfg.truth_std;
+pub fn draw_params(
+    p: &dyn Parametrisation,
+    cfg: &ModelConfig,
+    prior: &TruthPrior,
+    rng: &mut impl Rng,
+) -> Vec<f64> {
+    let std = prior.std;
     let m = p.atoms_per_slot();
     let shift = (m as f64).ln();
     let mut theta: Vec<f64> = (0..p.dim()).map(|_| truncated(rng, std)).collect();
@@ -78,12 +83,12 @@ pub struct Truth {
 }
 
 impl Truth {
-    pub fn draw(cfg: &ModelConfig, method: Method, truth_seed: u64) -> Truth {
+    pub fn draw(cfg: &ModelConfig, prior: &TruthPrior, method: Method, truth_seed: u64) -> Truth {
         let model = Model::frozen(cfg, truth_seed);
         let param = parametrisation(method, cfg, 1);
         let mut rng =
             ChaCha8Rng::seed_from_u64(derive_seed("truth-params", &[&truth_seed.to_string()]));
-        let theta = draw_params(param.as_ref(), cfg, &mut rng);
+        let theta = draw_params(param.as_ref(), cfg, prior, &mut rng);
         let mut atoms = param.new_atoms();
         param.atoms(&theta, &mut atoms);
         Truth {

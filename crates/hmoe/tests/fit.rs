@@ -1,24 +1,21 @@
 //! The estimator: ends at or below the truth's objective, stays in the box, records a failed
 //! guard instead of hiding it, and is bit-for-bit deterministic whatever the thread count.
 use hmoe::{
-    record_losses, run_fit, FitConfig, FitJob, FitRecord, FitStatus, HmoeError, LossConfig,
-    ModelConfig,
+    record_losses, run_fit, FitConfig, FitJob, FitRecord, FitSpec, FitStatus, HmoeError,
+    LossConfig, ModelConfig, ParamGuard, ValidLoss,
 };
 
+fn spec(method: &str, atoms: usize, n: usize, replicate: u32) -> FitSpec {
+    let (truth, method) = ("hora-tanh".parse().unwrap(), method.parse().unwrap());
+    FitSpec::new("test", "default", truth, method, atoms, n, replicate)
+}
+
 fn job(method: &str, atoms: usize, n: usize, replicate: u32) -> FitJob {
-    FitJob {
-        experiment: "test".into(),
-        setting: "default".into(),
-        model: ModelConfig {
-            atoms,
-            ..ModelConfig::default()
-        },
-        fit: FitConfig::default(),
-        truth: "hora-tanh".parse().unwrap(),
-        method: method.parse().unwrap(),
-        n,
-        replicate,
-    }
+    spec(method, atoms, n, replicate).check().unwrap()
+}
+
+fn loss_config() -> ValidLoss {
+    LossConfig::default().check().unwrap()
 }
 
 #[test]
@@ -34,9 +31,9 @@ fn fits_end_at_or_below_the_objective_at_the_truth() {
                 r.objective,
                 r.objective_at_truth
             );
-            assert!(r.max_abs_param <= r.job.model.bound);
-            assert!(r.theta.iter().all(|t| t.abs() <= r.job.model.bound));
-            let l = record_losses(&r, &LossConfig::default()).unwrap();
+            assert!(r.max_abs_param <= r.job.fit.bound);
+            assert!(r.theta.iter().all(|t| t.abs() <= r.job.fit.bound));
+            let l = record_losses(&r, &loss_config()).unwrap();
             assert!(l.voronoi.is_finite() && l.voronoi > 0.0);
             assert!(l.regression.is_finite() && l.regression > 0.0);
         }
@@ -46,7 +43,7 @@ fn fits_end_at_or_below_the_objective_at_the_truth() {
 #[test]
 fn an_unconverged_fit_is_recorded_as_a_guard_failure() {
     // One iteration from a start far from the truth cannot reach the truth's objective.
-    let mut j = job("lora", 2, 400, 0);
+    let mut j = spec("lora", 2, 400, 0);
     j.fit = FitConfig {
         max_iters: 1,
         init_noise: 1.0,
@@ -54,7 +51,7 @@ fn an_unconverged_fit_is_recorded_as_a_guard_failure() {
         extra_restarts: 1,
         ..FitConfig::default()
     };
-    let r = run_fit(&j).unwrap();
+    let r = run_fit(&j.check().unwrap()).unwrap();
     assert_eq!(r.status, FitStatus::GuardFailed);
     assert_eq!(r.starts, 2);
     assert!(r.objective > r.objective_at_truth);
@@ -63,11 +60,11 @@ fn an_unconverged_fit_is_recorded_as_a_guard_failure() {
 #[test]
 fn the_box_holds_for_a_start_outside_it() {
     // A tight box that the truth itself nearly fills: the estimate must end inside it.
-    let mut j = job("lora", 2, 300, 1);
-    j.model.bound = 2.5;
-    j.model.truth_std = 1.0;
+    let mut j = spec("lora", 2, 300, 1);
+    j.fit.bound = 2.5;
+    j.truth_prior.std = 1.0;
     j.fit.init_noise = 2.0;
-    let r = run_fit(&j).unwrap();
+    let r = run_fit(&j.check().unwrap()).unwrap();
     assert!(
         r.theta.iter().all(|t| t.abs() <= 2.5),
         "max |θ| = {}",
@@ -77,9 +74,9 @@ fn the_box_holds_for_a_start_outside_it() {
 
 #[test]
 fn a_misspecified_family_is_flagged_and_not_guarded() {
-    let mut j = job("hora-tanh", 1, 300, 0);
+    let mut j = spec("hora-tanh", 1, 300, 0);
     j.truth = "lora".parse().unwrap();
-    let r = run_fit(&j).unwrap();
+    let r = run_fit(&j.check().unwrap()).unwrap();
     assert!(!r.truth_in_family);
     assert_eq!(r.status, FitStatus::Ok);
 }
@@ -114,22 +111,31 @@ fn the_same_seed_gives_bit_identical_records_with_one_and_two_threads() {
 
 #[test]
 fn a_bad_config_is_rejected_with_a_message_naming_the_field() {
-    let mut j = job("lora", 1, 100, 0);
-    j.model.sigma = -1.0;
-    let e = run_fit(&j).unwrap_err();
+    let mut j = spec("lora", 1, 100, 0);
+    j.data.sigma = -1.0;
+    let e = j.check().unwrap_err();
     assert!(matches!(e, HmoeError::InvalidConfig { field: "sigma", .. }));
     assert!(
         e.to_string().contains("`sigma`") && e.to_string().contains(">= 0"),
         "{e}"
     );
 
-    let mut j = job("lora", 1, 100, 0);
+    let mut j = spec("lora", 1, 100, 0);
     j.model.r = 3;
-    assert!(run_fit(&j).unwrap_err().to_string().contains("`r`"));
+    assert!(j.check().unwrap_err().to_string().contains("`r`"));
 
-    let mut j = job("lora", 1, 100, 0);
+    let mut j = spec("lora", 1, 100, 0);
     j.fit.restarts = 0;
-    assert!(run_fit(&j).unwrap_err().to_string().contains("`restarts`"));
+    assert!(j.check().unwrap_err().to_string().contains("`restarts`"));
+
+    let mut j = spec("lora", 1, 100, 0);
+    j.truth_prior.std = 2.0;
+    let e = j.check().unwrap_err().to_string();
+    assert!(e.contains("`std`") && e.contains("bound"), "{e}");
+
+    let mut j = spec("lora", 1, 100, 0);
+    j.n = 0;
+    assert!(j.check().unwrap_err().to_string().contains("`n`"));
 
     let e = ModelConfig::from_toml("d = 2\nheadz = 3\n").unwrap_err();
     assert!(e.to_string().contains("headz"), "{e}");
@@ -152,7 +158,7 @@ fn a_bad_config_is_rejected_with_a_message_naming_the_field() {
 fn losses_from_a_round_tripped_record_are_identical() {
     let r = run_fit(&job("replora-tanh", 2, 300, 3)).unwrap();
     let back: FitRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
-    let cfg = LossConfig::default();
+    let cfg = loss_config();
     assert_eq!(
         record_losses(&r, &cfg).unwrap(),
         record_losses(&back, &cfg).unwrap()

@@ -4,7 +4,7 @@ use hmoe::data::sample_data;
 use hmoe::fit::Objective;
 use hmoe::param::parametrisation;
 use hmoe::truth::{draw_params, Truth};
-use hmoe::{Activation, Family, Method, ModelConfig};
+use hmoe::{Activation, DataConfig, Family, FitConfig, Method, ModelConfig, TruthPrior};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -17,17 +17,24 @@ fn methods() -> Vec<(Method, bool)> {
 }
 
 fn check(cfg: &ModelConfig, method: Method, seed: u64) {
-    let truth = Truth::draw(cfg, "hora-tanh".parse().unwrap(), seed);
-    let (x, y) = sample_data(&truth.model, &truth.atoms, 40, seed + 1);
+    let prior = TruthPrior::default();
+    let truth = Truth::draw(cfg, &prior, "hora-tanh".parse().unwrap(), seed);
+    let (x, y) = sample_data(
+        &truth.model,
+        &truth.atoms,
+        &DataConfig::default(),
+        40,
+        seed + 1,
+    );
     let param = parametrisation(method, cfg, cfg.atoms);
     let mut rng = ChaCha8Rng::seed_from_u64(seed + 2);
-    let theta = draw_params(param.as_ref(), cfg, &mut rng);
+    let theta = draw_params(param.as_ref(), cfg, &prior, &mut rng);
     let obj = Objective::new(
         &truth.model,
         param.as_ref(),
         x.view(),
         y.view(),
-        cfg.bound,
+        FitConfig::default().bound,
         1e3,
     );
     let (_, g) = obj.value_and_grad(&theta);
@@ -86,7 +93,6 @@ fn gradients_match_with_tied_atoms_outer_gate_and_larger_sizes() {
             tie_atoms_across_slots: true,
             outer_gate: true,
             share_a_across_heads: share,
-            ..ModelConfig::default()
         };
         check(&cfg, method, 99);
     }
@@ -98,27 +104,22 @@ fn penalty_is_zero_inside_the_box_and_its_gradient_matches() {
         atoms: 2,
         ..ModelConfig::default()
     };
-    let truth = Truth::draw(&cfg, "hora-tanh".parse().unwrap(), 5);
-    let (x, y) = sample_data(&truth.model, &truth.atoms, 30, 6);
+    let prior = TruthPrior::default();
+    let bound = FitConfig::default().bound;
+    let truth = Truth::draw(&cfg, &prior, "hora-tanh".parse().unwrap(), 5);
+    let (x, y) = sample_data(&truth.model, &truth.atoms, &DataConfig::default(), 30, 6);
     let param = parametrisation("lora".parse().unwrap(), &cfg, 2);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let mut theta = draw_params(param.as_ref(), &cfg, &mut rng);
-    let obj = Objective::new(
-        &truth.model,
-        param.as_ref(),
-        x.view(),
-        y.view(),
-        cfg.bound,
-        1e3,
-    );
+    let mut theta = draw_params(param.as_ref(), &cfg, &prior, &mut rng);
+    let obj = Objective::new(&truth.model, param.as_ref(), x.view(), y.view(), bound, 1e3);
     // Inside: the penalised objective equals the plain one, value and gradient, exactly.
     let (f, g) = obj.value_and_grad(&theta);
     let (fp, gp) = obj.penalised(&theta);
     assert_eq!(f, fp);
     assert_eq!(g, gp);
     // Outside: positive penalty, gradient by finite differences.
-    theta[0] = cfg.bound + 0.3;
-    theta[1] = -cfg.bound - 0.2;
+    theta[0] = bound + 0.3;
+    theta[1] = -bound - 0.2;
     let (f, _) = obj.value_and_grad(&theta);
     let (fp, gp) = obj.penalised(&theta);
     assert!((fp - f - 1e3 * (0.09 + 0.04)).abs() < 1e-9);

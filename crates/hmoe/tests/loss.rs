@@ -4,7 +4,12 @@ use hmoe::truth::Truth;
 use hmoe::{regression_error, voronoi_loss, Atoms, Method, ModelConfig};
 
 fn truth() -> Truth {
-    Truth::draw(&ModelConfig::default(), "hora-tanh".parse().unwrap(), 3)
+    Truth::draw(
+        &ModelConfig::default(),
+        &hmoe::TruthPrior::default(),
+        "hora-tanh".parse().unwrap(),
+        3,
+    )
 }
 
 #[test]
