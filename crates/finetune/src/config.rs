@@ -71,6 +71,13 @@ pub enum GeneratorActivation {
     Tanh,
 }
 
+/// One fine-tuning run's configuration, as written. [`TrainConfig::check`] turns it into a
+/// [`ValidTrainConfig`], the only form training takes.
+///
+/// This struct is also the `train` part of a finetune job's key (`lab`'s `FinetuneJob`, hashed
+/// into the job's id): a field added later must keep today's behaviour at its default and be
+/// skipped while it holds it, `#[serde(default, skip_serializing_if = "fsio::key::is_default")]`,
+/// or every committed finetune record would lose its id (DESIGN.md, "Job identity").
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -146,8 +153,42 @@ fn bad(field: &'static str, value: impl std::fmt::Display, allowed: &'static str
     }
 }
 
+/// A [`TrainConfig`] that passed its check: read-only (it dereferences to the configuration),
+/// serialised as the plain configuration, and read back through the check.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ValidTrainConfig(TrainConfig);
+
+impl std::ops::Deref for ValidTrainConfig {
+    type Target = TrainConfig;
+    fn deref(&self) -> &TrainConfig {
+        &self.0
+    }
+}
+
+impl ValidTrainConfig {
+    pub fn into_inner(self) -> TrainConfig {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for ValidTrainConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        TrainConfig::deserialize(d)?
+            .check()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl TrainConfig {
-    pub fn check(&self) -> Result<()> {
+    /// The only way to a [`ValidTrainConfig`].
+    pub fn check(self) -> Result<ValidTrainConfig> {
+        self.validate()?;
+        Ok(ValidTrainConfig(self))
+    }
+
+    /// Every value against its allowed range; the error names the field and the range.
+    pub fn validate(&self) -> Result<()> {
         let in_range = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
         if !(1..=256).contains(&self.rank) {
             return Err(bad("rank", self.rank, "an integer in 1..=256"));

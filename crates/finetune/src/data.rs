@@ -9,9 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::adapters::init_rng;
 use crate::error::{io_err, FinetuneError, Result};
-use crate::model::write_atomic;
+use crate::rng::{init_rng, SPLIT, SUBSET};
 
 /// Class names in label-index order.
 pub const LABELS: [&str; 3] = ["negative", "neutral", "positive"];
@@ -94,7 +93,7 @@ impl Split {
         val_fraction: f64,
         test_fraction: f64,
     ) -> Self {
-        let mut rng = init_rng(split_seed, 10);
+        let mut rng = init_rng(split_seed, SPLIT);
         let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
         for c in 0..n_classes {
             let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == c).collect();
@@ -184,10 +183,8 @@ impl Split {
             val_fraction,
             test_fraction,
         );
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        }
-        write_atomic(path, serde_json::to_string(&split)?.as_bytes())?;
+        fsio::write_atomic(path, serde_json::to_string(&split)?.as_bytes())
+            .map_err(io_err(path))?;
         Ok(split)
     }
 }
@@ -195,7 +192,7 @@ impl Split {
 /// A stratified subset of `train` holding `fraction` of every class (at least one example per
 /// class). For one seed the subsets are nested: a larger fraction extends a smaller one.
 pub fn train_subset(train: &[usize], labels: &[usize], fraction: f64, seed: u64) -> Vec<usize> {
-    let mut rng = init_rng(seed, 11);
+    let mut rng = init_rng(seed, SUBSET);
     let mut out = Vec::new();
     for c in 0..LABELS.len() {
         let mut idx: Vec<usize> = train.iter().copied().filter(|&i| labels[i] == c).collect();

@@ -9,13 +9,22 @@ use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::{self, new_var, uniform, zeros, Adapter, AdapterSpec, PEFT_PREFIX, TARGETS};
+use crate::adapters::{self, new_var, peft_root, uniform, zeros, Adapter, AdapterSpec, TARGETS};
 use crate::config::{AdapterKind, GeneratorActivation};
-use crate::encoder::{mean_pool, BertEncoder, ForwardCtx, LayerDeltas, Linear};
+use crate::encoder::{mean_pool, BertEncoder, ForwardCtx};
 use crate::error::{io_err, FinetuneError, Result};
+use crate::layers::{Linear, Role};
+use crate::low_rank::LayerDeltas;
+use crate::rng::{init_rng, HEAD_INIT};
+use crate::tensor_path::TensorPath;
 
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+
+/// `base_model.model.classifier`: the head, named as peft names a sequence classifier's.
+pub fn head_path() -> TensorPath {
+    peft_root().pp("classifier")
+}
 
 /// `adapter_config.json`: peft's LoRA fields, plus ours (`hora_method`, `hora_*`) so a file
 /// always says which family produced it.
@@ -59,24 +68,15 @@ impl Classifier {
         let varmap = VarMap::new();
         let adapter = adapters::build(spec, &base, &varmap, device)?;
         let hidden = base.config.hidden_size;
-        let mut rng = adapters::init_rng(spec.seed, 2);
-        let head = Linear {
-            weight: new_var(
-                &varmap,
-                format!("{PEFT_PREFIX}classifier.weight"),
-                uniform(
-                    &mut rng,
-                    &[num_labels, hidden],
-                    1.0 / (hidden as f64).sqrt(),
-                    device,
-                )?,
-            )?,
-            bias: Some(new_var(
-                &varmap,
-                format!("{PEFT_PREFIX}classifier.bias"),
-                zeros(&[num_labels], device)?,
-            )?),
-        };
+        let mut rng = init_rng(spec.seed, HEAD_INIT);
+        let bound = 1.0 / (hidden as f64).sqrt();
+        let head = Linear::build(head_path(), num_labels, hidden, &mut |path, dims, role| {
+            let init = match role {
+                Role::Weight => uniform(&mut rng, dims, bound, device)?,
+                Role::Bias | Role::Gain => zeros(dims, device)?,
+            };
+            new_var(&varmap, path, init)
+        })?;
         Ok(Self {
             base,
             adapter,
@@ -131,31 +131,12 @@ impl Classifier {
             .unwrap_or(&self.base)
     }
 
-    /// Mean-pooled sentence embeddings.
+    /// Mean-pooled sentence embeddings, at inference (no dropout).
     ///
     /// # Shapes
     /// `(batch, seq)` ids and mask; returns `(batch, hidden)`.
-    pub fn embed(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: &Tensor,
-        dropout: f64,
-        rng: Option<&mut ChaCha8Rng>,
-    ) -> Result<Tensor> {
-        let deltas = if self.merged.is_some() {
-            Vec::new()
-        } else {
-            self.adapter.deltas()?
-        };
-        let mut ctx = ForwardCtx {
-            deltas: &deltas,
-            dropout,
-            rng,
-        };
-        let hidden = self
-            .encoder()
-            .forward(input_ids, attention_mask, &mut ctx)?;
-        mean_pool(&hidden, attention_mask)
+    pub fn embed(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        self.pooled(input_ids, attention_mask, None)
     }
 
     /// Class logits `(batch, num_labels)`; dropout applies only when `rng` is given.
@@ -166,8 +147,35 @@ impl Classifier {
         dropout: f64,
         rng: Option<&mut ChaCha8Rng>,
     ) -> Result<Tensor> {
-        let pooled = self.embed(input_ids, attention_mask, dropout, rng)?;
+        let pooled = self.pooled(input_ids, attention_mask, rng.map(|rng| (dropout, rng)))?;
         Ok(self.head.forward(&pooled)?)
+    }
+
+    /// The forward pass to the pooled embeddings; adapter dropout at rate `p` when
+    /// `dropout = Some((p, rng))`.
+    fn pooled(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        dropout: Option<(f64, &mut ChaCha8Rng)>,
+    ) -> Result<Tensor> {
+        let deltas = if self.merged.is_some() {
+            Vec::new()
+        } else {
+            self.adapter.deltas()?
+        };
+        let mut ctx = match dropout {
+            Some((p, rng)) => ForwardCtx {
+                deltas: &deltas,
+                dropout: p,
+                rng: Some(rng),
+            },
+            None => ForwardCtx::eval(&deltas),
+        };
+        let hidden = self
+            .encoder()
+            .forward(input_ids, attention_mask, &mut ctx)?;
+        mean_pool(&hidden, attention_mask)
     }
 
     pub fn is_merged(&self) -> bool {
@@ -233,15 +241,10 @@ impl Classifier {
     /// Write `adapter_model.safetensors` (every trainable tensor under its peft-style key) and
     /// `adapter_config.json` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let cfg = self.config_file(self.spec.rank, self.spec.alpha, self.spec.kind);
-        write_atomic(
-            &dir.join(ADAPTER_CONFIG),
-            serde_json::to_string_pretty(&cfg)?.as_bytes(),
-        )?;
-        let tmp = dir.join(format!("{ADAPTER_WEIGHTS}.tmp"));
-        self.varmap.save(&tmp)?;
-        std::fs::rename(&tmp, dir.join(ADAPTER_WEIGHTS)).map_err(io_err(dir))
+        let data = adapters::lock_vars(&self.varmap)?;
+        let weights = data.iter().map(|(name, var)| (name, var.as_tensor()));
+        write_adapter(dir, &cfg, weights)
     }
 
     /// Load a directory written by `save` (or, for `lora`, by peft) into this model. The method,
@@ -311,45 +314,42 @@ impl Classifier {
         let mut rank = 0;
         let mut scale = 0.0;
         for (l, d) in deltas.iter().enumerate() {
-            for (proj, lr) in [("query", &d.query), ("value", &d.value)] {
+            for (target, lr) in TARGETS.iter().zip([&d.query, &d.value]) {
                 let Some(lr) = lr else { continue };
                 rank = lr.a.dim(0)?;
                 scale = lr.scale;
-                out.insert(
-                    adapters::peft_key(l, proj, "lora_A.weight"),
-                    lr.a.detach().contiguous()?,
-                );
-                out.insert(
-                    adapters::peft_key(l, proj, "lora_B.weight"),
-                    lr.b.detach().contiguous()?,
-                );
+                let [a_path, b_path] = adapters::lora_paths(l, target);
+                out.insert(a_path.into(), lr.a.detach().contiguous()?);
+                out.insert(b_path.into(), lr.b.detach().contiguous()?);
             }
         }
-        out.insert(
-            format!("{PEFT_PREFIX}classifier.weight"),
-            self.head.weight.detach(),
-        );
-        if let Some(b) = &self.head.bias {
-            out.insert(format!("{PEFT_PREFIX}classifier.bias"), b.detach());
+        for (path, t) in self.head.named_tensors() {
+            out.insert(path.into(), t.detach());
         }
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let cfg = self.config_file(rank, scale * rank as f64, AdapterKind::Lora);
-        write_atomic(
-            &dir.join(ADAPTER_CONFIG),
-            serde_json::to_string_pretty(&cfg)?.as_bytes(),
-        )?;
-        let tmp = dir.join(format!("{ADAPTER_WEIGHTS}.tmp"));
-        candle_core::safetensors::save(&out, &tmp)?;
-        std::fs::rename(&tmp, dir.join(ADAPTER_WEIGHTS)).map_err(io_err(dir))?;
+        write_adapter(dir, &cfg, &out)?;
         Ok(rank)
     }
 }
 
-/// Write to `<path>.tmp` then rename, so a reader never sees a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+/// `adapter_config.json`, then `adapter_model.safetensors`, each written atomically into `dir`.
+fn write_adapter<S, V>(
+    dir: &Path,
+    cfg: &AdapterConfigFile,
+    weights: impl IntoIterator<Item = (S, V)>,
+) -> Result<()>
+where
+    S: AsRef<str> + Ord + std::fmt::Display,
+    V: safetensors::View,
+{
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        fsio::write_atomic(&path, bytes).map_err(io_err(path))
+    };
+    write(
+        ADAPTER_CONFIG,
+        serde_json::to_string_pretty(cfg)?.as_bytes(),
+    )?;
+    let bytes = safetensors::serialize(weights, None).map_err(candle_core::Error::from)?;
+    write(ADAPTER_WEIGHTS, &bytes)
 }

@@ -8,14 +8,15 @@ use candle_core::{Device, Tensor, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::{init_rng, AdapterSpec, PEFT_PREFIX};
+use crate::adapters::AdapterSpec;
 use crate::assets::Assets;
-use crate::config::{AdapterKind, TrainConfig};
+use crate::config::{AdapterKind, TrainConfig, ValidTrainConfig};
 use crate::data::{load_tweets, train_subset, Encoded, Split, TextEncoder, LABELS};
 use crate::encoder::BertEncoder;
 use crate::error::{FinetuneError, Result};
 use crate::metrics::{accuracy, macro_f1, majority_rate};
-use crate::model::Classifier;
+use crate::model::{head_path, Classifier};
+use crate::rng::{init_rng, TRAINING};
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct EpochMetrics {
@@ -114,10 +115,8 @@ impl Optimisers {
             ..Default::default()
         };
         let data = crate::adapters::lock_vars(model.varmap())?;
-        let is_encoder = |name: &str| {
-            cfg.method == AdapterKind::Full
-                && !name.starts_with(&format!("{PEFT_PREFIX}classifier."))
-        };
+        let head = head_path();
+        let is_encoder = |name: &str| cfg.method == AdapterKind::Full && !head.holds(name);
         let mut names: Vec<&String> = data.keys().collect();
         names.sort();
         let pick = |enc: bool| {
@@ -161,12 +160,11 @@ impl Optimisers {
 /// Fine-tune on the tweets and evaluate. The split at `split_path` is created if absent and
 /// reused (after validation) if present, so every method sees the same examples.
 pub fn train_and_evaluate(
-    cfg: &TrainConfig,
+    cfg: &ValidTrainConfig,
     assets: &Assets,
     split_path: &Path,
     progress: Option<indicatif::ProgressBar>,
 ) -> Result<RunRecord> {
-    cfg.check()?;
     let start = Instant::now();
     let device = device();
     let examples = load_tweets(&assets.tweets_csv)?;
@@ -199,7 +197,7 @@ pub fn train_and_evaluate(
 /// The training loop on already encoded data (also used by tests on a tiny model).
 #[allow(clippy::too_many_arguments)]
 pub fn train_model(
-    cfg: &TrainConfig,
+    cfg: &ValidTrainConfig,
     model: &Classifier,
     train: &Encoded,
     val: &Encoded,
@@ -208,7 +206,6 @@ pub fn train_model(
     progress: Option<indicatif::ProgressBar>,
     start: Instant,
 ) -> Result<RunRecord> {
-    cfg.check()?;
     if train.is_empty() || val.is_empty() || test.is_empty() {
         return Err(FinetuneError::Data(
             "train, validation and test sets must be non-empty".into(),
@@ -222,7 +219,7 @@ pub fn train_model(
     }
     let warmup = (cfg.warmup_fraction * total as f64).ceil() as usize;
     let mut opt = Optimisers::new(model, cfg)?;
-    let mut rng = init_rng(cfg.seed, 3);
+    let mut rng = init_rng(cfg.seed, TRAINING);
     if let Some(pb) = &progress {
         pb.set_length(total as u64);
         pb.set_message(format!("{} r={}", cfg.method, cfg.rank));
@@ -297,7 +294,7 @@ pub fn train_model(
         pb.finish_and_clear();
     }
     Ok(RunRecord {
-        config: cfg.clone(),
+        config: TrainConfig::clone(cfg),
         trainable_params: model.trainable_params(),
         base_params: model.base_params(),
         train_examples: train.len(),

@@ -80,11 +80,7 @@ fn minilm_embeddings_match_the_numpy_reference() {
     let model = Classifier::new(base, &spec, 3, &device).unwrap();
     // One padded batch, so masking is exercised too.
     let (ids, mask, _) = data.batch(&[0, 1, 2], &device).unwrap();
-    let emb: Vec<Vec<f32>> = model
-        .embed(&ids, &mask, 0.0, None)
-        .unwrap()
-        .to_vec2()
-        .unwrap();
+    let emb: Vec<Vec<f32>> = model.embed(&ids, &mask).unwrap().to_vec2().unwrap();
     for (e, r) in emb.iter().zip(&REFERENCE) {
         for (k, (got, want)) in e.iter().zip(r.2).enumerate() {
             assert!(
@@ -128,7 +124,7 @@ fn short_lora_run_beats_the_majority_class() {
         ..Default::default()
     };
     let start = Instant::now();
-    let record = train_and_evaluate(&cfg, &assets, &split, None).unwrap();
+    let record = train_and_evaluate(&cfg.clone().check().unwrap(), &assets, &split, None).unwrap();
     println!("{}", serde_json::to_string_pretty(&record).unwrap());
     println!("took {:.1} s", start.elapsed().as_secs_f64());
     assert!(split.is_file(), "the split is written to disk");
@@ -148,6 +144,6 @@ fn short_lora_run_beats_the_majority_class() {
         max_eval_examples: 20,
         ..cfg
     };
-    train_and_evaluate(&cfg2, &assets, &split, None).unwrap();
+    train_and_evaluate(&cfg2.check().unwrap(), &assets, &split, None).unwrap();
     assert_eq!(std::fs::read(&split).unwrap(), bytes);
 }

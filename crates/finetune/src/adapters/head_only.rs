@@ -1,9 +1,9 @@
 //! The linear probe (the floor): the encoder is frozen and only the classification head trains.
 
-use super::Adapter;
+use super::spec::Adapter;
 use crate::config::AdapterKind;
-use crate::encoder::LayerDeltas;
 use crate::error::Result;
+use crate::low_rank::LayerDeltas;
 
 pub struct HeadOnly;
 

@@ -2,18 +2,20 @@
 //! shared (THEORY.md's independent-heads baseline). ΔW is block-structured: head h's output rows
 //! get `(α/r)·B_h A_h`.
 
-use candle_core::{Device, Tensor};
-use candle_nn::VarMap;
-use rand_chacha::ChaCha8Rng;
+use candle_core::Tensor;
 
-use super::{eye, new_var, peft_key, uniform, zeros, Adapter, AdapterSpec, TARGETS};
+use super::factors::FactorPairs;
+use super::init::AdapterInit;
+use super::names::factor_paths;
+use super::spec::Adapter;
+use super::tensors::eye;
 use crate::config::AdapterKind;
-use crate::encoder::{BertConfig, LayerDeltas, LowRank};
 use crate::error::Result;
+use crate::low_rank::{LayerDeltas, LowRank};
 
 pub struct MhLora {
     /// Per layer, per target: `(A: (H, r, in), B: (H, d_h, r))`.
-    factors: Vec<[(Tensor, Tensor); 2]>,
+    factors: FactorPairs,
     heads: usize,
     rank: usize,
     scale: f64,
@@ -22,43 +24,17 @@ pub struct MhLora {
 }
 
 impl MhLora {
-    pub fn new(
-        spec: &AdapterSpec,
-        cfg: &BertConfig,
-        varmap: &VarMap,
-        rng: &mut ChaCha8Rng,
-        device: &Device,
-    ) -> Result<Self> {
-        let (h, heads, dh, r) = (
-            cfg.hidden_size,
-            cfg.num_attention_heads,
-            cfg.head_dim(),
-            spec.rank,
-        );
-        let bound = 1.0 / (h as f64).sqrt();
-        let mut factors = Vec::with_capacity(cfg.num_hidden_layers);
-        for l in 0..cfg.num_hidden_layers {
-            let mut make = |proj: &str| -> Result<(Tensor, Tensor)> {
-                let a = new_var(
-                    varmap,
-                    peft_key(l, proj, "mh_lora_A.weight"),
-                    uniform(rng, &[heads, r, h], bound, device)?,
-                )?;
-                let b = new_var(
-                    varmap,
-                    peft_key(l, proj, "mh_lora_B.weight"),
-                    zeros(&[heads, dh, r], device)?,
-                )?;
-                Ok((a, b))
-            };
-            factors.push([make(TARGETS[0])?, make(TARGETS[1])?]);
-        }
-        let block_mask = eye(heads, device)?.reshape((heads, 1, heads, 1))?;
+    pub(crate) fn new(init: &mut AdapterInit) -> Result<Self> {
+        let (h, r) = (init.cfg.hidden_size, init.spec.rank);
+        let (heads, dh) = (init.cfg.num_attention_heads, init.cfg.head_dim());
+        let paths = |l: usize, target: &str| factor_paths(l, target, "mh_lora");
+        let factors = FactorPairs::new(init, paths, &[heads, r, h], &[heads, dh, r])?;
+        let block_mask = eye(heads, init.device)?.reshape((heads, 1, heads, 1))?;
         Ok(Self {
             factors,
             heads,
-            rank: spec.rank,
-            scale: spec.scale(),
+            rank: r,
+            scale: init.spec.scale(),
             block_mask,
         })
     }
@@ -86,14 +62,6 @@ impl Adapter for MhLora {
     }
 
     fn deltas(&self) -> Result<Vec<LayerDeltas>> {
-        self.factors
-            .iter()
-            .map(|[q, v]| {
-                Ok(LayerDeltas {
-                    query: Some(self.low_rank(&q.0, &q.1)?),
-                    value: Some(self.low_rank(&v.0, &v.1)?),
-                })
-            })
-            .collect()
+        self.factors.deltas(|a, b| self.low_rank(a, b))
     }
 }

@@ -1,0 +1,46 @@
+//! What every adapter family is (one trait) and what it is built from.
+
+use crate::config::{AdapterKind, GeneratorActivation, TrainConfig};
+use crate::encoder::BertEncoder;
+use crate::error::Result;
+use crate::low_rank::LayerDeltas;
+
+/// What an adapter needs to build itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterSpec {
+    pub kind: AdapterKind,
+    pub rank: usize,
+    pub alpha: f64,
+    pub activation: GeneratorActivation,
+    pub seed: u64,
+}
+
+impl AdapterSpec {
+    pub fn from_config(cfg: &TrainConfig) -> Self {
+        Self {
+            kind: cfg.method,
+            rank: cfg.rank,
+            alpha: cfg.alpha,
+            activation: cfg.generator_activation,
+            seed: cfg.seed,
+        }
+    }
+
+    /// peft's scaling `α / r`.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+}
+
+pub trait Adapter: Send + Sync {
+    fn kind(&self) -> AdapterKind;
+
+    /// The low-rank updates of every layer, computed once per forward pass (a generator runs
+    /// here, not once per head).
+    fn deltas(&self) -> Result<Vec<LayerDeltas>>;
+
+    /// The encoder whose weights train, for full fine-tuning; `None` means the frozen base.
+    fn trainable_encoder(&self) -> Option<&BertEncoder> {
+        None
+    }
+}
