@@ -1,9 +1,9 @@
 //! The command line of `hora`: parse, find the experiment, dispatch to the pipeline stages.
 use crate::error::LabError;
-use crate::experiment::{self, ExperimentInfo, KindOptions, Loaded};
-use crate::kind::Kind;
+use crate::experiment::{self, KindOptions};
+use crate::kinds::{self, Experiment};
 use crate::layout::Dirs;
-use crate::pipeline::{self, RunOptions};
+use crate::pipeline::RunOptions;
 use crate::plan::Shard;
 use crate::slurm::{self, SlurmOptions};
 use clap::{Args, Parser, Subcommand};
@@ -43,6 +43,10 @@ pub struct Global {
     /// Directory of experiment files (default: experiments/ in the current directory or above).
     #[arg(long, global = true)]
     pub experiments: Option<PathBuf>,
+    /// Write the profile's outputs (manifest, tables, figures, summary) to this folder instead of
+    /// results/<experiment>/<profile>/ (to re-analyse a read-only archive of results).
+    #[arg(long, global = true)]
+    pub out: Option<PathBuf>,
     /// finetune: a local BERT-family checkpoint used instead of the pinned MiniLM.
     #[arg(long, global = true)]
     pub model_dir: Option<PathBuf>,
@@ -70,19 +74,32 @@ pub enum Command {
     RunAll { experiment: String },
     /// List the experiments and how many of their jobs are done.
     List,
-    /// Print an sbatch script: a job array of `hora run --shard` plus a dependent merge job.
+    /// Print a submit script (run it with bash): a job array of `hora run --shard`, then a
+    /// job that waits for it and merges, computes the metrics and plots.
     Slurm {
         experiment: String,
         /// Array tasks (default: up to 32, never more than jobs).
         #[arg(long, default_value_t = 32)]
         tasks: usize,
-        #[arg(long, default_value_t = 4)]
+        /// CPUs of one task (also its jobs at once); at most what one node has.
+        #[arg(long, default_value_t = crate::slurm::DEFAULT_CPUS)]
         cpus_per_task: usize,
-        /// Wall-time limit of one task.
+        /// Wall-time limit of one task (Slurm syntax: 04:00:00, 1-12, 90, ...).
         #[arg(long, default_value = "04:00:00")]
         time: String,
         #[arg(long)]
         partition: Option<String>,
+        /// Memory of one task (sbatch --mem: 4G, 500M, ...).
+        #[arg(long)]
+        mem: Option<String>,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        qos: Option<String>,
+        /// Any other sbatch option, passed to both submissions (repeatable):
+        /// --sbatch-arg=--constraint=avx2
+        #[arg(long = "sbatch-arg", allow_hyphen_values = true)]
+        sbatch_arg: Vec<String>,
     },
     /// Check that every job of the manifest has a valid record; list the missing ones.
     Merge {
@@ -121,6 +138,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--model-dir",
     "--assets",
     "--assets-dir",
+    "--out",
 ];
 
 /// `hora [flags] X ...` is `hora [flags] run-all X ...`.
@@ -184,7 +202,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
             command: AssetsCommand::Fetch { dir },
         } => {
             let dir = dir.clone().or(g.assets.clone());
-            let a = crate::finetune_kind::fetch_assets(dir.as_deref())?;
+            let a = crate::kinds::finetune::assets::fetch(dir.as_deref())?;
             println!(
                 "assets ready: model in {}, data {}",
                 a.model_dir.display(),
@@ -200,7 +218,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
         | Command::Slurm { experiment, .. }
         | Command::Merge { experiment, .. } => experiment.clone(),
     };
-    let (info, loaded) = experiment::load(&experiments, &name, &opts)?;
+    let loaded = kinds::load(&experiments, &name, &opts)?;
     let shard = match &command {
         Command::Run { shard: Some(s), .. } => Some(Shard::parse(s)?),
         Command::Run { shard: None, .. } => Shard::from_env()?,
@@ -213,10 +231,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
         global: g,
         shard,
     };
-    match &loaded {
-        Loaded::Rates(k) => stage(&command, &info, k, &ctx),
-        Loaded::Finetune(k) => stage(&command, &info, k, &ctx),
-    }
+    stage(&command, loaded.as_ref(), &ctx)
 }
 
 struct Ctx {
@@ -227,16 +242,14 @@ struct Ctx {
     shard: Option<Shard>,
 }
 
-fn stage<K: Kind>(
-    command: &Command,
-    info: &ExperimentInfo,
-    kind: &K,
-    ctx: &Ctx,
-) -> anyhow::Result<bool> {
+fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<bool> {
     let g = &ctx.global;
+    let info = exp.info();
     // Checked before anything is written, so a typo in --profile leaves no folder behind.
-    kind.jobs(&g.profile)?;
-    let dirs = Dirs::new(&ctx.results, &info.name, &g.profile);
+    let jobs = exp.job_count(&g.profile)?;
+    let mut dirs = Dirs::new(&ctx.results, &info.name, &g.profile);
+    dirs.out = g.out.clone();
+    dirs.flags = flags_hint(g);
     let run_opts = RunOptions {
         threads: g.threads,
         shard: ctx.shard,
@@ -244,27 +257,25 @@ fn stage<K: Kind>(
     };
     match command {
         Command::Plan { .. } => {
-            let plan = pipeline::plan(info, kind, &dirs, g.dry_run)?;
+            let planned = exp.plan(&dirs, g.dry_run)?;
             if g.dry_run {
                 println!(
                     "{} / {}: {} jobs (dry run: nothing written)",
-                    info.name,
-                    g.profile,
-                    plan.jobs.len()
+                    info.name, g.profile, planned
                 );
             } else {
                 println!(
                     "{} / {}: {} jobs, manifest {}",
                     info.name,
                     g.profile,
-                    plan.jobs.len(),
+                    planned,
                     dirs.manifest().display()
                 );
             }
             Ok(true)
         }
         Command::Run { .. } => {
-            pipeline::run(info, kind, &dirs, &run_opts)?;
+            exp.run(&dirs, &run_opts)?;
             Ok(true)
         }
         Command::Metric { .. } => {
@@ -277,7 +288,7 @@ fn stage<K: Kind>(
                 );
                 return Ok(true);
             }
-            let r = pipeline::metric(info, kind, &dirs)?;
+            let r = exp.metric(&dirs)?;
             print_files("metrics", &r.files);
             Ok(true)
         }
@@ -291,17 +302,17 @@ fn stage<K: Kind>(
                 );
                 return Ok(true);
             }
-            let files = pipeline::report(info, kind, &dirs)?;
+            let files = exp.report(&dirs)?;
             print_files("figures and summary", &files);
             Ok(true)
         }
         Command::RunAll { .. } => {
-            let run = pipeline::run(info, kind, &dirs, &run_opts)?;
+            let run = exp.run(&dirs, &run_opts)?;
             if g.dry_run {
                 return Ok(true);
             }
-            let m = pipeline::metric(info, kind, &dirs)?;
-            let files = pipeline::report(info, kind, &dirs)?;
+            let m = exp.metric(&dirs)?;
+            let files = exp.report(&dirs)?;
             let figure = files
                 .iter()
                 .find(|f| f.extension().is_some_and(|e| e == "png"));
@@ -317,7 +328,7 @@ fn stage<K: Kind>(
             Ok(true)
         }
         Command::Merge { from, .. } => {
-            let r = pipeline::merge(info, kind, &dirs, from)?;
+            let r = exp.merge(&dirs, from)?;
             for (id, label) in &r.missing {
                 println!("missing  {id}  {label}");
             }
@@ -340,8 +351,8 @@ fn stage<K: Kind>(
             );
             if !r.complete() {
                 eprintln!(
-                    "incomplete: rerun `hora run {} --profile {}` to fill the gaps",
-                    info.name, g.profile
+                    "incomplete: rerun `hora run {}{}` to fill the gaps",
+                    info.name, dirs.flags
                 );
             }
             Ok(r.complete())
@@ -351,9 +362,12 @@ fn stage<K: Kind>(
             cpus_per_task,
             time,
             partition,
+            mem,
+            account,
+            qos,
+            sbatch_arg,
             ..
         } => {
-            let jobs = kind.jobs(&g.profile)?.len();
             let hora = std::env::current_exe()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| "hora".into());
@@ -363,8 +377,29 @@ fn stage<K: Kind>(
                 cpus_per_task: *cpus_per_task,
                 time: time.clone(),
                 partition: partition.clone(),
+                mem: mem.clone(),
+                account: account.clone(),
+                qos: qos.clone(),
+                extra: sbatch_arg.clone(),
                 hora,
+                // The jobs find the same model and assets as this command would.
+                hora_flags: [("--model-dir", &g.model_dir), ("--assets", &g.assets)]
+                    .into_iter()
+                    .filter_map(|(f, v)| {
+                        v.as_ref().map(|v| {
+                            format!(" {f} {}", slurm::sh_quote(&abs(v).display().to_string()))
+                        })
+                    })
+                    .collect(),
             };
+            slurm::check(&o)?;
+            if *tasks > jobs {
+                eprintln!("note: {jobs} jobs, so {jobs} array tasks (not {tasks})");
+            }
+            eprintln!(
+                "note: each task asks for {cpus_per_task} CPUs; a task that asks more than a node \
+                 has pends forever (Reason=PartitionConfig): see `sinfo -o '%n %c'`"
+            );
             print!(
                 "{}",
                 slurm::script(
@@ -385,6 +420,23 @@ fn stage<K: Kind>(
     }
 }
 
+/// The flags a hint repeats so that the suggested command means what the user's did.
+fn flags_hint(g: &Global) -> String {
+    let mut s = format!(" --profile {}", slurm::sh_quote(&g.profile));
+    for (flag, v) in [
+        ("--experiments", &g.experiments),
+        ("--results", &g.results),
+        ("--out", &g.out),
+        ("--model-dir", &g.model_dir),
+        ("--assets", &g.assets),
+    ] {
+        if let Some(v) = v {
+            s += &format!(" {flag} {}", slurm::sh_quote(&v.display().to_string()));
+        }
+    }
+    s
+}
+
 fn print_files(what: &str, files: &[PathBuf]) {
     println!("{what}:");
     for f in files {
@@ -400,25 +452,19 @@ fn list(experiments: &Path, results: &Path, opts: &KindOptions) -> anyhow::Resul
     }
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
     for name in names {
-        let line = match experiment::load(experiments, &name, opts) {
+        let line = match kinds::load(experiments, &name, opts) {
             Err(e) => format!("invalid: {e}"),
-            Ok((info, loaded)) => {
-                let status = match &loaded {
-                    Loaded::Rates(k) => statuses(&info, k, results),
-                    Loaded::Finetune(k) => statuses(&info, k, results),
-                };
-                format!("{:<9} {status}", info.kind)
-            }
+            Ok(exp) => format!("{:<9} {}", exp.info().kind, statuses(exp.as_ref(), results)),
         };
         println!("{name:<width$}  {line}");
     }
     Ok(true)
 }
 
-fn statuses<K: Kind>(info: &ExperimentInfo, kind: &K, results: &Path) -> String {
-    kind.profiles()
+fn statuses(exp: &dyn Experiment, results: &Path) -> String {
+    exp.profiles()
         .iter()
-        .map(|p| match pipeline::status(info, kind, results, p) {
+        .map(|p| match exp.status(results, p) {
             Ok((done, total)) => format!("{p} {done}/{total}"),
             Err(e) => format!("{p} ({e})"),
         })

@@ -4,10 +4,7 @@
 //! Overrides (a setting's `model = {..}`, a profile's `[train]`) are merged as TOML tables
 //! *before* deserialising, so an unknown key anywhere is still an error that names it.
 use crate::error::LabError;
-use crate::finetune_kind::FinetuneKind;
-use crate::rates::RatesKind;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// What every experiment has, whatever its kind.
@@ -19,6 +16,8 @@ pub struct ExperimentInfo {
     /// SHA-256 of the file's bytes, recorded with every result.
     pub sha256: String,
     pub kind: String,
+    /// The file's `description` (printed under the title of every summary).
+    pub description: String,
 }
 
 /// Options of the command line that a kind may need to run jobs.
@@ -29,14 +28,6 @@ pub struct KindOptions {
     /// The assets cache (finetune only).
     pub assets_dir: Option<PathBuf>,
 }
-
-/// A parsed and checked experiment of one of the known kinds.
-pub enum Loaded {
-    Rates(RatesKind),
-    Finetune(FinetuneKind),
-}
-
-pub const KINDS: &[&str] = &["rates", "finetune"];
 
 /// Names of the experiments in `dir`, sorted.
 pub fn available(dir: &Path) -> Vec<String> {
@@ -82,14 +73,20 @@ pub fn config_error(path: &Path, message: impl Into<String>) -> LabError {
     }
 }
 
-/// Read the file and check its header; returns the info and the text for the kind to parse.
-pub fn read(dir: &Path, name: &str) -> Result<(ExperimentInfo, String), LabError> {
+/// Read the file and check its header (`name`, `kind` among `kinds`, the registered kind names,
+/// and an optional `description`); returns the info and the rest of the file, for the kind to
+/// parse.
+pub fn read(
+    dir: &Path,
+    name: &str,
+    kinds: &[&str],
+) -> Result<(ExperimentInfo, toml::Table), LabError> {
     let path = resolve(dir, name)?;
     let bytes =
         std::fs::read(&path).map_err(|e| config_error(&path, format!("cannot read: {e}")))?;
     let text =
         String::from_utf8(bytes.clone()).map_err(|_| config_error(&path, "not valid UTF-8"))?;
-    let table: toml::Table =
+    let mut table: toml::Table =
         toml::from_str(&text).map_err(|e| config_error(&path, e.to_string()))?;
     let stem = path
         .file_stem()
@@ -106,44 +103,43 @@ pub fn read(dir: &Path, name: &str) -> Result<(ExperimentInfo, String), LabError
         _ => return Err(config_error(&path, format!("missing `name = \"{stem}\"`"))),
     }
     let kind = match table.get("kind") {
-        Some(toml::Value::String(k)) if KINDS.contains(&k.as_str()) => k.clone(),
+        Some(toml::Value::String(k)) if kinds.contains(&k.as_str()) => k.clone(),
         Some(v) => {
             return Err(config_error(
                 &path,
-                format!("unknown `kind = {v}` (allowed: {})", KINDS.join(", ")),
+                format!("unknown `kind = {v}` (allowed: {})", kinds.join(", ")),
             ))
         }
         None => {
             return Err(config_error(
                 &path,
-                format!("missing `kind` (allowed: {})", KINDS.join(", ")),
+                format!("missing `kind` (allowed: {})", kinds.join(", ")),
             ))
         }
     };
-    let sha256 = hex(&Sha256::digest(&bytes));
+    let description = match table.remove("description") {
+        None => String::new(),
+        Some(toml::Value::String(d)) => d,
+        Some(v) => {
+            return Err(config_error(
+                &path,
+                format!("`description` must be a string, not {}", v.type_str()),
+            ))
+        }
+    };
+    table.remove("name");
+    table.remove("kind");
+    let sha256 = fsio::key::sha256_hex(&bytes);
     Ok((
         ExperimentInfo {
             name: stem,
             path,
             sha256,
             kind,
+            description,
         },
-        text,
+        table,
     ))
-}
-
-/// Read, parse and check an experiment.
-pub fn load(
-    dir: &Path,
-    name: &str,
-    opts: &KindOptions,
-) -> Result<(ExperimentInfo, Loaded), LabError> {
-    let (info, text) = read(dir, name)?;
-    let loaded = match info.kind.as_str() {
-        "rates" => Loaded::Rates(RatesKind::parse(&info, &text)?),
-        _ => Loaded::Finetune(FinetuneKind::parse(&info, &text, opts)?),
-    };
-    Ok((info, loaded))
 }
 
 /// `over` laid over `base`, key by key; tables merge recursively, anything else is replaced.
@@ -170,10 +166,6 @@ pub fn from_table<T: DeserializeOwned>(
     toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| config_error(path, format!("{what}: {}", e.message().trim())))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

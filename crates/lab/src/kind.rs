@@ -1,7 +1,7 @@
 //! The one trait between the plumbing and the science: what an experiment kind must say.
 use crate::error::LabError;
+use crate::experiment::{ExperimentInfo, KindOptions};
 use crate::layout::Dirs;
-use crate::provenance::ProvenanceSummary;
 use indicatif::MultiProgress;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -21,19 +21,39 @@ pub struct Done<'a, J, R> {
     pub record: R,
 }
 
-pub trait Kind: Sync {
+pub trait Kind: Sync + Sized {
+    /// The `kind = "..."` of its experiment files (registered in `kinds::KINDS`).
+    const NAME: &'static str;
     /// One unit of work; its canonical JSON is hashed into the job id, so it must hold
-    /// everything that determines the result.
+    /// everything that determines the result. Its serialised form is a versioned job key: a
+    /// field added later must be skipped while it holds its default (DESIGN.md, "Job identity").
     type Job: Serialize + DeserializeOwned + Send + Sync;
     /// The raw result of one job, stored as JSON.
     type Record: Serialize + DeserializeOwned + Send + Sync;
 
+    /// Parse and check an experiment file of this kind: `body` is the file without its header
+    /// (`name`, `kind`, `description`, already checked into `info`).
+    fn parse(
+        info: &ExperimentInfo,
+        body: toml::Table,
+        opts: &KindOptions,
+    ) -> Result<Self, LabError>;
     /// Profiles the file defines, in file order.
     fn profiles(&self) -> Vec<String>;
     /// Every job of a profile, in a fixed order (the order of the manifest and of the metrics).
     fn jobs(&self, profile: &str) -> Result<Vec<Self::Job>, LabError>;
     /// A short human-readable name of a job.
     fn label(&self, job: &Self::Job) -> String;
+    /// The relative cost of a job (its share of a run's ETA); equal by default.
+    fn cost(&self, _job: &Self::Job) -> f64 {
+        1.0
+    }
+    /// An upper estimate of the memory one job needs, in bytes (`None`: not estimated). A job
+    /// above the host's memory is refused when planned; a run starts no more jobs at once than
+    /// fit together.
+    fn memory_bytes(&self, _job: &Self::Job) -> Option<u64> {
+        None
+    }
     /// Jobs that run at once unless `--threads` says otherwise (`None`: one per core).
     fn default_threads(&self) -> Option<usize> {
         None
@@ -44,19 +64,25 @@ pub trait Kind: Sync {
     }
     fn run_job(&self, job: &Self::Job, ctx: &JobContext<'_>) -> anyhow::Result<Self::Record>;
     /// Write the metric tables of a profile from its valid records; returns the files written.
-    fn metrics(
-        &self,
-        profile: &str,
-        done: &[Done<'_, Self::Job, Self::Record>],
-        dirs: &Dirs,
-    ) -> anyhow::Result<Vec<PathBuf>>;
-    /// Draw figures and `summary.md` from the metric tables; returns the files written.
-    fn report(
-        &self,
-        profile: &str,
-        dirs: &Dirs,
-        provenance: &ProvenanceSummary,
-    ) -> anyhow::Result<Vec<PathBuf>>;
+    /// (Write each table with `store::write_table`.)
+    fn metrics(&self, profile: &str, done: &Records<'_, Self>, dirs: &Dirs) -> Written;
+    /// Draw the figures of a profile from its metric tables and compose the kind's part of
+    /// `summary.md`; the pipeline adds the title, description and provenance and writes it.
+    fn report(&self, profile: &str, dirs: &Dirs) -> anyhow::Result<Report>;
+}
+
+/// The valid records of a profile, as [`Kind::metrics`] receives them.
+pub type Records<'a, K> = [Done<'a, <K as Kind>::Job, <K as Kind>::Record>];
+
+/// The files a stage wrote.
+pub type Written = anyhow::Result<Vec<PathBuf>>;
+
+/// What [`Kind::report`] drew.
+pub struct Report {
+    /// Figure files written.
+    pub figures: Vec<PathBuf>,
+    /// The kind's part of `summary.md`: tables, notes and figure links, in Markdown.
+    pub summary: String,
 }
 
 /// The profile `name` of an experiment's `profiles`, or an error naming the ones there are.

@@ -2,7 +2,8 @@
 //!
 //! Raw records are content-addressed and shared by every profile (`results/X/raw/<id>.json`), so
 //! a paper run reuses the quick run's fits that it contains; everything derived from them is per
-//! profile (`results/X/<profile>/`: manifest, metrics, figures, summary).
+//! profile (`results/X/<profile>/`: manifest, metrics, figures, summary), or in the folder given
+//! with `--out` (so a read-only archive of results can be re-analysed elsewhere).
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug)]
@@ -10,6 +11,11 @@ pub struct Dirs {
     /// `results/<experiment>`.
     pub experiment: PathBuf,
     pub profile: String,
+    /// `--out`: where the profile's outputs go instead of `results/<experiment>/<profile>`.
+    pub out: Option<PathBuf>,
+    /// The flags a hint must repeat for the user's command to mean the same thing
+    /// (` --profile paper --results r`), as given.
+    pub flags: String,
 }
 
 impl Dirs {
@@ -17,6 +23,8 @@ impl Dirs {
         Dirs {
             experiment: results.join(experiment),
             profile: profile.to_string(),
+            out: None,
+            flags: format!(" --profile {profile}"),
         }
     }
     pub fn raw(&self) -> PathBuf {
@@ -27,7 +35,9 @@ impl Dirs {
     }
     /// Derived outputs of one profile.
     pub fn out(&self) -> PathBuf {
-        self.experiment.join(&self.profile)
+        self.out
+            .clone()
+            .unwrap_or_else(|| self.experiment.join(&self.profile))
     }
     pub fn manifest(&self) -> PathBuf {
         self.out().join("manifest.json")

@@ -4,19 +4,21 @@
 //!
 //! The plumbing ([`pipeline`]) knows nothing of the science: an experiment `kind` ([`kind::Kind`])
 //! expands a profile into jobs, runs one job into a record, turns records into metric tables and
-//! draws its report. Two kinds exist: [`rates`] (hmoe fits) and [`finetune_kind`] (candle).
+//! draws its report. The kinds are registered in [`kinds`]: `rates` (hmoe fits) and `finetune`
+//! (candle).
 
 pub mod cli;
 pub mod error;
 pub mod experiment;
-pub mod finetune_kind;
 pub mod kind;
+pub mod kinds;
 pub mod layout;
+pub mod markdown;
 pub mod pipeline;
 pub mod plan;
 pub mod plot;
+pub mod progress;
 pub mod provenance;
-pub mod rates;
 pub mod slurm;
 pub mod store;
 

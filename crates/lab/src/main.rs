@@ -3,6 +3,13 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Unix manners: a closed stdout (`hora list | head -1`) ends the program quietly, as it does
+    // for any Unix tool, instead of a panic in `println!`. Rust ignores SIGPIPE by default.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = lab::cli::normalise_args(std::env::args().collect());
     let cli = lab::cli::Cli::parse_from(args);
     match lab::cli::execute(cli) {

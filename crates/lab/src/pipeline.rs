@@ -4,10 +4,10 @@ use crate::experiment::ExperimentInfo;
 use crate::kind::{Done, JobContext, Kind};
 use crate::layout::Dirs;
 use crate::plan::{self, Plan, Planned, Shard};
+use crate::progress::{self, Progress};
 use crate::provenance::{host_threads, ProvenanceSummary, RunProvenance};
 use crate::store::{self, Envelope, Stored};
 use anyhow::{bail, Context};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -55,6 +55,13 @@ pub fn run<K: Kind>(
     opts: &RunOptions,
 ) -> anyhow::Result<RunReport> {
     let plan = plan(info, kind, dirs, opts.dry_run)?;
+    // One run per experiment and shard at a time; held until this function returns (and released
+    // by the OS if the process dies, however it dies).
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(lock_run(info, dirs, opts.shard)?)
+    };
     let mine: Vec<&Planned<K::Job>> = plan
         .jobs
         .iter()
@@ -106,11 +113,25 @@ pub fn run<K: Kind>(
     kind.prepare(dirs)?;
     std::fs::create_dir_all(dirs.raw())
         .with_context(|| format!("cannot create {}", dirs.raw().display()))?;
-    let threads = opts
+    let mut threads = opts
         .threads
         .or(kind.default_threads())
         .unwrap_or_else(host_threads)
         .max(1);
+    // No more jobs at once than fit in memory together (the largest job counts for each).
+    let largest = todo.iter().filter_map(|p| kind.memory_bytes(&p.job)).max();
+    if let (Some(job), Some(have)) = (largest, crate::provenance::host_memory()) {
+        let fit = (have / job.max(1)).max(1) as usize;
+        if threads > fit {
+            eprintln!(
+                "note: running {fit} job(s) at once, not {threads}: the largest job needs about {} \
+                 and this machine has {}",
+                crate::provenance::gib(job),
+                crate::provenance::gib(have)
+            );
+            threads = fit;
+        }
+    }
     let prov = RunProvenance::collect(&info.path, &info.sha256, threads);
     eprintln!(
         "{} / {}{shard_note}: running {} of {} jobs on {threads} thread(s) ({} already done)",
@@ -120,26 +141,24 @@ pub fn run<K: Kind>(
         mine.len(),
         report.already_done
     );
-    let multi = MultiProgress::new();
-    let bar = multi.add(ProgressBar::new(todo.len() as u64));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} jobs, ETA {eta} {msg}",
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .progress_chars("=> "),
-    );
+    let costs: Vec<f64> = todo.iter().map(|p| kind.cost(&p.job)).collect();
+    let units = progress::units(&costs);
+    let progress = Progress::new(
+        format!("{} / {}{shard_note}", info.name, dirs.profile),
+        todo.len(),
+        units.iter().sum(),
+    )?;
     let failed = Mutex::new(Vec::new());
     let started = Instant::now();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
     pool.install(|| {
-        todo.par_iter().for_each(|p| {
+        todo.par_iter().zip(&units).for_each(|(p, &units)| {
             let t0 = Instant::now();
             let ctx = JobContext {
                 dirs,
-                progress: &multi,
+                progress: &progress.multi,
             };
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 kind.run_job(&p.job, &ctx)
@@ -147,6 +166,7 @@ pub fn run<K: Kind>(
             let err = match outcome {
                 Ok(Ok(record)) => {
                     let env = Envelope {
+                        format: store::FORMAT,
                         id: p.id.clone(),
                         experiment: info.name.clone(),
                         kind: info.kind.clone(),
@@ -162,17 +182,18 @@ pub fn run<K: Kind>(
                 Ok(Err(e)) => Some(format!("{e:#}")),
                 Err(panic) => Some(panic_message(panic.as_ref())),
             };
+            let failed_now = err.is_some();
             if let Some(e) = err {
-                bar.println(format!("job {} ({}) failed: {e}", p.id, p.label));
+                progress.println(format!("job {} ({}) failed: {e}", p.id, p.label));
                 failed
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push((p.label.clone(), e));
             }
-            bar.inc(1);
+            progress.job_done(units, failed_now);
         })
     });
-    bar.finish_and_clear();
+    progress.finish();
     report.failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
     report.ran = todo.len() - report.failed.len();
     report.seconds = started.elapsed().as_secs_f64();
@@ -201,6 +222,41 @@ pub fn run<K: Kind>(
     Ok(report)
 }
 
+/// Take the run lock of an experiment (and shard): `results/X/.hora-run-<all|i-of-N>.lock`,
+/// an OS file lock, so two `hora run` on the same work refuse instead of doing it twice.
+/// Different shards lock different files and run side by side, as on a cluster.
+fn lock_run(
+    info: &ExperimentInfo,
+    dirs: &Dirs,
+    shard: Option<Shard>,
+) -> anyhow::Result<std::fs::File> {
+    let which = shard.map_or("all".to_string(), |s| format!("{}-of-{}", s.index, s.count));
+    std::fs::create_dir_all(&dirs.experiment)
+        .with_context(|| format!("cannot create {}", dirs.experiment.display()))?;
+    let path = dirs.experiment.join(format!(".hora-run-{which}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the run lock {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(crate::error::LabError::Usage(format!(
+            "another `hora run {}` is already running{} on {} (it holds {}); wait for it to \
+             finish, or split the work with --shard i/N",
+            info.name,
+            shard.map(|s| format!(" shard {s}")).unwrap_or_default(),
+            dirs.experiment.display(),
+            path.display()
+        ))
+        .into()),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::anyhow!("cannot lock {}: {e}", path.display()))
+        }
+    }
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     let msg = payload
         .downcast_ref::<&str>()
@@ -226,7 +282,8 @@ pub fn metric<K: Kind>(
     kind: &K,
     dirs: &Dirs,
 ) -> anyhow::Result<MetricReport> {
-    let plan = plan(info, kind, dirs, false)?;
+    // Reading commands write only their outputs: the plan stays in memory.
+    let plan = plan::build(info, kind, &dirs.profile)?;
     let stored: Vec<Stored<K::Job, K::Record>> = plan
         .jobs
         .par_iter()
@@ -235,7 +292,7 @@ pub fn metric<K: Kind>(
     let mut prov = ProvenanceSummary {
         experiment: info.name.clone(),
         profile: dirs.profile.clone(),
-        experiment_file: info.path.display().to_string(),
+        experiment_file: crate::provenance::repo_path(&info.path),
         experiment_sha256: info.sha256.clone(),
         jobs: plan.jobs.len(),
         ..Default::default()
@@ -275,12 +332,12 @@ pub fn metric<K: Kind>(
     prov.corrupt = report.corrupt.len();
     if done.is_empty() {
         bail!(
-            "{} / {}: none of the {} jobs has a valid record yet; run `hora run {} --profile {}` first",
+            "{} / {}: none of the {} jobs has a valid record yet; run `hora run {}{}` first",
             info.name,
             dirs.profile,
             plan.jobs.len(),
             info.name,
-            dirs.profile
+            dirs.flags
         );
     }
     if report.missing + report.corrupt.len() > 0 {
@@ -295,6 +352,11 @@ pub fn metric<K: Kind>(
         );
     }
     report.files = kind.metrics(&dirs.profile, &done, dirs)?;
+    if dirs.out.is_some() {
+        // In a folder of its own, the tables travel with the plan they cover.
+        store::write_json(&dirs.manifest(), &plan.manifest()?)?;
+        report.files.push(dirs.manifest());
+    }
     let prov_path = dirs.file("provenance.json");
     store::write_json(&prov_path, &prov)?;
     report.files.push(prov_path);
@@ -310,16 +372,29 @@ pub fn report<K: Kind>(
     let path = dirs.file("provenance.json");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
-            "no metrics for {} / {} yet ({} is missing): run `hora metric {}` first",
+            "no metrics for {} / {} yet ({} is missing): run `hora metric {}{}` first",
             info.name,
             dirs.profile,
             path.display(),
-            info.name
+            info.name,
+            dirs.flags
         )
     })?;
     let prov: ProvenanceSummary =
         serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
-    kind.report(&dirs.profile, dirs, &prov)
+    let report = kind.report(&dirs.profile, dirs)?;
+    let mut text = format!("# {} ({} profile)\n\n", info.name, dirs.profile);
+    if !info.description.trim().is_empty() {
+        text += &format!("{}\n\n", info.description.trim());
+    }
+    text += &report.summary;
+    text += &prov.markdown();
+    let summary = dirs.file("summary.md");
+    store::write_atomic(&summary, text.as_bytes())
+        .with_context(|| format!("cannot write {}", summary.display()))?;
+    let mut files = report.figures;
+    files.push(summary);
+    Ok(files)
 }
 
 #[derive(Debug, Default)]
@@ -348,7 +423,7 @@ pub fn merge<K: Kind>(
     dirs: &Dirs,
     from: &[PathBuf],
 ) -> anyhow::Result<MergeReport> {
-    let plan = plan(info, kind, dirs, false)?;
+    let plan = plan::build(info, kind, &dirs.profile)?;
     let mut report = MergeReport {
         jobs: plan.jobs.len(),
         ..Default::default()

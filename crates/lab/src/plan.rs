@@ -1,39 +1,18 @@
 //! Plans: the jobs of a profile with their content-hashed ids, the manifest file, and shards.
 use crate::error::LabError;
-use crate::experiment::{hex, ExperimentInfo};
+use crate::experiment::ExperimentInfo;
 use crate::kind::Kind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-/// JSON with object keys sorted at every level and no whitespace: one text per value.
-pub fn canonical_json(v: &Value) -> String {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let fields: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        }
-        Value::Array(items) => format!(
-            "[{}]",
-            items
-                .iter()
-                .map(canonical_json)
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        other => other.to_string(),
-    }
-}
-
-/// The id of a job: the first 16 hex digits of the SHA-256 of its canonical JSON.
+/// The id of a job: [`fsio::key::content_id`] of its stored form (the first 16 hex digits of
+/// the SHA-256 of its canonical JSON).
+///
+/// A job type's stored form is its job key, versioned: a field added later is omitted while it
+/// holds the default that reproduces the old behaviour, so no committed id moves (see
+/// `hmoe::JobV1` and DESIGN.md, "Job identity").
 pub fn job_id<J: Serialize>(job: &J) -> anyhow::Result<String> {
-    let value = serde_json::to_value(job)?;
-    Ok(hex(&Sha256::digest(canonical_json(&value).as_bytes()))[..16].to_string())
+    Ok(fsio::key::content_id(&serde_json::to_value(job)?))
 }
 
 pub struct Planned<J> {
@@ -73,6 +52,7 @@ pub fn build<K: Kind>(
     profile: &str,
 ) -> Result<Plan<K::Job>, LabError> {
     let jobs = kind.jobs(profile)?;
+    let memory = crate::provenance::host_memory();
     let mut seen = std::collections::HashMap::new();
     let mut planned = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -84,6 +64,20 @@ pub fn build<K: Kind>(
                 &info.path,
                 format!("profile `{profile}` lists the same job twice ({first}); remove the duplicate grid value"),
             ));
+        }
+        if let (Some(need), Some(have)) = (kind.memory_bytes(&job), memory) {
+            if need > have {
+                return Err(crate::experiment::config_error(
+                    &info.path,
+                    format!(
+                        "profile `{profile}`: job {label} needs about {} of memory, more than this \
+                         machine's {} (set HORA_MEMORY_LIMIT in bytes to change the limit); \
+                         use a smaller grid value",
+                        crate::provenance::gib(need),
+                        crate::provenance::gib(have)
+                    ),
+                ));
+            }
         }
         planned.push(Planned { id, label, job });
     }
@@ -189,16 +183,6 @@ impl std::fmt::Display for Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let a: Value =
-            serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"d":2,"c":3}],"x":0.1}}"#).unwrap();
-        assert_eq!(
-            canonical_json(&a),
-            r#"{"a":{"x":0.1,"y":[1,{"c":3,"d":2}]},"b":1}"#
-        );
-    }
 
     #[test]
     fn shards_partition_the_plan() {

@@ -151,37 +151,36 @@ pub fn save(stem: &Path, panels: &[Panel], cols: usize) -> anyhow::Result<Vec<Pa
     let cols = cols.clamp(1, panels.len().max(1));
     let rows = panels.len().div_ceil(cols).max(1);
     let size = (620 * cols as u32, 460 * rows as u32);
-    if let Some(dir) = stem.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
-    // Drawn to temporary names and renamed, so a crash never leaves half a figure.
-    let (png_tmp, svg_tmp) = (tmp_name(&png), tmp_name(&svg));
+    // Drawn in memory, then written with the workspace's one atomic write: a crash never leaves
+    // half a figure, and a read-only folder gives a plain "cannot write <path>" error.
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
     {
-        let root = BitMapBackend::new(&png_tmp, size).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
         draw(&root, panels, rows, cols)?;
         root.present()
-            .map_err(|e| anyhow!("cannot write {}: {e:?}", png.display()))?;
+            .map_err(|e| anyhow!("cannot draw {}: {e}", png.display()))?;
     }
+    let mut png_bytes = Vec::new();
     {
-        let root = SVGBackend::new(&svg_tmp, size).into_drawing_area();
+        use image::ImageEncoder;
+        image::codecs::png::PngEncoder::new(&mut png_bytes)
+            .write_image(&pixels, size.0, size.1, image::ColorType::Rgb8)
+            .map_err(|e| anyhow!("cannot encode {}: {e}", png.display()))?;
+    }
+    let mut svg_text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg_text, size).into_drawing_area();
         draw(&root, panels, rows, cols)?;
         root.present()
-            .map_err(|e| anyhow!("cannot write {}: {e:?}", svg.display()))?;
+            .map_err(|e| anyhow!("cannot draw {}: {e}", svg.display()))?;
     }
-    std::fs::rename(&png_tmp, &png)?;
-    std::fs::rename(&svg_tmp, &svg)?;
+    for (path, bytes) in [(&png, png_bytes.as_slice()), (&svg, svg_text.as_bytes())] {
+        fsio::write_atomic(path, bytes)
+            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+    }
     Ok(vec![png, svg])
-}
-
-fn tmp_name(p: &Path) -> PathBuf {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // The extension stays last: the bitmap encoder picks the format from it.
-    p.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
 }
 
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {

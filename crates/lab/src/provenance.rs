@@ -8,12 +8,18 @@ use std::process::Command;
 /// Stored in the envelope of every raw record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Provenance {
+    /// The experiment file by its path in the repository (`experiments/x.toml`); format-1
+    /// records hold the absolute path of the machine that ran them.
     pub experiment_file: String,
     pub experiment_sha256: String,
     /// `git rev-parse HEAD` of the checkout holding the experiment file, or "unknown".
     pub git_revision: String,
     /// Whether tracked files differed from that revision (`None` when not a git checkout).
     pub git_dirty: Option<bool>,
+    /// SHA-256 of `git diff HEAD --binary` when tracked files differed (format 2 on): with the
+    /// revision, it names the exact code a dirty record ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_diff_sha256: Option<String>,
     pub crate_versions: BTreeMap<String, String>,
     /// Wall time of this job alone.
     pub wall_seconds: f64,
@@ -31,6 +37,7 @@ pub struct RunProvenance {
     pub experiment_sha256: String,
     pub git_revision: String,
     pub git_dirty: Option<bool>,
+    pub git_diff_sha256: Option<String>,
     pub crate_versions: BTreeMap<String, String>,
     pub host_threads: usize,
     pub run_threads: usize,
@@ -38,13 +45,13 @@ pub struct RunProvenance {
 
 impl RunProvenance {
     pub fn collect(experiment_file: &Path, experiment_sha256: &str, run_threads: usize) -> Self {
-        let (git_revision, git_dirty) =
-            git_state(experiment_file.parent().unwrap_or(Path::new(".")));
+        let git = git_state(experiment_file.parent().unwrap_or(Path::new(".")));
         RunProvenance {
-            experiment_file: experiment_file.display().to_string(),
+            experiment_file: repo_path(experiment_file),
             experiment_sha256: experiment_sha256.to_string(),
-            git_revision,
-            git_dirty,
+            git_revision: git.revision,
+            git_dirty: git.dirty,
+            git_diff_sha256: git.diff_sha256,
             crate_versions: crate_versions(),
             host_threads: host_threads(),
             run_threads,
@@ -57,6 +64,7 @@ impl RunProvenance {
             experiment_sha256: self.experiment_sha256.clone(),
             git_revision: self.git_revision.clone(),
             git_dirty: self.git_dirty,
+            git_diff_sha256: self.git_diff_sha256.clone(),
             crate_versions: self.crate_versions.clone(),
             wall_seconds,
             host_threads: self.host_threads,
@@ -75,6 +83,26 @@ pub fn host_threads() -> usize {
         .unwrap_or(1)
 }
 
+/// Physical memory of the host in bytes (`MemTotal` of /proc/meminfo; `None` elsewhere), or the
+/// limit in `$HORA_MEMORY_LIMIT` (bytes) when set, e.g. a cluster job's share of a node.
+pub fn host_memory() -> Option<u64> {
+    if let Some(v) = std::env::var("HORA_MEMORY_LIMIT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return Some(v);
+    }
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Bytes in GiB, for messages.
+pub fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
 /// `lab` itself plus the versions of the science crates and their engines, from Cargo.lock.
 pub fn crate_versions() -> BTreeMap<String, String> {
     let mut v: BTreeMap<String, String> = env!("LAB_DEP_VERSIONS")
@@ -86,25 +114,74 @@ pub fn crate_versions() -> BTreeMap<String, String> {
     v
 }
 
-/// The revision of the checkout holding `dir`, and whether tracked files are modified.
-pub fn git_state(dir: &Path) -> (String, Option<bool>) {
-    let run = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match run(&["rev-parse", "HEAD"]) {
+/// The git state of the checkout holding a directory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GitState {
+    /// `git rev-parse HEAD`, or "unknown" outside a checkout.
+    pub revision: String,
+    /// Whether tracked files differ from the revision (`None` outside a checkout).
+    pub dirty: Option<bool>,
+    /// SHA-256 of `git diff HEAD --binary` when dirty.
+    pub diff_sha256: Option<String>,
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<Vec<u8>> {
+    Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| o.stdout)
+}
+
+fn git_text(dir: &Path, args: &[&str]) -> Option<String> {
+    git(dir, args).map(|o| String::from_utf8_lossy(&o).trim().to_string())
+}
+
+/// The revision of the checkout holding `dir`, whether tracked files are modified, and the hash
+/// of the modification.
+pub fn git_state(dir: &Path) -> GitState {
+    match git_text(dir, &["rev-parse", "HEAD"]) {
         Some(rev) if !rev.is_empty() => {
-            let dirty =
-                run(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
-            (rev, dirty)
+            let dirty = git_text(dir, &["status", "--porcelain", "--untracked-files=no"])
+                .map(|s| !s.is_empty());
+            let diff_sha256 = match dirty {
+                Some(true) => {
+                    git(dir, &["diff", "HEAD", "--binary"]).map(|d| fsio::key::sha256_hex(&d))
+                }
+                _ => None,
+            };
+            GitState {
+                revision: rev,
+                dirty,
+                diff_sha256,
+            }
         }
-        _ => ("unknown".into(), None),
+        _ => GitState {
+            revision: "unknown".into(),
+            dirty: None,
+            diff_sha256: None,
+        },
+    }
+}
+
+/// A file by its path in the repository that holds it (`experiments/x.toml`), so that records
+/// and summaries read the same on every machine; outside a checkout, the path as given.
+pub fn repo_path(path: &Path) -> String {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    match (
+        git_text(dir, &["rev-parse", "--show-prefix"]),
+        path.file_name(),
+    ) {
+        (Some(prefix), Some(name)) => format!("{prefix}{}", name.to_string_lossy()),
+        _ => path.display().to_string(),
     }
 }
 
@@ -118,7 +195,8 @@ pub struct ProvenanceSummary {
     pub experiment_sha256: String,
     /// Distinct hashes of the experiment file recorded in the raw records.
     pub record_experiment_sha256: BTreeSet<String>,
-    /// Distinct git revisions of the raw records (`<rev>-dirty` when tracked files were modified).
+    /// Distinct git revisions of the raw records: `<rev>-dirty` when tracked files were modified,
+    /// `<rev>-dirty+diff<12 hex>` when the record also carries the hash of that modification.
     pub git_revisions: BTreeSet<String>,
     /// Distinct crate versions of the raw records, as `name=version`.
     pub crate_versions: BTreeSet<String>,
@@ -135,8 +213,9 @@ impl ProvenanceSummary {
     pub fn add(&mut self, p: &Provenance) {
         self.record_experiment_sha256
             .insert(p.experiment_sha256.clone());
-        let rev = match p.git_dirty {
-            Some(true) => format!("{}-dirty", p.git_revision),
+        let rev = match (p.git_dirty, &p.git_diff_sha256) {
+            (Some(true), Some(diff)) => format!("{}-dirty+diff{}", p.git_revision, &diff[..12]),
+            (Some(true), None) => format!("{}-dirty", p.git_revision),
             _ => p.git_revision.clone(),
         };
         self.git_revisions.insert(rev);

@@ -360,17 +360,34 @@ fn dry_run_writes_nothing() {
 #[test]
 fn slurm_prints_an_array_and_a_dependent_merge() {
     let lab = Lab::new(TINY);
-    let out = lab.ok(&["slurm", "tiny", "--tasks", "8"]);
+    let out = lab.ok(&[
+        "slurm", "tiny", "--tasks", "8", "--mem", "2G", "--qos", "short",
+    ]);
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(
-        s.starts_with("#!/usr/bin/env bash\n#SBATCH") && s.contains("#SBATCH --array=0-7"),
+        s.starts_with("#!/usr/bin/env bash\n") && s.contains("--array=0-7 --cpus-per-task=2"),
         "{s}"
     );
+    assert!(s.contains("--mem=2G --qos=short"), "{s}");
+    let out = lab.ok(&["slurm", "tiny", "--assets", "/shared/assets"]);
+    let s2 = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(s2.matches("--assets /shared/assets").count(), 4, "{s2}");
     assert!(
         s.contains("--dependency=afterany") && s.contains(" merge tiny") && s.contains("))/8"),
         "{s}"
     );
     assert!(!lab.results().exists());
+    // More tasks than jobs is said, not silently changed; bad values exit 2.
+    let out = lab.ok(&["slurm", "tiny", "--tasks", "100"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("36 array tasks (not 100)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--array=0-35"));
+    for (flag, value) in [
+        ("--time", "bogus"),
+        ("--cpus-per-task", "0"),
+        ("--tasks", "0"),
+    ] {
+        user_error(&lab, &["slurm", "tiny", flag, value], flag);
+    }
 }
 
 /// Exit code 2, the message names `needle`, and no results folder appears.
@@ -515,5 +532,204 @@ seeds = [0, 1]
         &Lab::new(&ft.replace("seeds = [0, 1]", "seeds = [0, 1]\nsteps = 3")),
         &["plan", "tiny"],
         "steps",
+    );
+}
+
+/// Records are checked on read: a stored job edited by hand no longer hashes to the record's id
+/// and is reported as corrupt (then rerun); a format newer than this build is named as such; a
+/// format-1 record (no `format` field) still reads.
+#[test]
+fn edited_and_foreign_records_are_reported_and_format_1_still_reads() {
+    let lab = reference();
+    let names: Vec<String> = lab.records().into_iter().collect();
+    let path = |n: &str| lab.raw().join(n);
+    let json = |n: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path(n)).unwrap()).unwrap()
+    };
+    let write = |n: &str, v: &serde_json::Value| {
+        std::fs::write(path(n), serde_json::to_vec_pretty(v).unwrap()).unwrap()
+    };
+    let v = json(&names[0]);
+    assert_eq!(v["format"], 2);
+    assert!(v["provenance"]["experiment_file"]
+        .as_str()
+        .unwrap()
+        .ends_with("tiny.toml"));
+
+    let mut edited = v.clone();
+    edited["job"]["n"] = serde_json::json!(5);
+    edited["record"]["job"]["n"] = serde_json::json!(5);
+    write(&names[0], &edited);
+    let mut newer = json(&names[1]);
+    newer["format"] = serde_json::json!(99);
+    newer["provenance"]["field_from_the_future"] = serde_json::json!(1);
+    write(&names[1], &newer);
+    let mut old = json(&names[2]);
+    old.as_object_mut().unwrap().remove("format");
+    write(&names[2], &old);
+
+    let out = lab.hora(&["merge", "tiny"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = |n: &str| n.trim_end_matches(".json").to_string();
+    assert!(
+        stdout.contains(&format!("corrupt  {}", id(&names[0]))) && stdout.contains("hashes to"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("corrupt  {}", id(&names[1])))
+            && stdout.contains("record format 99 is newer"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&id(&names[2])), "{stdout}");
+    assert!(stdout.contains("2 corrupt"), "{stdout}");
+    // A run replaces exactly the two bad records.
+    lab.ok(&["run", "tiny"]);
+    lab.ok(&["merge", "tiny"]);
+    assert!(json(&names[2]).get("format").is_none());
+}
+
+/// Unix manners: a reader that stops early (`hora list | head -1`) ends `hora` quietly. The
+/// listing is made longer than a pipe's buffer, so the write after the reader left must fail.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let lab = Lab::new(TINY);
+    for k in 0..1500 {
+        let text = TINY.replace("name = \"tiny\"", &format!("name = \"t{k:04}\""));
+        std::fs::write(lab.root.join(format!("experiments/t{k:04}.toml")), text).unwrap();
+    }
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{}' list | head -1", env!("CARGO_BIN_EXE_hora")))
+        .current_dir(&lab.root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+/// One `hora run` per experiment (and shard) at a time; other shards run side by side.
+#[test]
+fn a_second_run_of_the_same_work_is_refused() {
+    let lab = Lab::new(TINY);
+    std::fs::create_dir_all(lab.results().join("tiny")).unwrap();
+    let lock = std::fs::File::create(lab.results().join("tiny/.hora-run-all.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = lab.hora(&["run", "tiny"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+    assert!(lab.records().is_empty());
+    lab.ok(&["run", "tiny", "--shard", "0/6"]);
+    assert_eq!(lab.records().len(), QUICK_JOBS / 6);
+    drop(lock);
+    lab.ok(&["run", "tiny"]);
+    assert_eq!(lab.records().len(), QUICK_JOBS);
+}
+
+/// Reading commands write only their outputs, and `--out` sends those elsewhere: a results
+/// archive is re-analysed without a byte of it changing. Hints repeat the user's flags.
+#[test]
+fn metric_and_plot_leave_the_results_folder_alone_with_out() {
+    let lab = reference();
+    let snapshot = |dir: &std::path::Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    v.push((p.clone(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    let before = snapshot(&lab.results());
+    let elsewhere = lab.root.join("elsewhere");
+    let out_flag = elsewhere.display().to_string();
+    lab.ok(&["metric", "tiny", "--out", &out_flag]);
+    lab.ok(&["plot", "tiny", "--out", &out_flag]);
+    lab.ok(&["merge", "tiny"]);
+    assert_eq!(
+        snapshot(&lab.results()),
+        before,
+        "the results folder changed"
+    );
+    for t in TABLES {
+        assert_eq!(
+            std::fs::read(elsewhere.join(t)).unwrap(),
+            lab.read(t),
+            "{t}"
+        );
+    }
+    for f in [
+        "summary.md",
+        "voronoi.png",
+        "manifest.json",
+        "provenance.json",
+    ] {
+        assert!(elsewhere.join(f).is_file(), "{f}");
+    }
+    // With nothing to read, the hint names the folder the user gave.
+    let empty = lab.root.join("empty-results").display().to_string();
+    let out = lab.hora(&["metric", "tiny", "--results", &empty]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("--results {empty}")),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Without a terminal (a Slurm .out file), progress is a log line every 5% of the work.
+#[test]
+fn progress_without_a_terminal_is_logged() {
+    let lab = Lab::new(TINY);
+    let out = lab.ok(&["run", "tiny", "--threads", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tiny / quick: 36/36 jobs (100% of the work), 0 failed"),
+        "{err}"
+    );
+    assert!(
+        err.lines().filter(|l| l.contains("% of the work")).count() >= 5,
+        "{err}"
+    );
+}
+
+/// A job too large for the machine is refused when planned, with the estimate and the limit;
+/// jobs that fit alone but not together run fewer at once.
+#[test]
+fn memory_limits_are_checked_before_work() {
+    let lab = Lab::new(TINY);
+    let out = lab
+        .command(&["plan", "tiny"])
+        .env("HORA_MEMORY_LIMIT", "1000000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs about") && err.contains("0.0 GiB"),
+        "{err}"
+    );
+    // 32 MiB + a little per sample: one job fits in 40 MiB, two do not.
+    let out = lab
+        .command(&["run", "tiny", "--threads", "2"])
+        .env("HORA_MEMORY_LIMIT", (40u64 << 20).to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("running 1 job(s) at once, not 2"),
+        "{}",
+        text(&out)
     );
 }

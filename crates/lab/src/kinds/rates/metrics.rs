@@ -4,9 +4,10 @@
 use super::{Profile, RatesKind};
 use crate::kind::Done;
 use crate::layout::Dirs;
-use crate::store::write_csv;
-use hmoe::rates::{fit_rate, mean, median, quantile, sample_complexity};
+use crate::store::write_table;
+use hmoe::rates::{fit_rate, sample_complexity};
 use hmoe::record::derive_seed;
+use hmoe::stats::{mean, median, Bootstrap};
 use hmoe::{FitJob, FitRecord, FitStatus};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -134,7 +135,7 @@ pub(super) fn write(
                         "mean-band",
                         &[&kind.name, &s.name, &method, loss, &n.to_string()],
                     );
-                    let (lo, hi) = mean_band(values, kind.report.bootstrap, seed);
+                    let (lo, hi) = Bootstrap::new(kind.report.bootstrap, seed).mean_band(values);
                     curves.push(CurveRow {
                         setting: s.name.clone(),
                         method: method.clone(),
@@ -171,8 +172,8 @@ pub(super) fn write(
             let guard_failures = mine.iter().filter(|r| r.status != "ok").count();
             rates.push(RateRow {
                 setting: s.name.clone(),
-                heads: s.model.heads,
-                atoms: s.model.atoms,
+                heads: s.model().heads,
+                atoms: s.model().atoms,
                 truth: s.truth.to_string(),
                 method: method.clone(),
                 fits,
@@ -198,15 +199,11 @@ pub(super) fn write(
             });
         }
     }
-    let files = vec![
-        dirs.file("metrics.csv"),
-        dirs.file("curves.csv"),
-        dirs.file("rates.csv"),
-    ];
-    write_csv(&files[0], &rows)?;
-    write_csv(&files[1], &curves)?;
-    write_csv(&files[2], &rates)?;
-    Ok(files)
+    Ok(vec![
+        write_table(dirs, "metrics.csv", &rows)?,
+        write_table(dirs, "curves.csv", &curves)?,
+        write_table(dirs, "rates.csv", &rates)?,
+    ])
 }
 
 fn metric_row(d: &Done<'_, FitJob, FitRecord>, voronoi: f64, regression: f64) -> MetricRow {
@@ -232,32 +229,4 @@ fn metric_row(d: &Done<'_, FitJob, FitRecord>, voronoi: f64, regression: f64) ->
         },
         truth_in_family: r.truth_in_family,
     }
-}
-
-/// 95% percentile-bootstrap band of the mean (positive whenever the values are, so it can be
-/// drawn on log axes, unlike mean ± 1.96 se).
-pub fn mean_band(values: &[f64], n_boot: usize, seed: u64) -> (f64, f64) {
-    let m = mean(values);
-    if values.len() < 2 || n_boot == 0 {
-        return (m, m);
-    }
-    let mut state = seed;
-    let mut means: Vec<f64> = (0..n_boot)
-        .map(|_| {
-            let s: f64 = (0..values.len())
-                .map(|_| values[(splitmix64(&mut state) % values.len() as u64) as usize])
-                .sum();
-            s / values.len() as f64
-        })
-        .collect();
-    means.sort_by(|a, b| a.total_cmp(b));
-    (quantile(&means, 0.025), quantile(&means, 0.975))
-}
-
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

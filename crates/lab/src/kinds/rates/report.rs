@@ -1,21 +1,15 @@
 //! Figures and `summary.md` of a `rates` profile, drawn from `curves.csv` and `rates.csv`.
 use super::metrics::{CurveRow, RateRow};
 use super::RatesKind;
+use crate::kind::Report;
 use crate::layout::Dirs;
 use crate::plot::{self, Axis, Curve, Panel, Scale, GREY, PALETTE};
-use crate::provenance::ProvenanceSummary;
 use crate::store::read_csv;
 use hmoe::Family;
 use plotters::prelude::{RGBColor, SeriesLabelPosition};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
-pub(super) fn write(
-    kind: &RatesKind,
-    profile: &str,
-    dirs: &Dirs,
-    prov: &ProvenanceSummary,
-) -> anyhow::Result<Vec<PathBuf>> {
+pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs) -> anyhow::Result<Report> {
     let curves: Vec<CurveRow> = read_csv(&dirs.file("curves.csv"))?;
     let rates: Vec<RateRow> = read_csv(&dirs.file("rates.csv"))?;
     let methods = method_order(kind);
@@ -54,11 +48,10 @@ pub(super) fn write(
         ];
         files.extend(plot::save(&dirs.file("heads"), &panels, 2)?);
     }
-    let summary = dirs.file("summary.md");
-    let text = summary_markdown(kind, profile, &rates, heads.len() > 1, prov);
-    crate::store::write_atomic(&summary, text.as_bytes())?;
-    files.push(summary);
-    Ok(files)
+    Ok(Report {
+        figures: files,
+        summary: summary_markdown(kind, profile, &rates, heads.len() > 1),
+    })
 }
 
 /// A colour per family (lora, replora, hora), so a family looks the same in every panel; a
@@ -202,7 +195,10 @@ fn loss_panel(
     Panel {
         title: format!(
             "{title}: {} (truth {}, H={}, m={})",
-            setting, s.truth, s.model.heads, s.model.atoms
+            setting,
+            s.truth,
+            s.model().heads,
+            s.model().atoms
         ),
         x: Axis::new("sample size n", Scale::Log10),
         y: Axis::new(&format!("mean {title} (95% band)"), Scale::Log10),
@@ -269,52 +265,55 @@ fn opt_n(x: Option<f64>) -> String {
     }
 }
 
-fn summary_markdown(
-    kind: &RatesKind,
-    profile: &str,
-    rates: &[RateRow],
-    heads: bool,
-    prov: &ProvenanceSummary,
-) -> String {
-    let mut s = format!("# {} ({} profile)\n\n", kind.name, profile);
-    if !kind.description.trim().is_empty() {
-        s += &format!("{}\n\n", kind.description.trim());
-    }
+fn summary_markdown(kind: &RatesKind, profile: &str, rates: &[RateRow], heads: bool) -> String {
     let p = &kind.profiles[profile];
-    s += &format!(
+    let mut s = format!(
         "Grid: n ∈ {{{}}}, {} replicates per point; slopes are OLS of log(mean loss) on log n with \
          95% bootstrap intervals over replicates ({} resamples).\n\n",
         p.ns.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
         p.replicates,
         kind.report.bootstrap
     );
-    s += &format!(
-        "| setting | truth | H | m | method | fits | Voronoi slope [95% CI] | median slope [95% CI] | regression slope [95% CI] | converged | guard failures | n at ε = {} (grid / fitted) |\n",
-        kind.report.target_loss
-    );
-    s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
-    for r in rates {
-        s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} / {} |\n",
-            r.setting,
-            r.truth,
-            r.heads,
-            r.atoms,
-            r.method,
-            r.fits,
+    let target = format!("n at ε = {} (grid / fitted)", kind.report.target_loss);
+    let header = [
+        "setting",
+        "truth",
+        "H",
+        "m",
+        "method",
+        "fits",
+        "Voronoi slope [95% CI]",
+        "median slope [95% CI]",
+        "regression slope [95% CI]",
+        "converged",
+        "guard failures",
+        target.as_str(),
+    ];
+    let rows = rates.iter().map(|r| {
+        vec![
+            r.setting.clone(),
+            r.truth.clone(),
+            r.heads.to_string(),
+            r.atoms.to_string(),
+            r.method.clone(),
+            r.fits.to_string(),
             slope_text(r.slope, r.slope_lo, r.slope_hi),
             slope_text(r.median_slope, r.median_slope_lo, r.median_slope_hi),
             slope_text(
                 r.regression_slope,
                 r.regression_slope_lo,
-                r.regression_slope_hi
+                r.regression_slope_hi,
             ),
-            100.0 * r.converged_fraction,
-            r.guard_failures,
-            opt_n(r.n_at_target),
-            opt_n(r.n_at_target_extrapolated),
-        );
-    }
+            format!("{:.0}%", 100.0 * r.converged_fraction),
+            r.guard_failures.to_string(),
+            format!(
+                "{} / {}",
+                opt_n(r.n_at_target),
+                opt_n(r.n_at_target_extrapolated)
+            ),
+        ]
+    });
+    s += &crate::markdown::table(&header, rows);
     s += "\nFor a truth inside the shared families, THEORY.md §5 predicts a Voronoi-loss slope of about \
           −1/2 for every method when m = 1; when m ≥ 2, about −1/2 for replora and hora but a slope \
           drifting toward 0 for lora; and about −1/2 for the regression error throughout. The table \
@@ -324,6 +323,5 @@ fn summary_markdown(
         s += "![slope vs heads](heads.png)\n\n";
     }
     s += "Tables: `metrics.csv` (one row per fit), `curves.csv` (means and bands), `rates.csv` (slopes).\n\n";
-    s += &prov.markdown();
     s
 }
