@@ -64,9 +64,7 @@ where
                 .and_then(|v| v.get("format").and_then(|f| f.as_u64()))
                 .filter(|f| *f > FORMAT as u64);
             return Stored::Corrupt(match newer {
-                Some(f) => {
-                    format!("record format {f} is newer than this build's {FORMAT}: update hora")
-                }
+                Some(f) => newer_format(f),
                 None => e.to_string(),
             });
         }
