@@ -57,8 +57,7 @@ impl<'de, T: Deserialize<'de> + ParamGuard> Deserialize<'de> for Checked<T> {
     }
 }
 
-/// The checked forms the fitting code takes.
-pub type ValidModel = Checked<ModelConfig>;
+/// The checked loss configuration `record_losses` takes.
 pub type ValidLoss = Checked<LossConfig>;
 
 /// Sizes and structure of the HMoE regression model. Defaults are THEORY.md §6.

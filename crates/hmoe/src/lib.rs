@@ -21,7 +21,6 @@ pub mod truth;
 pub use atoms::Atoms;
 pub use config::{
     Checked, DataConfig, FitConfig, LossConfig, ModelConfig, ParamGuard, TruthPrior, ValidLoss,
-    ValidModel,
 };
 pub use error::{HmoeError, Result};
 pub use fit::run_fit;

@@ -25,7 +25,7 @@ pub const KINDS: &[KindEntry] = &[
     entry::<finetune::FinetuneKind>(),
 ];
 
-/// Parse an experiment file's text as one kind.
+/// Parse an experiment file's body (the file without its header) as one kind.
 type LoadFn =
     fn(ExperimentInfo, toml::Table, &KindOptions) -> Result<Box<dyn Experiment>, LabError>;
 

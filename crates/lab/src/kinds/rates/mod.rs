@@ -46,7 +46,6 @@ struct SettingFile {
 /// `[data]` (`hmoe::DataConfig`), `[truth_prior]` (`hmoe::TruthPrior`) and `[fit]`
 /// (`hmoe::FitConfig`) at the top of the file, and the same keys in a setting as its overrides
 /// (`model = { heads = 8 }`).
-#[derive(Default)]
 struct Parts {
     model: toml::Table,
     data: toml::Table,
