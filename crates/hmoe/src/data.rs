@@ -23,7 +23,7 @@ pub fn sample_data(
 ) -> (Array2<f64>, Array2<f64>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let x = sample_inputs(model, n, &mut rng);
-    let mut y = model.predict(truth, x.view());
+    let mut y = model.predict_reference(truth, x.view());
     let sigma = data.sigma;
     y.mapv_inplace(|v| {
         let e: f64 = StandardNormal.sample(&mut rng);

@@ -6,6 +6,7 @@
 //! `exp` overflows whatever the parameters.
 use crate::atoms::Atoms;
 use crate::config::ModelConfig;
+use crate::kernel::{self, Isa, Prepared};
 use crate::record::derive_seed;
 use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
@@ -28,8 +29,8 @@ pub struct Model {
 /// Buffers reused across samples and calls: the hot loop allocates nothing.
 #[derive(Default)]
 pub struct Workspace {
-    gate: Vec<f64>,
-    value: Vec<f64>,
+    pub(crate) gate: Vec<f64>,
+    pub(crate) value: Vec<f64>,
     score: Vec<f64>,
     y: Vec<f64>,
     prob: Vec<f64>,
@@ -42,7 +43,22 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    fn prepare(&mut self, model: &Model, atoms: &Atoms) {
+    /// The effective matrices of the last [`Workspace::prepare`], as the batched kernel reads them.
+    pub(crate) fn prepared<'a>(&'a self, model: &'a Model, atoms: &'a Atoms) -> Prepared<'a> {
+        Prepared {
+            heads: atoms.heads,
+            slots: atoms.slots,
+            m: atoms.atoms,
+            d: model.cfg.d,
+            q: model.cfg.q,
+            gate: &self.gate,
+            value: &self.value,
+            c: &atoms.c,
+            gamma: model.gamma.as_deref(),
+        }
+    }
+
+    pub(crate) fn prepare(&mut self, model: &Model, atoms: &Atoms) {
         let (d, q, k) = (model.cfg.d, model.cfg.q, atoms.count());
         let h = model.cfg.heads;
         resize(&mut self.gate, k * d * d);
@@ -177,7 +193,7 @@ impl Model {
         }
     }
 
-    fn check_shapes(&self, atoms: &Atoms, x: &ArrayView2<f64>) {
+    pub(crate) fn check_shapes(&self, atoms: &Atoms, x: &ArrayView2<f64>) {
         assert_eq!(
             atoms.heads, self.cfg.heads,
             "atoms have the wrong number of heads"
@@ -198,11 +214,19 @@ impl Model {
         );
     }
 
-    /// `f(X)` for a batch.
+    /// `f(X)` for a batch, with the batched kernel on the widest instruction set available
+    /// (the same bits on every one: see [`crate::kernel`]).
     ///
     /// # Shapes
     /// `x`: `n × (S+1)d`, rows `(u, v_1, …, v_S)`; returns `n × q`.
     pub fn predict(&self, atoms: &Atoms, x: ArrayView2<f64>) -> Array2<f64> {
+        self.predict_with(Isa::best(), atoms, x)
+    }
+
+    /// `f(X)` by the per-sample reference loop: the oracle of the batched kernel. The data
+    /// (`Y = f*(X) + ε`) and the regression-error metric use it, so they are unchanged since the
+    /// first committed records.
+    pub fn predict_reference(&self, atoms: &Atoms, x: ArrayView2<f64>) -> Array2<f64> {
         self.check_shapes(atoms, &x);
         let mut ws = Workspace::default();
         ws.prepare(self, atoms);
@@ -218,12 +242,50 @@ impl Model {
     }
 
     /// The objective `(1/n) Σ_k ‖Y_k − f(X_k)‖²` and its gradient with respect to the atoms
-    /// (written into `grad`, which must have the shape of `atoms`).
+    /// (written into `grad`, which must have the shape of `atoms`), by the batched kernel on the
+    /// widest instruction set available ([`crate::kernel`]); chunks of samples run on the current
+    /// rayon pool, with the same bits at any thread count.
+    pub fn objective_and_grad(
+        &self,
+        atoms: &Atoms,
+        x: ArrayView2<f64>,
+        y: ArrayView2<f64>,
+        grad: &mut Atoms,
+        ws: &mut Workspace,
+    ) -> f64 {
+        self.objective_and_grad_with(Isa::best(), atoms, x, y, grad, ws)
+    }
+
+    /// [`Model::objective_and_grad`] with a chosen instruction-set variant (for tests and
+    /// benchmarks). Panics if the CPU lacks it.
+    pub fn objective_and_grad_with(
+        &self,
+        isa: Isa,
+        atoms: &Atoms,
+        x: ArrayView2<f64>,
+        y: ArrayView2<f64>,
+        grad: &mut Atoms,
+        ws: &mut Workspace,
+    ) -> f64 {
+        self.check_shapes(atoms, &x);
+        assert_eq!(grad.count(), atoms.count());
+        assert_eq!(y.dim(), (x.nrows(), self.cfg.q), "responses have the wrong shape");
+        ws.prepare(self, atoms);
+        let (xs, ys) = (x.as_standard_layout(), y.as_standard_layout());
+        let (xf, yf) = (
+            xs.as_slice().expect("standard layout"),
+            ys.as_slice().expect("standard layout"),
+        );
+        kernel::objective_and_grad(isa, &ws.prepared(self, atoms), xf, yf, x.nrows(), grad)
+    }
+
+    /// The reference implementation of [`Model::objective_and_grad`]: one sample at a time, sums
+    /// in sample order. The oracle of the batched kernel in tests and its baseline in benchmarks.
     ///
     /// With `p_j` the softmax weight of expert `j` in head `h`, `y_j = (E + ΔV_j) v_s` and
     /// `g = ∂ℓ/∂f`: `∂ℓ/∂score_j = p_j π_h gᵀ(y_j − f_h)`, from which
     /// `∂ℓ/∂c_j = ∂ℓ/∂score_j`, `∂ℓ/∂ΔQ_j = ∂ℓ/∂score_j · u v_sᵀ`, `∂ℓ/∂ΔV_j = p_j π_h g v_sᵀ`.
-    pub fn objective_and_grad(
+    pub fn objective_and_grad_reference(
         &self,
         atoms: &Atoms,
         x: ArrayView2<f64>,

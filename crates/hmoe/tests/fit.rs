@@ -110,6 +110,23 @@ fn the_same_seed_gives_bit_identical_records_with_one_and_two_threads() {
 }
 
 #[test]
+fn one_large_fit_splits_its_samples_over_threads_with_the_same_bits() {
+    // Fewer jobs than threads: the kernel's chunks of one fit run on several threads, and the
+    // fixed chunking and reduction order give the same record as on one thread.
+    let n = 3 * hmoe::kernel::CHUNK + 11;
+    let jobs = [job("hora-tanh", 2, n, 0)];
+    let strip = |r: &FitRecord| {
+        let mut r = r.clone();
+        r.seconds = 0.0;
+        serde_json::to_string(&r).unwrap()
+    };
+    let one = strip(&run_in_pool(1, &jobs)[0]);
+    for threads in [2, 3] {
+        assert_eq!(strip(&run_in_pool(threads, &jobs)[0]), one, "{threads} threads");
+    }
+}
+
+#[test]
 fn a_bad_config_is_rejected_with_a_message_naming_the_field() {
     let mut j = spec("lora", 1, 100, 0);
     j.data.sigma = -1.0;

@@ -1,0 +1,636 @@
+//! The batched kernel of [`Model::objective_and_grad`] and [`Model::predict`]: the same model as
+//! the per-sample reference loop in `model.rs`, computed over blocks of [`LANES`] samples at once.
+//!
+//! # Layout
+//! Samples are taken in blocks of [`LANES`] = 8. A block is transposed into structure-of-arrays
+//! form (each input coordinate contiguous over the block), and every per-atom quantity (score,
+//! softmax weight, expert output, gradient contribution) is a `[f64; 8]`, one lane per sample.
+//! Gradient accumulators are also per lane, and are reduced across lanes only at the end of a
+//! chunk of [`CHUNK`] samples.
+//!
+//! # The same bits on every machine
+//! A fit must not depend on which instruction set the dispatcher picks, so nothing in the
+//! arithmetic depends on the register width:
+//! - the block width is fixed at 8 (one AVX-512 register, two AVX2 ones, four SSE2 ones);
+//! - every fused multiply-add is written as `f64::mul_add` (one rounding, in hardware or in libm);
+//!   plain products and sums are never contracted (Rust does not contract floating point);
+//! - `exp` is the polynomial [`exp_lane`] on every path, built from `+`, `×`, `mul_add`, and
+//!   bit operations only;
+//! - every reduction has a fixed order: lanes `0..8` in turn at the end of a chunk, chunks in index
+//!   order at the end of a call. The chunk boundaries depend on `n` alone, never on the number of
+//!   threads, so a call gives the same bits with one thread or many.
+//!
+//! The instruction-set variants ([`Isa`]) are the one generic body compiled under different
+//! `#[target_feature]`s; runtime detection picks the widest available. `tests/kernel.rs` forces
+//! each available variant and compares the bits.
+//!
+//! # Threads
+//! The chunks of one call run on the current rayon pool. Inside a sweep that already occupies
+//! every thread they run on the calling thread; at the tail of a sweep, or for a single large fit,
+//! idle threads take chunks.
+use crate::atoms::Atoms;
+use crate::model::Model;
+use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Samples per block: the SIMD lane count of every per-sample quantity.
+pub const LANES: usize = 8;
+/// Samples per chunk: the unit of parallel work and of the lane reduction (a multiple of
+/// [`LANES`]). Fixed, so results never depend on the thread count.
+pub const CHUNK: usize = 2048;
+
+type L = [f64; LANES];
+const ZERO: L = [0.0; LANES];
+
+/// An instruction-set variant of the kernel. All give the same bits; they differ in speed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// The target's baseline (SSE2 on x86-64, NEON on aarch64); `mul_add` may be a libm call.
+    Baseline,
+    /// x86-64 with AVX2 and FMA.
+    Avx2,
+    /// x86-64 with AVX-512F.
+    Avx512,
+}
+
+impl Isa {
+    /// Every variant this CPU can run, the baseline first.
+    pub fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Baseline];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+
+    /// The widest variant this CPU can run (detected once).
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| *Isa::available().last().expect("the baseline is always there"))
+    }
+}
+
+/// The frozen and fitted matrices of one call, with the sizes the kernel loops over.
+pub(crate) struct Prepared<'a> {
+    pub heads: usize,
+    pub slots: usize,
+    pub m: usize,
+    pub d: usize,
+    pub q: usize,
+    /// `P + ΔQ` per atom (`d × d`), `E + ΔV` per atom (`q × d`), `c` per atom.
+    pub gate: &'a [f64],
+    pub value: &'a [f64],
+    pub c: &'a [f64],
+    /// The outer gate `γ` (`H × d`), if on.
+    pub gamma: Option<&'a [f64]>,
+}
+
+impl Prepared<'_> {
+    fn atoms(&self) -> usize {
+        self.heads * self.slots * self.m
+    }
+    fn width(&self) -> usize {
+        (self.slots + 1) * self.d
+    }
+}
+
+/// The sums of one chunk (unscaled): `Σ‖r‖²` and `Σ ∂‖r‖²/∂(ΔQ, ΔV, c)`.
+struct Sums {
+    total: f64,
+    dq: Vec<f64>,
+    dv: Vec<f64>,
+    c: Vec<f64>,
+}
+
+/// Per-block intermediate values and per-lane accumulators of one chunk.
+struct Block {
+    xs: Vec<L>,
+    ys: Vec<L>,
+    mask: L,
+    pi: Vec<L>,
+    uv: Vec<L>,
+    score: Vec<L>,
+    prob: Vec<L>,
+    y: Vec<L>,
+    fh: Vec<L>,
+    f: Vec<L>,
+    /// `∂‖r‖²/∂f` per output.
+    g: Vec<L>,
+    acc_total: L,
+    acc_dq: Vec<L>,
+    acc_dv: Vec<L>,
+    acc_c: Vec<L>,
+}
+
+impl Block {
+    fn new(p: &Prepared, grad: bool) -> Block {
+        let (k, d, q) = (p.atoms(), p.d, p.q);
+        let g = |len: usize| if grad { vec![ZERO; len] } else { Vec::new() };
+        Block {
+            xs: vec![ZERO; p.width()],
+            ys: vec![ZERO; q],
+            mask: ZERO,
+            pi: vec![ZERO; p.heads],
+            uv: vec![ZERO; p.slots * d * d],
+            score: vec![ZERO; k],
+            prob: vec![ZERO; k],
+            y: vec![ZERO; k * q],
+            fh: vec![ZERO; p.heads * q],
+            f: vec![ZERO; q],
+            g: vec![ZERO; q],
+            acc_total: ZERO,
+            acc_dq: g(k * d * d),
+            acc_dv: g(k * q * d),
+            acc_c: g(k),
+        }
+    }
+
+    /// Transpose rows `start..start+len` (`len ≤ 8`) of `x` (and `y`) into lanes; padding lanes
+    /// hold zeros and a zero mask.
+    #[inline(always)]
+    fn load(&mut self, x: &[f64], y: Option<&[f64]>, w: usize, q: usize, start: usize, len: usize) {
+        for l in 0..LANES {
+            let live = l < len;
+            self.mask[l] = if live { 1.0 } else { 0.0 };
+            for (col, xs) in self.xs.iter_mut().enumerate() {
+                xs[l] = if live { x[(start + l) * w + col] } else { 0.0 };
+            }
+            if let Some(y) = y {
+                for (o, ys) in self.ys.iter_mut().enumerate() {
+                    ys[l] = if live { y[(start + l) * q + o] } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn fma(a: L, b: L, c: L) -> L {
+    let mut o = ZERO;
+    for l in 0..LANES {
+        o[l] = a[l].mul_add(b[l], c[l]);
+    }
+    o
+}
+
+#[inline(always)]
+fn fma_s(a: f64, b: L, c: L) -> L {
+    let mut o = ZERO;
+    for l in 0..LANES {
+        o[l] = a.mul_add(b[l], c[l]);
+    }
+    o
+}
+
+#[inline(always)]
+fn mul(a: L, b: L) -> L {
+    let mut o = ZERO;
+    for l in 0..LANES {
+        o[l] = a[l] * b[l];
+    }
+    o
+}
+
+#[inline(always)]
+fn sub(a: L, b: L) -> L {
+    let mut o = ZERO;
+    for l in 0..LANES {
+        o[l] = a[l] - b[l];
+    }
+    o
+}
+
+#[inline(always)]
+fn add(a: L, b: L) -> L {
+    let mut o = ZERO;
+    for l in 0..LANES {
+        o[l] = a[l] + b[l];
+    }
+    o
+}
+
+#[inline(always)]
+fn max(a: L, b: L) -> L {
+    let mut o = ZERO;
+    for l in 0..LANES {
+        o[l] = if b[l] > a[l] { b[l] } else { a[l] };
+    }
+    o
+}
+
+#[inline(always)]
+fn exp(x: L) -> L {
+    let mut o = ZERO;
+    for l in 0..LANES {
+        o[l] = exp_lane(x[l]);
+    }
+    o
+}
+
+/// `exp(x)` for `x ≤ 0` (softmax arguments after the max shift), to about 1 ulp; 0 below −708,
+/// NaN for NaN. Cody–Waite reduction `x = k ln 2 + r`, `|r| ≤ ln 2 / 2`, with `k` rounded by the
+/// `1.5·2⁵²` trick (round to nearest even, exact for `|k| < 2⁵¹`); `e^r` by its Taylor polynomial
+/// to degree 13 (remainder below 4e-18 relative) in Horner form with `mul_add`; `2^k` from bits.
+/// Every operation is `+`, `×`, `mul_add` or an integer operation, so every path gives the same
+/// bits, and the loop over lanes vectorises.
+#[inline(always)]
+pub fn exp_lane(x: f64) -> f64 {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76);
+    const SHIFT: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
+    // 1/13!, 1/12!, ..., 1/1!, 1/0!
+    const C: [f64; 14] = [
+        1.605_904_383_682_161_3e-10,
+        2.087_675_698_786_81e-9,
+        2.505_210_838_544_172e-8,
+        2.755_731_922_398_589e-7,
+        2.755_731_922_398_589e-6,
+        2.480_158_730_158_730_2e-5,
+        1.984_126_984_126_984e-4,
+        1.388_888_888_888_889e-3,
+        8.333_333_333_333_333e-3,
+        4.166_666_666_666_666_4e-2,
+        1.666_666_666_666_666_6e-1,
+        0.5,
+        1.0,
+        1.0,
+    ];
+    let under = x < -708.0;
+    let xc = if under { -708.0 } else { x };
+    let shifted = xc * LOG2E + SHIFT;
+    let k = shifted - SHIFT;
+    let r = (-k).mul_add(LN2_HI, xc);
+    let r = (-k).mul_add(LN2_LO, r);
+    let mut p = C[0];
+    for c in &C[1..] {
+        p = p.mul_add(r, *c);
+    }
+    // The integer k sits in the low bits of `shifted`: 2^k = bits((k + 1023) << 52).
+    let ki = (shifted.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
+    let two_k = f64::from_bits((ki.wrapping_add(1023) as u64) << 52);
+    let e = p * two_k;
+    if under {
+        0.0
+    } else {
+        e
+    }
+}
+
+/// The forward pass of one loaded block: `π`, `u v_sᵀ`, scores, softmax weights, expert outputs,
+/// per-head outputs `f_h` and `f`, all per lane.
+///
+/// The sizes are passed in (equal to `p`'s) so that a call with literal sizes compiles to fully
+/// unrolled loops; the arithmetic and its order are the same whatever the call.
+#[inline(always)]
+fn forward(p: &Prepared, z: Sizes, b: &mut Block) {
+    let Sizes { slots, m, d, q } = z;
+    // Separate slices: the compiler then knows the buffers never alias, so their pointers and
+    // lengths stay in registers across the stores below.
+    let (xs, pi_, uv_, score, prob, y, fh, f) = (
+        &b.xs[..],
+        &mut b.pi[..],
+        &mut b.uv[..],
+        &mut b.score[..],
+        &mut b.prob[..],
+        &mut b.y[..],
+        &mut b.fh[..],
+        &mut b.f[..],
+    );
+    // Outer weights.
+    match p.gamma {
+        None => {
+            let w = [1.0 / p.heads as f64; LANES];
+            pi_.iter_mut().for_each(|pi| *pi = w);
+        }
+        Some(g) => {
+            let mut mx = [f64::NEG_INFINITY; LANES];
+            for h in 0..p.heads {
+                let mut z = ZERO;
+                for j in 0..d {
+                    z = fma_s(g[h * d + j], xs[j], z);
+                }
+                pi_[h] = z;
+                mx = max(mx, z);
+            }
+            let mut tot = ZERO;
+            for pi in pi_.iter_mut() {
+                *pi = exp(sub(*pi, mx));
+                tot = add(tot, *pi);
+            }
+            for pi in pi_.iter_mut() {
+                for l in 0..LANES {
+                    pi[l] /= tot[l];
+                }
+            }
+        }
+    }
+    // u v_sᵀ per slot.
+    for s in 0..slots {
+        for a in 0..d {
+            for c in 0..d {
+                uv_[(s * d + a) * d + c] = mul(xs[a], xs[(s + 1) * d + c]);
+            }
+        }
+    }
+    for f in f.iter_mut() {
+        *f = ZERO;
+    }
+    for h in 0..p.heads {
+        let base = h * slots * m;
+        let mut mx = ZERO; // the sink's score
+        for s in 0..slots {
+            let uv = &uv_[s * d * d..(s + 1) * d * d];
+            let v = &xs[(s + 1) * d..(s + 2) * d];
+            for i in 0..m {
+                let k = base + s * m + i;
+                let g = &p.gate[k * d * d..(k + 1) * d * d];
+                let mut sc = [p.c[k]; LANES];
+                for (gj, uvj) in g.iter().zip(uv) {
+                    sc = fma_s(*gj, *uvj, sc);
+                }
+                score[k] = sc;
+                mx = max(mx, sc);
+                let val = &p.value[k * q * d..(k + 1) * q * d];
+                for (o, vrow) in val.chunks_exact(d).enumerate() {
+                    let mut acc = ZERO;
+                    for (vj, vb) in vrow.iter().zip(v) {
+                        acc = fma_s(*vj, *vb, acc);
+                    }
+                    y[k * q + o] = acc;
+                }
+            }
+        }
+        let neg = sub(ZERO, mx);
+        let mut z = exp(neg);
+        for k in base..base + slots * m {
+            let w = exp(sub(score[k], mx));
+            prob[k] = w;
+            z = add(z, w);
+        }
+        let mut inv = ZERO;
+        for l in 0..LANES {
+            inv[l] = 1.0 / z[l];
+        }
+        for o in 0..q {
+            fh[h * q + o] = ZERO;
+        }
+        for k in base..base + slots * m {
+            prob[k] = mul(prob[k], inv);
+            for o in 0..q {
+                fh[h * q + o] = fma(prob[k], y[k * q + o], fh[h * q + o]);
+            }
+        }
+        for o in 0..q {
+            f[o] = fma(pi_[h], fh[h * q + o], f[o]);
+        }
+    }
+}
+
+/// The residual of a loaded and forwarded block, accumulated into the lane sums: `Σ‖r‖²` and the
+/// gradient `∂‖r‖²/∂θ` (THEORY.md §1; see `Model::objective_and_grad` for the formulas).
+#[inline(always)]
+fn backward(p: &Prepared, z: Sizes, b: &mut Block) {
+    let Sizes { slots, m, d, q } = z;
+    let (xs, ys, mask, pi_, uv_, prob, y, fh, f, g) = (
+        &b.xs[..],
+        &b.ys[..],
+        b.mask,
+        &b.pi[..],
+        &b.uv[..],
+        &b.prob[..],
+        &b.y[..],
+        &b.fh[..],
+        &b.f[..],
+        &mut b.g[..],
+    );
+    let (acc_total, acc_dq, acc_dv, acc_c) = (
+        &mut b.acc_total,
+        &mut b.acc_dq[..],
+        &mut b.acc_dv[..],
+        &mut b.acc_c[..],
+    );
+    for o in 0..q {
+        let r = mul(sub(f[o], ys[o]), mask);
+        *acc_total = fma(r, r, *acc_total);
+        g[o] = add(r, r);
+    }
+    let gvec = &g[..q];
+    for h in 0..p.heads {
+        let pi = pi_[h];
+        for s in 0..slots {
+            let v = &xs[(s + 1) * d..(s + 2) * d];
+            let uv = &uv_[s * d * d..(s + 1) * d * d];
+            for i in 0..m {
+                let j = (h * slots + s) * m + i;
+                let pj = mul(prob[j], pi);
+                let mut delta = ZERO;
+                for (o, go) in gvec.iter().enumerate() {
+                    delta = fma(*go, sub(y[j * q + o], fh[h * q + o]), delta);
+                }
+                let delta = mul(delta, pj);
+                acc_c[j] = add(acc_c[j], delta);
+                let dq = &mut acc_dq[j * d * d..(j + 1) * d * d];
+                for (acc, x) in dq.iter_mut().zip(uv) {
+                    *acc = fma(delta, *x, *acc);
+                }
+                let dv = &mut acc_dv[j * q * d..(j + 1) * q * d];
+                for (row, go) in dv.chunks_exact_mut(d).zip(gvec) {
+                    let w = mul(pj, *go);
+                    for (acc, vb) in row.iter_mut().zip(v) {
+                        *acc = fma(w, *vb, *acc);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sum lanes `0..8` in order.
+#[inline(always)]
+fn lane_sum(a: &L) -> f64 {
+    let mut s = 0.0;
+    for v in a {
+        s += *v;
+    }
+    s
+}
+
+/// The sizes the inner loops run over. Passed by value, so that a call with literal sizes
+/// ([`with_sizes`]) compiles to unrolled loops.
+#[derive(Clone, Copy)]
+struct Sizes {
+    slots: usize,
+    m: usize,
+    d: usize,
+    q: usize,
+}
+
+/// Calls `$f(sizes)` with literal sizes for the shapes of the committed experiments (S = 2,
+/// m ≤ 3, d = q = 2) and other small `d`, `q`, so each gets its own unrolled copy of the loops,
+/// and with the runtime sizes otherwise.
+macro_rules! with_sizes {
+    ($p:expr, $f:expr) => {{
+        let z = |slots, m, d, q| Sizes { slots, m, d, q };
+        match ($p.slots, $p.m, $p.d, $p.q) {
+            (2, 1, 2, 2) => $f(z(2, 1, 2, 2)),
+            (2, 2, 2, 2) => $f(z(2, 2, 2, 2)),
+            (2, 3, 2, 2) => $f(z(2, 3, 2, 2)),
+            (s, m, 2, 2) => $f(z(s, m, 2, 2)),
+            (s, m, 2, 3) => $f(z(s, m, 2, 3)),
+            (s, m, 3, 2) => $f(z(s, m, 3, 2)),
+            (s, m, 3, 3) => $f(z(s, m, 3, 3)),
+            (s, m, d, q) => $f(z(s, m, d, q)),
+        }
+    }};
+}
+
+#[inline(always)]
+fn chunk_sums_body(p: &Prepared, x: &[f64], y: &[f64], start: usize, end: usize) -> Sums {
+    let mut b = Block::new(p, true);
+    #[inline(always)]
+    fn run(p: &Prepared, z: Sizes, b: &mut Block, x: &[f64], y: &[f64], range: (usize, usize)) {
+        let (mut at, end) = range;
+        while at < end {
+            let len = LANES.min(end - at);
+            b.load(x, Some(y), (z.slots + 1) * z.d, z.q, at, len);
+            forward(p, z, b);
+            backward(p, z, b);
+            at += len;
+        }
+    }
+    with_sizes!(p, |z| run(p, z, &mut b, x, y, (start, end)));
+    let fold = |v: &Vec<L>| v.iter().map(lane_sum).collect::<Vec<f64>>();
+    Sums {
+        total: lane_sum(&b.acc_total),
+        dq: fold(&b.acc_dq),
+        dv: fold(&b.acc_dv),
+        c: fold(&b.acc_c),
+    }
+}
+
+#[inline(always)]
+fn predict_chunk_body(p: &Prepared, x: &[f64], start: usize, end: usize, out: &mut [f64]) {
+    let w = p.width();
+    let mut b = Block::new(p, false);
+    let mut at = start;
+    while at < end {
+        let len = LANES.min(end - at);
+        b.load(x, None, w, p.q, at, len);
+        with_sizes!(p, |z| forward(p, z, &mut b));
+        for l in 0..len {
+            for o in 0..p.q {
+                out[(at - start + l) * p.q + o] = b.f[o][l];
+            }
+        }
+        at += len;
+    }
+}
+
+/// One generic body per instruction set: the same source compiled with more registers.
+macro_rules! variants {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        fn $name(isa: Isa, $($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                match isa {
+                    // SAFETY: `Isa::Avx2`/`Isa::Avx512` are only handed out by
+                    // `Isa::available`, after runtime detection of those features; `run_*`
+                    // re-checks a caller's choice against it.
+                    Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    Isa::Baseline => {}
+                }
+            }
+            let _ = isa;
+            $body($($arg),*)
+        }
+    };
+}
+
+variants!(chunk_sums, chunk_sums_body, (p: &Prepared, x: &[f64], y: &[f64], start: usize, end: usize) -> Sums);
+variants!(predict_chunk, predict_chunk_body, (p: &Prepared, x: &[f64], start: usize, end: usize, out: &mut [f64]) -> ());
+
+fn checked(isa: Isa) -> Isa {
+    assert!(
+        Isa::available().contains(&isa),
+        "instruction set {isa:?} is not available on this CPU"
+    );
+    isa
+}
+
+/// `(Σ_k ‖Y_k − f(X_k)‖²) / n` and its gradient in the atoms (scaled by `1/n`), batched.
+pub(crate) fn objective_and_grad(
+    isa: Isa,
+    p: &Prepared,
+    x: &[f64],
+    y: &[f64],
+    n: usize,
+    grad: &mut Atoms,
+) -> f64 {
+    let isa = checked(isa);
+    let chunks = n.div_ceil(CHUNK);
+    let sums: Vec<Sums> = (0..chunks)
+        .into_par_iter()
+        .map(|c| chunk_sums(isa, p, x, y, c * CHUNK, ((c + 1) * CHUNK).min(n)))
+        .collect();
+    let scale = 1.0 / n as f64;
+    let mut total = 0.0;
+    grad.fill_zero();
+    for s in &sums {
+        total += s.total;
+        for (g, v) in grad.dq.iter_mut().zip(&s.dq) {
+            *g += v;
+        }
+        for (g, v) in grad.dv.iter_mut().zip(&s.dv) {
+            *g += v;
+        }
+        for (g, v) in grad.c.iter_mut().zip(&s.c) {
+            *g += v;
+        }
+    }
+    grad.dq.iter_mut().for_each(|g| *g *= scale);
+    grad.dv.iter_mut().for_each(|g| *g *= scale);
+    grad.c.iter_mut().for_each(|g| *g *= scale);
+    total * scale
+}
+
+/// `f(X)` for `n` rows, batched.
+pub(crate) fn predict(isa: Isa, p: &Prepared, x: &[f64], n: usize) -> Vec<f64> {
+    let isa = checked(isa);
+    let q = p.q;
+    let mut out = vec![0.0; n * q];
+    out.par_chunks_mut(CHUNK * q)
+        .enumerate()
+        .for_each(|(c, o)| predict_chunk(isa, p, x, c * CHUNK, ((c + 1) * CHUNK).min(n), o));
+    out
+}
+
+impl Model {
+    /// [`Model::predict`] with a chosen instruction-set variant (for tests and benchmarks).
+    pub fn predict_with(&self, isa: Isa, atoms: &Atoms, x: ArrayView2<f64>) -> Array2<f64> {
+        self.check_shapes(atoms, &x);
+        let mut ws = crate::model::Workspace::default();
+        ws.prepare(self, atoms);
+        let xs = x.as_standard_layout();
+        let flat = xs.as_slice().expect("standard layout");
+        let p = ws.prepared(self, atoms);
+        let out = predict(isa, &p, flat, x.nrows());
+        Array2::from_shape_vec((x.nrows(), self.cfg.q), out).expect("n × q outputs")
+    }
+}
