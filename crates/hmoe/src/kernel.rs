@@ -73,7 +73,11 @@ impl Isa {
     /// The widest variant this CPU can run (detected once).
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| *Isa::available().last().expect("the baseline is always there"))
+        *BEST.get_or_init(|| {
+            *Isa::available()
+                .last()
+                .expect("the baseline is always there")
+        })
     }
 }
 
@@ -246,19 +250,19 @@ pub fn exp_lane(x: f64) -> f64 {
     const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000);
     const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76);
     const SHIFT: f64 = 6_755_399_441_055_744.0; // 1.5 · 2^52
-    // 1/13!, 1/12!, ..., 1/1!, 1/0!
+                                                // 1/13!, 1/12!, ..., 1/1!, 1/0!, each the correctly rounded quotient.
     const C: [f64; 14] = [
-        1.605_904_383_682_161_3e-10,
-        2.087_675_698_786_81e-9,
-        2.505_210_838_544_172e-8,
-        2.755_731_922_398_589e-7,
-        2.755_731_922_398_589e-6,
-        2.480_158_730_158_730_2e-5,
-        1.984_126_984_126_984e-4,
-        1.388_888_888_888_889e-3,
-        8.333_333_333_333_333e-3,
-        4.166_666_666_666_666_4e-2,
-        1.666_666_666_666_666_6e-1,
+        1.0 / 6227020800.0,
+        1.0 / 479001600.0,
+        1.0 / 39916800.0,
+        1.0 / 3628800.0,
+        1.0 / 362880.0,
+        1.0 / 40320.0,
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
         0.5,
         1.0,
         1.0,

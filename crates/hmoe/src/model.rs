@@ -269,7 +269,11 @@ impl Model {
     ) -> f64 {
         self.check_shapes(atoms, &x);
         assert_eq!(grad.count(), atoms.count());
-        assert_eq!(y.dim(), (x.nrows(), self.cfg.q), "responses have the wrong shape");
+        assert_eq!(
+            y.dim(),
+            (x.nrows(), self.cfg.q),
+            "responses have the wrong shape"
+        );
         ws.prepare(self, atoms);
         let (xs, ys) = (x.as_standard_layout(), y.as_standard_layout());
         let (xf, yf) = (

@@ -122,7 +122,11 @@ fn one_large_fit_splits_its_samples_over_threads_with_the_same_bits() {
     };
     let one = strip(&run_in_pool(1, &jobs)[0]);
     for threads in [2, 3] {
-        assert_eq!(strip(&run_in_pool(threads, &jobs)[0]), one, "{threads} threads");
+        assert_eq!(
+            strip(&run_in_pool(threads, &jobs)[0]),
+            one,
+            "{threads} threads"
+        );
     }
 }
 

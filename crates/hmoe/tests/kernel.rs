@@ -183,9 +183,15 @@ fn tied_atoms_and_the_outer_gate_match_the_reference() {
             let c = case(&cfg, method, CHUNK + 7, 5);
             let (fr, gr) = grad_of(&c, None);
             let (fb, gb) = grad_of(&c, Some(Isa::best()));
-            assert!((fb - fr).abs() / fr < 1e-12, "{method} tie={tie} gate={gate}");
+            assert!(
+                (fb - fr).abs() / fr < 1e-12,
+                "{method} tie={tie} gate={gate}"
+            );
             let g = rel_diff(&flat(&gb), &flat(&gr));
-            assert!(g < 1e-12, "{method} tie={tie} gate={gate}: gradient {g:.1e}");
+            assert!(
+                g < 1e-12,
+                "{method} tie={tie} gate={gate}: gradient {g:.1e}"
+            );
         }
     }
 }
@@ -209,7 +215,10 @@ fn every_instruction_set_gives_the_same_bits() {
                 let (f, g) = grad_of(&c, Some(isa));
                 assert_eq!(bits(f, &g), bits(f0, &g0), "{method} m={atoms}: {isa:?}");
                 let p = c.model.predict_with(isa, &c.atoms, c.x.view());
-                let same = p.iter().zip(p0.iter()).all(|(a, b)| a.to_bits() == b.to_bits());
+                let same = p
+                    .iter()
+                    .zip(p0.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{method} m={atoms}: predictions differ under {isa:?}");
             }
         }
@@ -231,7 +240,10 @@ fn any_thread_count_gives_the_same_bits() {
         pool.install(|| {
             let (f, g) = grad_of(&c, Some(Isa::best()));
             let p = c.model.predict(&c.atoms, c.x.view());
-            (bits(f, &g), p.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+            (
+                bits(f, &g),
+                p.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            )
         })
     };
     let one = run(1);

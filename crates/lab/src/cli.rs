@@ -17,7 +17,7 @@ pub const DEFAULT_EXPERIMENT: &str = "rates-overspecified";
     name = "hora",
     version,
     about = "Plan, run, measure and plot the HoRA experiments (experiments/<name>.toml -> results/<name>/)",
-    after_help = "With no command, runs `run-all rates-overspecified`. `hora <experiment>` is `hora run-all <experiment>`."
+    after_help = "With no command, runs `reproduce rates-overspecified` (the quick profile, refitted from scratch and compared with the committed tables). `hora <experiment>` is `hora run-all <experiment>`."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -72,6 +72,16 @@ pub enum Command {
     Plot { experiment: String },
     /// plan, run, metric and plot.
     RunAll { experiment: String },
+    /// Rerun a profile from scratch in a scratch folder and compare its tables with the committed
+    /// ones: byte-identical, or the largest relative difference per column and whether each
+    /// fresh slope (and mean) lies inside its committed interval. Exit 1 when it does not.
+    /// Resumable: the scratch folder is kept, one per code revision.
+    Reproduce {
+        experiment: String,
+        /// Scratch folder (default: target/reproduce/<git revision>/ at the workspace root).
+        #[arg(long)]
+        into: Option<PathBuf>,
+    },
     /// List the experiments and how many of their jobs are done.
     List,
     /// Print a submit script (run it with bash): a job array of `hora run --shard`, then a
@@ -126,7 +136,17 @@ pub enum AssetsCommand {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "plan", "run", "metric", "plot", "run-all", "list", "slurm", "merge", "assets", "help",
+    "plan",
+    "run",
+    "metric",
+    "plot",
+    "run-all",
+    "reproduce",
+    "list",
+    "slurm",
+    "merge",
+    "assets",
+    "help",
 ];
 
 /// Global flags that take a value (the next argument unless written `--flag=value`).
@@ -193,8 +213,9 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
         model_dir: g.model_dir.clone(),
         assets_dir: g.assets.clone(),
     };
-    let command = cli.command.unwrap_or(Command::RunAll {
+    let command = cli.command.unwrap_or(Command::Reproduce {
         experiment: DEFAULT_EXPERIMENT.into(),
+        into: None,
     });
     let name = match &command {
         Command::List => return list(&experiments, &results, &opts),
@@ -215,6 +236,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
         | Command::Metric { experiment }
         | Command::Plot { experiment }
         | Command::RunAll { experiment }
+        | Command::Reproduce { experiment, .. }
         | Command::Slurm { experiment, .. }
         | Command::Merge { experiment, .. } => experiment.clone(),
     };
@@ -232,6 +254,89 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
         shard,
     };
     stage(&command, loaded.as_ref(), &ctx)
+}
+
+/// The scratch folder of `reproduce` when `--into` is not given: one per code revision (and per
+/// uncommitted change), so an interrupted reproduction resumes, and a changed build starts afresh.
+fn default_scratch(root: &Path) -> PathBuf {
+    let git = crate::provenance::git_state(root);
+    let short = |s: &str| s.chars().take(12).collect::<String>();
+    let name = match (git.revision.as_str(), git.dirty, &git.diff_sha256) {
+        ("unknown", _, _) => "unversioned".to_string(),
+        (rev, Some(true), Some(diff)) => format!("{}-dirty-{}", short(rev), short(diff)),
+        (rev, _, _) => short(rev),
+    };
+    root.join("target").join("reproduce").join(name)
+}
+
+fn reproduce(
+    exp: &dyn Experiment,
+    ctx: &Ctx,
+    committed: &Dirs,
+    into: Option<&Path>,
+    run_opts: &RunOptions,
+) -> anyhow::Result<bool> {
+    let g = &ctx.global;
+    if g.out.is_some() {
+        return Err(LabError::Usage(
+            "--out does not apply to reproduce: its fresh outputs go to the scratch folder (--into)"
+                .into(),
+        )
+        .into());
+    }
+    let info = exp.info();
+    let committed_dir = committed.out();
+    let has_tables = std::fs::read_dir(&committed_dir).is_ok_and(|d| {
+        d.filter_map(|e| e.ok())
+            .any(|e| e.path().extension().is_some_and(|x| x == "csv"))
+    });
+    if !has_tables {
+        return Err(LabError::Usage(format!(
+            "nothing committed to compare with: {} holds no tables (run `hora {}{}` first)",
+            committed_dir.display(),
+            info.name,
+            committed.flags
+        ))
+        .into());
+    }
+    let scratch = into.map_or_else(|| default_scratch(&ctx.root), Path::to_path_buf);
+    let mut fresh = Dirs::new(&scratch, &info.name, &g.profile);
+    fresh.flags = format!("{} --into {}", committed.flags, scratch.display());
+    println!(
+        "reproducing {} / {} from scratch in {} (committed tables: {})",
+        info.name,
+        g.profile,
+        fresh.experiment.display(),
+        committed_dir.display()
+    );
+    let run = exp.run(&fresh, run_opts)?;
+    if g.dry_run {
+        return Ok(true);
+    }
+    exp.metric(&fresh)?;
+    exp.report(&fresh)?;
+    let cmp = crate::reproduce::compare_dirs(&committed_dir, &fresh.out())?;
+    println!(
+        "{} jobs ({} fitted now, {} already in the scratch folder); fresh tables in {}",
+        run.planned,
+        run.ran,
+        run.already_done,
+        fresh.out().display()
+    );
+    print!("{}", cmp.report());
+    if cmp.identical() {
+        println!("reproduced: every table is byte-identical to the committed one");
+        Ok(true)
+    } else if cmp.within_intervals() {
+        println!(
+            "reproduced within the committed intervals: the bytes differ (see the largest \
+             relative differences above), every fresh slope and mean lies inside its committed interval"
+        );
+        Ok(true)
+    } else {
+        println!("NOT reproduced: see the differences above");
+        Ok(false)
+    }
 }
 
 struct Ctx {
@@ -327,6 +432,7 @@ fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<b
             println!("tables:  {}", dirs.out().display());
             Ok(true)
         }
+        Command::Reproduce { into, .. } => reproduce(exp, ctx, &dirs, into.as_deref(), &run_opts),
         Command::Merge { from, .. } => {
             let r = exp.merge(&dirs, from)?;
             for (id, label) in &r.missing {

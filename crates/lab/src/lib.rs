@@ -19,6 +19,7 @@ pub mod plan;
 pub mod plot;
 pub mod progress;
 pub mod provenance;
+pub mod reproduce;
 pub mod slurm;
 pub mod store;
 

@@ -733,3 +733,57 @@ fn memory_limits_are_checked_before_work() {
         text(&out)
     );
 }
+
+#[test]
+fn reproduce_refits_from_scratch_and_compares_with_the_committed_tables() {
+    let lab = Lab::new(TINY);
+    // Nothing committed yet: a user error that writes nothing.
+    user_error(
+        &lab,
+        &["reproduce", "tiny"],
+        "nothing committed to compare with",
+    );
+    lab.ok(&["tiny", "--threads", "2"]);
+    let committed: Vec<Vec<u8>> = TABLES.iter().map(|t| lab.read(t)).collect();
+    let scratch = lab.root.join("scratch");
+    let s = scratch.to_str().unwrap();
+    let out = lab.ok(&["reproduce", "tiny", "--into", s, "--threads", "2"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("36 fitted now"), "{said}");
+    assert!(said.contains("every table is byte-identical"), "{said}");
+    // The committed tables are left alone, and the fresh ones are in the scratch folder.
+    for (t, bytes) in TABLES.iter().zip(&committed) {
+        assert_eq!(&lab.read(t), bytes, "{t} changed");
+        assert_eq!(
+            &std::fs::read(scratch.join("tiny/quick").join(t)).unwrap(),
+            bytes
+        );
+    }
+
+    // A committed slope moved outside its own interval: the fresh one no longer lies inside it.
+    let rates = String::from_utf8(lab.read("rates.csv")).unwrap();
+    let mut lines: Vec<String> = rates.lines().map(String::from).collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let (lo, hi) = (
+        header.iter().position(|c| *c == "slope_lo").unwrap(),
+        header.iter().position(|c| *c == "slope_hi").unwrap(),
+    );
+    let mut cells: Vec<String> = lines[1].split(',').map(String::from).collect();
+    cells[lo] = "10".into();
+    cells[hi] = "11".into();
+    lines[1] = cells.join(",");
+    std::fs::write(lab.out("rates.csv"), lines.join("\n") + "\n").unwrap();
+    // Resumed from the scratch folder: nothing is refitted.
+    let out = lab.hora(&["reproduce", "tiny", "--into", s]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("0 fitted now, 36 already"), "{said}");
+    assert!(said.contains("rates.csv: values differ"), "{said}");
+    assert!(
+        said.contains("largest relative difference per column: slope_lo "),
+        "{said}"
+    );
+    assert!(said.contains("3 of 4 fresh `slope` inside"), "{said}");
+    assert!(said.contains("outside: rates.csv slope"), "{said}");
+    assert!(said.contains("NOT reproduced"), "{said}");
+}

@@ -1,0 +1,295 @@
+//! `hora reproduce`: compare the tables of a fresh run with the committed ones.
+//!
+//! Every `.csv` table of the committed profile folder is compared with the fresh run's: byte for
+//! byte first; when the bytes differ, cell by cell (rows in order), giving the largest relative
+//! difference per numeric column and naming any text cell that differs. Wherever a committed
+//! table has a column `X` with an interval `X_lo`, `X_hi` (a slope and its bootstrap interval in
+//! `rates.csv`, a mean and its band in `curves.csv`), the fresh `X` is checked against the
+//! committed interval.
+use crate::error::LabError;
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The largest relative difference of one numeric column, `|a − b| / max(|a|, |b|)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnDiff {
+    pub column: String,
+    pub max_rel: f64,
+}
+
+/// How one table compares.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TableStatus {
+    Identical,
+    /// Same shape, different values: per numeric column that differs, its largest relative
+    /// difference; text cells that differ, as `column (row k): committed → fresh`.
+    Differs {
+        columns: Vec<ColumnDiff>,
+        text: Vec<String>,
+    },
+    /// Different header or number of rows.
+    Shape(String),
+    /// The fresh run has no such table.
+    MissingFresh,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableComparison {
+    pub file: String,
+    pub status: TableStatus,
+}
+
+/// A fresh value against a committed interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntervalCheck {
+    pub file: String,
+    /// The row's identifying cells (its text columns and `n`).
+    pub row: String,
+    pub column: String,
+    pub committed: f64,
+    pub fresh: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl IntervalCheck {
+    pub fn inside(&self) -> bool {
+        self.fresh >= self.lo && self.fresh <= self.hi
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Comparison {
+    pub tables: Vec<TableComparison>,
+    pub intervals: Vec<IntervalCheck>,
+}
+
+impl Comparison {
+    /// Every table byte-identical.
+    pub fn identical(&self) -> bool {
+        !self.tables.is_empty()
+            && self
+                .tables
+                .iter()
+                .all(|t| t.status == TableStatus::Identical)
+    }
+
+    /// Same tables, same shapes, and every fresh value inside its committed interval.
+    pub fn within_intervals(&self) -> bool {
+        !self.tables.is_empty()
+            && self.tables.iter().all(|t| {
+                matches!(
+                    t.status,
+                    TableStatus::Identical | TableStatus::Differs { .. }
+                )
+            })
+            && self.intervals.iter().all(IntervalCheck::inside)
+    }
+
+    /// A plain-text report: one line per table, the interval checks per table and column, and
+    /// every check that fails.
+    pub fn report(&self) -> String {
+        let mut s = String::new();
+        for t in &self.tables {
+            match &t.status {
+                TableStatus::Identical => writeln!(s, "  {}: byte-identical", t.file),
+                TableStatus::MissingFresh => {
+                    writeln!(s, "  {}: not produced by the fresh run", t.file)
+                }
+                TableStatus::Shape(why) => writeln!(s, "  {}: different shape ({why})", t.file),
+                TableStatus::Differs { columns, text } => {
+                    let cols = columns
+                        .iter()
+                        .map(|c| format!("{} {:.1e}", c.column, c.max_rel))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let _ = writeln!(
+                        s,
+                        "  {}: values differ; largest relative difference per column: {}",
+                        t.file,
+                        if cols.is_empty() { "none" } else { &cols }
+                    );
+                    for x in text.iter().take(5) {
+                        let _ = writeln!(s, "    text differs: {x}");
+                    }
+                    if text.len() > 5 {
+                        let _ = writeln!(s, "    ... and {} more text cells", text.len() - 5);
+                    }
+                    Ok(())
+                }
+            }
+            .expect("writing to a String");
+        }
+        let mut groups: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
+        for c in &self.intervals {
+            let e = groups.entry((&c.file, &c.column)).or_default();
+            e.0 += usize::from(c.inside());
+            e.1 += 1;
+        }
+        for ((file, column), (inside, all)) in &groups {
+            let _ = writeln!(
+                s,
+                "  {file}: {inside} of {all} fresh `{column}` inside the committed [{column}_lo, {column}_hi]"
+            );
+        }
+        for c in self.intervals.iter().filter(|c| !c.inside()) {
+            let _ = writeln!(
+                s,
+                "    outside: {} {} [{}]: fresh {:.4} (committed {:.4}, interval [{:.4}, {:.4}])",
+                c.file, c.column, c.row, c.fresh, c.committed, c.lo, c.hi
+            );
+        }
+        s
+    }
+}
+
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+fn read_table(path: &Path) -> anyhow::Result<Table> {
+    let what = || format!("reading the table {}", path.display());
+    let mut r = csv::Reader::from_path(path).with_context(what)?;
+    let header = r
+        .headers()
+        .with_context(what)?
+        .iter()
+        .map(String::from)
+        .collect();
+    let rows = r
+        .records()
+        .map(|rec| rec.map(|r| r.iter().map(String::from).collect()))
+        .collect::<Result<Vec<Vec<String>>, _>>()
+        .with_context(what)?;
+    Ok(Table { header, rows })
+}
+
+fn number(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok()
+}
+
+fn rel_diff(a: f64, b: f64) -> f64 {
+    if a == b || (a.is_nan() && b.is_nan()) {
+        0.0
+    } else {
+        (a - b).abs() / a.abs().max(b.abs())
+    }
+}
+
+fn compare_table(
+    file: &str,
+    committed: &Table,
+    fresh: &Table,
+    out: &mut Comparison,
+) -> TableStatus {
+    if committed.header != fresh.header {
+        return TableStatus::Shape(format!(
+            "columns {} committed, {} fresh",
+            committed.header.join(","),
+            fresh.header.join(",")
+        ));
+    }
+    if committed.rows.len() != fresh.rows.len() {
+        return TableStatus::Shape(format!(
+            "{} rows committed, {} fresh",
+            committed.rows.len(),
+            fresh.rows.len()
+        ));
+    }
+    let h = &committed.header;
+    let col = |name: &str| h.iter().position(|c| c == name);
+    let intervals: Vec<(usize, usize, usize)> = h
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, col(&format!("{c}_lo"))?, col(&format!("{c}_hi"))?)))
+        .collect();
+    let mut max_rel = vec![0.0f64; h.len()];
+    let mut text = Vec::new();
+    for (k, (a, b)) in committed.rows.iter().zip(&fresh.rows).enumerate() {
+        // A row is named by its text cells and its n.
+        let label = a
+            .iter()
+            .zip(h)
+            .filter(|(v, c)| c.as_str() == "n" || (number(v).is_none() && !v.is_empty()))
+            .map(|(v, _)| v.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for (j, (x, y)) in a.iter().zip(b).enumerate() {
+            match (number(x), number(y)) {
+                (Some(u), Some(v)) => max_rel[j] = max_rel[j].max(rel_diff(u, v)),
+                _ if x != y => text.push(format!("{} (row {}): {x} → {y}", h[j], k + 1)),
+                _ => {}
+            }
+        }
+        for &(j, lo, hi) in &intervals {
+            if let (Some(c), Some(f), Some(lo), Some(hi)) =
+                (number(&a[j]), number(&b[j]), number(&a[lo]), number(&a[hi]))
+            {
+                out.intervals.push(IntervalCheck {
+                    file: file.to_string(),
+                    row: label.clone(),
+                    column: h[j].clone(),
+                    committed: c,
+                    fresh: f,
+                    lo,
+                    hi,
+                });
+            }
+        }
+    }
+    let columns = h
+        .iter()
+        .zip(&max_rel)
+        .filter(|(_, m)| **m > 0.0)
+        .map(|(c, m)| ColumnDiff {
+            column: c.clone(),
+            max_rel: *m,
+        })
+        .collect();
+    TableStatus::Differs { columns, text }
+}
+
+/// Compare every `.csv` table of `committed` with the same file in `fresh`.
+pub fn compare_dirs(committed: &Path, fresh: &Path) -> anyhow::Result<Comparison> {
+    if !committed.is_dir() {
+        return Err(LabError::Usage(format!(
+            "nothing committed to compare with: {} does not exist",
+            committed.display()
+        ))
+        .into());
+    }
+    let mut files: Vec<String> = std::fs::read_dir(committed)
+        .with_context(|| format!("listing {}", committed.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".csv"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(LabError::Usage(format!(
+            "{} holds no committed tables to compare with",
+            committed.display()
+        ))
+        .into());
+    }
+    let mut out = Comparison::default();
+    for file in files {
+        let (c, f) = (committed.join(&file), fresh.join(&file));
+        let status = if !f.exists() {
+            TableStatus::MissingFresh
+        } else {
+            let read =
+                |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            if read(&c)? == read(&f)? {
+                TableStatus::Identical
+            } else {
+                compare_table(&file, &read_table(&c)?, &read_table(&f)?, &mut out)
+            }
+        };
+        out.tables.push(TableComparison { file, status });
+    }
+    Ok(out)
+}
