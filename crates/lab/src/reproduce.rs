@@ -33,7 +33,12 @@ pub enum TableStatus {
     Shape(String),
     /// The fresh run has no such table.
     MissingFresh,
+    /// Wall-clock times ([`MACHINE_DEPENDENT`]): shown, never a mismatch.
+    MachineDependent,
 }
+
+/// Tables that hold wall-clock times: they differ between machines and runs by nature.
+pub const MACHINE_DEPENDENT: &[&str] = &["timing.csv"];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TableComparison {
@@ -67,13 +72,15 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Every table byte-identical.
+    /// Every table byte-identical (wall-clock tables aside).
     pub fn identical(&self) -> bool {
         !self.tables.is_empty()
-            && self
-                .tables
-                .iter()
-                .all(|t| t.status == TableStatus::Identical)
+            && self.tables.iter().all(|t| {
+                matches!(
+                    t.status,
+                    TableStatus::Identical | TableStatus::MachineDependent
+                )
+            })
     }
 
     /// Same tables, same shapes, and every fresh value inside its committed interval.
@@ -82,7 +89,9 @@ impl Comparison {
             && self.tables.iter().all(|t| {
                 matches!(
                     t.status,
-                    TableStatus::Identical | TableStatus::Differs { .. }
+                    TableStatus::Identical
+                        | TableStatus::Differs { .. }
+                        | TableStatus::MachineDependent
                 )
             })
             && self.intervals.iter().all(IntervalCheck::inside)
@@ -95,6 +104,9 @@ impl Comparison {
         for t in &self.tables {
             match &t.status {
                 TableStatus::Identical => writeln!(s, "  {}: byte-identical", t.file),
+                TableStatus::MachineDependent => {
+                    writeln!(s, "  {}: wall-clock times, not compared", t.file)
+                }
                 TableStatus::MissingFresh => {
                     writeln!(s, "  {}: not produced by the fresh run", t.file)
                 }
@@ -278,7 +290,9 @@ pub fn compare_dirs(committed: &Path, fresh: &Path) -> anyhow::Result<Comparison
     let mut out = Comparison::default();
     for file in files {
         let (c, f) = (committed.join(&file), fresh.join(&file));
-        let status = if !f.exists() {
+        let status = if MACHINE_DEPENDENT.contains(&file.as_str()) {
+            TableStatus::MachineDependent
+        } else if !f.exists() {
             TableStatus::MissingFresh
         } else {
             let read =

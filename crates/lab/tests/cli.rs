@@ -787,3 +787,40 @@ fn reproduce_refits_from_scratch_and_compares_with_the_committed_tables() {
     assert!(said.contains("outside: rates.csv slope"), "{said}");
     assert!(said.contains("NOT reproduced"), "{said}");
 }
+
+#[test]
+fn timing_tables_are_drawn_and_never_count_as_a_mismatch() {
+    let lab = Lab::new(&TINY.replace("bootstrap = 200", "bootstrap = 200\ntiming = true"));
+    lab.ok(&["tiny", "--threads", "2"]);
+    let timing = String::from_utf8(lab.read("timing.csv")).unwrap();
+    let mut lines = timing.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "setting,method,atoms,n,fits,seconds_median,seconds_min,seconds_max,iterations_median"
+    );
+    // 2 settings × 2 methods × 3 n, 3 fits each, with positive times in order.
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    assert_eq!(rows.len(), 12);
+    for r in &rows {
+        assert_eq!(r[4], "3");
+        let (med, lo, hi): (f64, f64, f64) = (
+            r[5].parse().unwrap(),
+            r[6].parse().unwrap(),
+            r[7].parse().unwrap(),
+        );
+        assert!(0.0 < lo && lo <= med && med <= hi, "{r:?}");
+    }
+    assert!(lab.out("seconds.png").exists());
+    let summary = String::from_utf8(lab.read("summary.md")).unwrap();
+    assert!(summary.contains("## Seconds per fit"), "{summary}");
+    let scratch = lab.root.join("scratch");
+    let out = lab.ok(&["reproduce", "tiny", "--into", scratch.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("timing.csv: wall-clock times, not compared"),
+        "{said}"
+    );
+    assert!(said.contains("every table is byte-identical"), "{said}");
+}

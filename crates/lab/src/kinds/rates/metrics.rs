@@ -34,6 +34,22 @@ pub struct MetricRow {
     pub truth_in_family: bool,
 }
 
+/// Wall-clock seconds of the fits of one method at one n (`[report] timing = true`): machine-
+/// dependent, so kept out of the tables that must repeat byte for byte.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TimingRow {
+    pub setting: String,
+    pub method: String,
+    pub atoms: usize,
+    pub n: usize,
+    pub fits: usize,
+    pub seconds_median: f64,
+    pub seconds_min: f64,
+    pub seconds_max: f64,
+    /// L-BFGS iterations of the kept start (median over fits).
+    pub iterations_median: f64,
+}
+
 /// Mean of one loss over the replicates at one n, with a 95% bootstrap band of the mean.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CurveRow {
@@ -199,11 +215,58 @@ pub(super) fn write(
             });
         }
     }
-    Ok(vec![
+    let mut files = vec![
         write_table(dirs, "metrics.csv", &rows)?,
         write_table(dirs, "curves.csv", &curves)?,
         write_table(dirs, "rates.csv", &rates)?,
-    ])
+    ];
+    if kind.report.timing {
+        files.push(write_table(
+            dirs,
+            TIMING_TABLE,
+            &timing(kind, profile, done),
+        )?);
+    }
+    Ok(files)
+}
+
+/// The machine-dependent table of `[report] timing = true`.
+pub const TIMING_TABLE: &str = "timing.csv";
+
+fn timing(
+    kind: &RatesKind,
+    profile: &Profile,
+    done: &[Done<'_, FitJob, FitRecord>],
+) -> Vec<TimingRow> {
+    let mut out = Vec::new();
+    for s in &kind.settings {
+        for m in &s.methods {
+            let method = m.to_string();
+            for &n in &profile.ns {
+                let fits: Vec<&Done<'_, FitJob, FitRecord>> = done
+                    .iter()
+                    .filter(|d| d.job.setting == s.name && d.job.method == *m && d.job.n == n)
+                    .collect();
+                if fits.is_empty() {
+                    continue;
+                }
+                let secs: Vec<f64> = fits.iter().map(|d| d.record.seconds).collect();
+                let iters: Vec<f64> = fits.iter().map(|d| d.record.iterations as f64).collect();
+                out.push(TimingRow {
+                    setting: s.name.clone(),
+                    method: method.clone(),
+                    atoms: s.model().atoms,
+                    n,
+                    fits: fits.len(),
+                    seconds_median: median(&secs),
+                    seconds_min: secs.iter().copied().fold(f64::INFINITY, f64::min),
+                    seconds_max: secs.iter().copied().fold(0.0, f64::max),
+                    iterations_median: median(&iters),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn metric_row(d: &Done<'_, FitJob, FitRecord>, voronoi: f64, regression: f64) -> MetricRow {

@@ -88,6 +88,10 @@ pub struct ReportConfig {
     pub target_loss: f64,
     /// Bootstrap resamples for the slope intervals and the mean bands.
     pub bootstrap: usize,
+    /// Also write `timing.csv` (wall-clock seconds per fit, by setting, method and n) and draw
+    /// `seconds.png`. Times depend on the machine and its load, so `hora reproduce` reports
+    /// them but never counts them as a mismatch.
+    pub timing: bool,
 }
 
 impl Default for ReportConfig {
@@ -95,6 +99,7 @@ impl Default for ReportConfig {
         ReportConfig {
             target_loss: 0.05,
             bootstrap: 1000,
+            timing: false,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Figures and `summary.md` of a `rates` profile, drawn from `curves.csv` and `rates.csv`.
-use super::metrics::{CurveRow, RateRow};
+use super::metrics::{CurveRow, RateRow, TimingRow, TIMING_TABLE};
 use super::RatesKind;
 use crate::kind::Report;
 use crate::layout::Dirs;
@@ -48,10 +48,100 @@ pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs) -> anyhow::Res
         ];
         files.extend(plot::save(&dirs.file("heads"), &panels, 2)?);
     }
+    let mut summary = summary_markdown(kind, profile, &rates, heads.len() > 1);
+    if kind.report.timing {
+        let timing: Vec<TimingRow> = read_csv(&dirs.file(TIMING_TABLE))?;
+        files.extend(plot::save(
+            &dirs.file("seconds"),
+            &[seconds_panel(kind, &timing, &color)],
+            1,
+        )?);
+        summary += &timing_markdown(&timing);
+    }
     Ok(Report {
         figures: files,
-        summary: summary_markdown(kind, profile, &rates, heads.len() > 1),
+        summary,
     })
+}
+
+/// Seconds per fit against n, one line per setting × method (median, min–max bars).
+fn seconds_panel(
+    kind: &RatesKind,
+    timing: &[TimingRow],
+    color: &dyn Fn(&str) -> RGBColor,
+) -> Panel {
+    let mut curves = Vec::new();
+    for s in &kind.settings {
+        for m in &s.methods {
+            let m = m.to_string();
+            let rows: Vec<&TimingRow> = timing
+                .iter()
+                .filter(|t| t.setting == s.name && t.method == m)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let mut c = Curve::new(format!("{m}, m = {}", s.model().atoms), color(&m));
+            c.dashed = s.model().atoms > 1;
+            c.points = rows
+                .iter()
+                .map(|t| (t.n as f64, t.seconds_median))
+                .collect();
+            c.errors = rows
+                .iter()
+                .map(|t| (t.n as f64, t.seconds_min, t.seconds_median, t.seconds_max))
+                .collect();
+            curves.push(c);
+        }
+    }
+    Panel {
+        title: "wall-clock seconds per fit (median, min–max over replicates)".into(),
+        x: Axis::new("sample size n", Scale::Log10),
+        y: Axis::new("seconds per fit", Scale::Log10),
+        curves,
+        legend: SeriesLabelPosition::UpperLeft,
+    }
+}
+
+fn timing_markdown(timing: &[TimingRow]) -> String {
+    let mut s = "## Seconds per fit
+
+Wall-clock seconds of one fit (all its starts), on the \
+                 machine in the provenance below; times depend on the machine and its load, so \
+                 `hora reproduce` never counts them as a mismatch.
+
+"
+    .to_string();
+    let header = [
+        "setting",
+        "method",
+        "m",
+        "n",
+        "fits",
+        "median s",
+        "min s",
+        "max s",
+        "iterations (median)",
+    ];
+    let rows = timing.iter().map(|t| {
+        vec![
+            t.setting.clone(),
+            t.method.clone(),
+            t.atoms.to_string(),
+            t.n.to_string(),
+            t.fits.to_string(),
+            format!("{:.3}", t.seconds_median),
+            format!("{:.3}", t.seconds_min),
+            format!("{:.3}", t.seconds_max),
+            format!("{:.0}", t.iterations_median),
+        ]
+    });
+    s += &crate::markdown::table(&header, rows);
+    s += "
+![seconds per fit](seconds.png)
+
+";
+    s
 }
 
 /// A colour per family (lora, replora, hora), so a family looks the same in every panel; a
