@@ -239,6 +239,10 @@ pub struct FitConfig {
     pub memory: usize,
     /// Weight of the box penalty `λ Σ max(0, |θ_j| − bound)²` (exactly zero inside the box).
     pub box_penalty: f64,
+    /// Further starts drawn from the truth's prior (not near the truth), run after the others;
+    /// the best objective over all starts is kept. 0 (the default) is the behaviour of every
+    /// committed record.
+    pub prior_starts: usize,
     /// Test-only: an option added after job-key version 1, with a default equal to the old
     /// behaviour; `record::tests` shows it leaves every committed job id unchanged.
     #[cfg(test)]
@@ -258,6 +262,7 @@ impl Default for FitConfig {
             tol_cost: 1e-15,
             memory: 10,
             box_penalty: 1e3,
+            prior_starts: 0,
             #[cfg(test)]
             probe_option: 0,
         }
@@ -295,6 +300,7 @@ impl ParamGuard for FitConfig {
             "a finite value >= 0",
         )?;
         int_range("memory", self.memory, 1, 100, "1..=100")?;
+        int_range("prior_starts", self.prior_starts, 0, 100, "0..=100")?;
         real_range(
             "box_penalty",
             self.box_penalty,

@@ -12,7 +12,7 @@ use crate::data::sample_data;
 use crate::error::{HmoeError, Result};
 use crate::model::{Model, Workspace};
 use crate::param::{parametrisation, Parametrisation};
-use crate::record::{derive_seed, FitJob, FitRecord, FitStatus, Seeds};
+use crate::record::{derive_seed, FitJob, FitRecord, FitStatus, Seeds, StartLog, StartOrigin};
 use crate::truth::{draw_params, embed, Truth};
 use argmin::core::{CostFunction, Executor, Gradient, State, TerminationReason};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
@@ -214,6 +214,17 @@ fn initial_point(
     theta
 }
 
+/// The starting point of prior start `k`: a fresh draw of the truth's prior, in the box.
+fn prior_point(param: &dyn Parametrisation, job: &FitJob, seeds: &Seeds, k: usize) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
+        "prior-start",
+        &[&seeds.init.to_string(), &k.to_string()],
+    ));
+    let mut theta = draw_params(param, &job.model, &job.truth_prior, &mut rng);
+    clamp_to_box(&mut theta, job.fit.bound);
+    theta
+}
+
 /// Whether a fit's objective passes the guard (at or below the truth's, up to rounding).
 pub fn passes_guard(objective: f64, at_truth: f64) -> bool {
     objective <= at_truth * (1.0 + 1e-12)
@@ -240,6 +251,20 @@ pub fn run_fit(job: &FitJob) -> Result<FitRecord> {
 
     let mut best: Option<Start> = None;
     let mut starts = 0;
+    let mut starts_log = Vec::new();
+    let mut keep = |s: Start, origin: StartOrigin, best: &mut Option<Start>| {
+        starts_log.push(StartLog {
+            origin,
+            theta: s.theta.clone(),
+            objective: s.objective,
+            grad_norm: s.grad_norm,
+            iterations: s.iterations,
+            converged: s.converged,
+        });
+        if best.as_ref().is_none_or(|b| s.objective < b.objective) {
+            *best = Some(s);
+        }
+    };
     for k in 0..job.fit.restarts + job.fit.extra_restarts {
         let good_enough = best
             .as_ref()
@@ -250,9 +275,12 @@ pub fn run_fit(job: &FitJob) -> Result<FitRecord> {
         let init = initial_point(param.as_ref(), job, embedded.as_ref(), &seeds, k);
         let s = one_start(&obj, init, job)?;
         starts += 1;
-        if best.as_ref().is_none_or(|b| s.objective < b.objective) {
-            best = Some(s);
-        }
+        keep(s, StartOrigin::NearTruth, &mut best);
+    }
+    for k in 0..job.fit.prior_starts {
+        let s = one_start(&obj, prior_point(param.as_ref(), job, &seeds, k), job)?;
+        starts += 1;
+        keep(s, StartOrigin::Prior, &mut best);
     }
     let best = best.expect("at least one start runs");
     let status = if truth_in_family && !passes_guard(best.objective, objective_at_truth) {
@@ -279,5 +307,6 @@ pub fn run_fit(job: &FitJob) -> Result<FitRecord> {
         starts,
         status,
         seconds: t0.elapsed().as_secs_f64(),
+        starts_log,
     })
 }

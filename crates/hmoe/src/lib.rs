@@ -25,8 +25,11 @@ pub use config::{
 };
 pub use error::{HmoeError, Result};
 pub use fit::run_fit;
-pub use loss::{record_losses, regression_error, voronoi_loss, Losses};
+pub use loss::{
+    record_losses, regression_error, start_losses, voronoi_loss, voronoi_parts, Losses,
+    VoronoiParts,
+};
 pub use method::{Activation, Family, Method};
 pub use model::Model;
 pub use rates::{fit_rate, sample_complexity, RateFit, SampleComplexity};
-pub use record::{FitJob, FitRecord, FitSpec, FitStatus, JobV1, Seeds};
+pub use record::{FitJob, FitRecord, FitSpec, FitStatus, JobV1, Seeds, StartLog, StartOrigin};

@@ -54,6 +54,72 @@ pub fn voronoi_loss(est: &Atoms, truth: &Atoms, rho: f64) -> f64 {
     total
 }
 
+/// The Voronoi loss split by what drives it: the mass terms `Σ_cells |Σ exp(ĉ) − exp(c*)|`, and
+/// the spread terms of live atoms and of dead ones (weight `exp(ĉ) < dead_weight · exp(c*)` of
+/// their cell's true atom: an atom the fit has all but switched off, whose far-away parameters
+/// cost little). `mass + spread_live + spread_dead` is [`voronoi_loss`] up to rounding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VoronoiParts {
+    pub mass: f64,
+    pub spread_live: f64,
+    pub spread_dead: f64,
+    /// Fitted atoms counted as dead.
+    pub dead_atoms: usize,
+}
+
+/// [`voronoi_loss`]'s terms, and the dead atoms (see [`VoronoiParts`]).
+pub fn voronoi_parts(est: &Atoms, truth: &Atoms, rho: f64, dead_weight: f64) -> VoronoiParts {
+    assert_eq!(
+        (est.heads, est.slots, truth.atoms),
+        (truth.heads, truth.slots, 1),
+        "atoms of different models, or a truth with more than one atom per slot"
+    );
+    let mut p = VoronoiParts::default();
+    for h in 0..truth.heads {
+        for s in 0..truth.slots {
+            let t = truth.index(h, s, 0);
+            let w_true = truth.c[t].exp();
+            let mut mass = 0.0;
+            for i in 0..est.atoms {
+                let k = est.index(h, s, i);
+                let w = est.c[k].exp();
+                mass += w;
+                let (eq, ev) = (
+                    frobenius_dist(est.dq(k), truth.dq(t)),
+                    frobenius_dist(est.dv(k), truth.dv(t)),
+                );
+                let spread = if est.atoms == 1 {
+                    w * (eq + ev)
+                } else {
+                    w * (eq.powf(rho) + ev.powf(rho))
+                };
+                if w < dead_weight * w_true {
+                    p.spread_dead += spread;
+                    p.dead_atoms += 1;
+                } else {
+                    p.spread_live += spread;
+                }
+            }
+            p.mass += (mass - w_true).abs();
+        }
+    }
+    p
+}
+
+/// The Voronoi loss at the end of every logged start of a record (empty for a record written
+/// before starts were logged), in the order the starts ran.
+pub fn start_losses(rec: &FitRecord, cfg: &ValidLoss) -> Vec<f64> {
+    let param = crate::param::parametrisation(rec.job.method, &rec.job.model, rec.job.model.atoms);
+    let mut atoms = param.new_atoms();
+    rec.starts_log
+        .iter()
+        .map(|s| {
+            param.atoms(&s.theta, &mut atoms);
+            voronoi_loss(&atoms, &rec.true_atoms, cfg.rho)
+        })
+        .collect()
+}
+
 /// `‖f̂ − f*‖_{L²}` estimated on `n` fresh inputs drawn from `seed`.
 pub fn regression_error(model: &Model, est: &Atoms, truth: &Atoms, n: usize, seed: u64) -> f64 {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

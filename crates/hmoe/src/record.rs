@@ -137,6 +137,9 @@ pub struct FitV1 {
     pub tol_cost: f64,
     pub memory: usize,
     pub box_penalty: f64,
+    /// Added after the first records: omitted while 0, so every committed id is unchanged.
+    #[serde(default, skip_serializing_if = "fsio::key::is_default")]
+    pub prior_starts: usize,
     /// See [`FitConfig`]'s field of the same name (compiled in unit tests only).
     #[cfg(test)]
     #[serde(default, skip_serializing_if = "fsio::key::is_default")]
@@ -172,6 +175,7 @@ impl From<FitSpec> for JobV1 {
                 tol_cost: f.tol_cost,
                 memory: f.memory,
                 box_penalty: f.box_penalty,
+                prior_starts: f.prior_starts,
                 #[cfg(test)]
                 probe_option: f.probe_option,
             },
@@ -212,6 +216,7 @@ impl From<JobV1> for FitSpec {
                 tol_cost: f.tol_cost,
                 memory: f.memory,
                 box_penalty: f.box_penalty,
+                prior_starts: f.prior_starts,
                 #[cfg(test)]
                 probe_option: f.probe_option,
             },
@@ -309,6 +314,32 @@ pub struct FitRecord {
     /// Largest `|θ_j|` of the estimate (≤ bound by construction).
     pub max_abs_param: f64,
     pub seconds: f64,
+    /// Every start, in the order run, with where it started and where it ended: the estimator's
+    /// audit trail (the kept estimate is the start of lowest objective). Absent from records
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub starts_log: Vec<StartLog>,
+}
+
+/// Where a start began: near the truth (the truth plus noise, or a prior draw plus noise when the
+/// family does not contain the truth), or from a fresh draw of the truth's prior.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartOrigin {
+    NearTruth,
+    Prior,
+}
+
+/// One start of a fit: its end point (projected onto the box) and how it stopped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StartLog {
+    pub origin: StartOrigin,
+    pub theta: Vec<f64>,
+    pub objective: f64,
+    pub grad_norm: f64,
+    pub iterations: u64,
+    /// Stopped on a tolerance (not on the iteration cap or a failed line search).
+    pub converged: bool,
 }
 
 #[cfg(test)]

@@ -191,3 +191,50 @@ fn losses_from_a_round_tripped_record_are_identical() {
         Err(HmoeError::Inconsistent(_))
     ));
 }
+
+#[test]
+fn every_start_is_logged_and_the_lowest_objective_is_kept() {
+    use hmoe::StartOrigin;
+    let mut j = spec("lora", 2, 300, 1);
+    j.fit = FitConfig {
+        prior_starts: 3,
+        max_iters: 80,
+        ..FitConfig::default()
+    };
+    let r = run_fit(&j.check().unwrap()).unwrap();
+    let log = &r.starts_log;
+    assert_eq!(log.len(), r.starts);
+    let near = log
+        .iter()
+        .filter(|s| s.origin == StartOrigin::NearTruth)
+        .count();
+    assert!(near >= 2, "{near} near-truth starts");
+    let origins: Vec<StartOrigin> = log.iter().map(|s| s.origin).collect();
+    assert_eq!(&origins[near..], &[StartOrigin::Prior; 3]);
+    // The kept estimate is the logged start of lowest objective, bit for bit.
+    let best = log
+        .iter()
+        .min_by(|a, b| a.objective.total_cmp(&b.objective))
+        .unwrap();
+    assert_eq!(r.objective, best.objective);
+    assert_eq!(r.theta, best.theta);
+    assert_eq!(
+        (r.iterations, r.converged),
+        (best.iterations, best.converged)
+    );
+    // Prior starts begin far from the truth: they end elsewhere.
+    let d = hmoe::start_losses(&r, &loss_config());
+    assert_eq!(d.len(), log.len());
+    assert!(d.iter().all(|v| v.is_finite() && *v > 0.0));
+    assert!(
+        d[near..].iter().any(|v| (v - d[0]).abs() > 1e-6 * d[0]),
+        "{d:?}"
+    );
+    // The record round-trips with its log; the option is part of the job's stored key.
+    let back: FitRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back.starts_log, r.starts_log);
+    let key = serde_json::to_value(&r.job).unwrap();
+    assert_eq!(key["fit"]["prior_starts"], 3);
+    let plain = serde_json::to_value(job("lora", 2, 300, 1)).unwrap();
+    assert!(plain["fit"].get("prior_starts").is_none());
+}

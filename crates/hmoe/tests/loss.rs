@@ -125,3 +125,35 @@ fn loss_grows_with_the_distance_to_the_truth() {
         prev = l;
     }
 }
+
+#[test]
+fn voronoi_parts_add_up_to_the_loss_and_find_the_dead_atoms() {
+    let t = truth();
+    let mut a = split(&t.atoms, 2);
+    // Move every atom, and all but switch off the second atom of head 0, slot 1.
+    for (k, v) in a.dq.iter_mut().enumerate() {
+        *v += 0.01 * (k as f64 + 1.0);
+    }
+    for (k, v) in a.dv.iter_mut().enumerate() {
+        *v -= 0.02 * (k as f64 % 3.0);
+    }
+    let dead = a.index(0, 1, 1);
+    a.c[dead] = t.atoms.c[t.atoms.index(0, 1, 0)] - 10.0;
+    a.dv_mut(dead).iter_mut().for_each(|v| *v = 3.5);
+    let d = voronoi_loss(&a, &t.atoms, 2.0);
+    let p = hmoe::voronoi_parts(&a, &t.atoms, 2.0, 0.01);
+    assert_eq!(p.dead_atoms, 1);
+    assert!(
+        p.mass > 0.0 && p.spread_live > 0.0 && p.spread_dead > 0.0,
+        "{p:?}"
+    );
+    let sum = p.mass + p.spread_live + p.spread_dead;
+    assert!((sum - d).abs() <= 1e-12 * d, "{sum} vs {d}");
+    // The dead atom's spread is its weight times its distance: tiny weight, large distance.
+    let w = a.c[dead].exp();
+    assert!(p.spread_dead > w && p.spread_dead < 100.0 * w, "{p:?}");
+    // At the truth split evenly, nothing is dead and every term is zero but rounding.
+    let p0 = hmoe::voronoi_parts(&split(&t.atoms, 2), &t.atoms, 2.0, 0.01);
+    assert_eq!(p0.dead_atoms, 0);
+    assert!(p0.mass < 1e-15 && p0.spread_live == 0.0 && p0.spread_dead == 0.0);
+}
