@@ -1,4 +1,4 @@
-//! The batched kernel of [`Model::objective_and_grad`] and [`Model::predict`]: the same model as
+//! The batched kernel of [`Model::objective_and_grad`](crate::model::Model::objective_and_grad) and [`Model::predict`](crate::model::Model::predict): the same model as
 //! the per-sample reference loop in `model.rs`, computed over blocks of [`LANES`] samples at once.
 //!
 //! # Layout
@@ -29,8 +29,6 @@
 //! every thread they run on the calling thread; at the tail of a sweep, or for a single large fit,
 //! idle threads take chunks.
 use crate::atoms::Atoms;
-use crate::model::Model;
-use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -623,18 +621,4 @@ pub(crate) fn predict(isa: Isa, p: &Prepared, x: &[f64], n: usize) -> Vec<f64> {
         .enumerate()
         .for_each(|(c, o)| predict_chunk(isa, p, x, c * CHUNK, ((c + 1) * CHUNK).min(n), o));
     out
-}
-
-impl Model {
-    /// [`Model::predict`] with a chosen instruction-set variant (for tests and benchmarks).
-    pub fn predict_with(&self, isa: Isa, atoms: &Atoms, x: ArrayView2<f64>) -> Array2<f64> {
-        self.check_shapes(atoms, &x);
-        let mut ws = crate::model::Workspace::default();
-        ws.prepare(self, atoms);
-        let xs = x.as_standard_layout();
-        let flat = xs.as_slice().expect("standard layout");
-        let p = ws.prepared(self, atoms);
-        let out = predict(isa, &p, flat, x.nrows());
-        Array2::from_shape_vec((x.nrows(), self.cfg.q), out).expect("n × q outputs")
-    }
 }

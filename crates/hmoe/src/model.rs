@@ -223,6 +223,18 @@ impl Model {
         self.predict_with(Isa::best(), atoms, x)
     }
 
+    /// [`Model::predict`] with a chosen instruction-set variant (for tests and benchmarks).
+    /// Panics if the CPU lacks it.
+    pub fn predict_with(&self, isa: Isa, atoms: &Atoms, x: ArrayView2<f64>) -> Array2<f64> {
+        self.check_shapes(atoms, &x);
+        let mut ws = Workspace::default();
+        ws.prepare(self, atoms);
+        let xs = x.as_standard_layout();
+        let flat = xs.as_slice().expect("standard layout");
+        let out = kernel::predict(isa, &ws.prepared(self, atoms), flat, x.nrows());
+        Array2::from_shape_vec((x.nrows(), self.cfg.q), out).expect("n × q outputs")
+    }
+
     /// `f(X)` by the per-sample reference loop: the oracle of the batched kernel. The data
     /// (`Y = f*(X) + ε`) and the regression-error metric use it, so they are unchanged since the
     /// first committed records.

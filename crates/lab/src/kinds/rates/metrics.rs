@@ -34,6 +34,38 @@ pub struct MetricRow {
     pub truth_in_family: bool,
 }
 
+/// How the estimator behaved on the fits of one method at one n (issue 11): its starts, how
+/// wide the set of near-best starts is in Voronoi loss, dead atoms, and which term drives the
+/// loss. The flat-set columns are empty for records written before starts were logged.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EstimatorRow {
+    pub setting: String,
+    pub method: String,
+    pub n: usize,
+    pub fits: usize,
+    pub starts_mean: f64,
+    pub converged_fraction: f64,
+    /// Fits whose record logs every start.
+    pub logged_fits: usize,
+    /// Mean number of starts within `flat_tolerance` (relative) of the best objective.
+    pub near_best_mean: Option<f64>,
+    /// Median over fits of (largest − smallest) Voronoi loss among the near-best starts.
+    pub flat_width_median: Option<f64>,
+    /// Fraction of fits whose flat-set width is at least the kept estimate's loss: there the
+    /// "estimator" is the optimiser's choice within a set.
+    pub flat_wide_fraction: Option<f64>,
+    /// Fraction of fits whose kept start began at a draw from the prior.
+    pub best_from_prior_fraction: Option<f64>,
+    /// Mean dead atoms per fit, and the fraction of fits with a parameter on the box.
+    pub dead_atoms_mean: f64,
+    pub on_box_fraction: f64,
+    /// Mean Voronoi loss and its terms over the fits (`mass + spread_live + spread_dead`).
+    pub voronoi_mean: f64,
+    pub mass_mean: f64,
+    pub spread_live_mean: f64,
+    pub spread_dead_mean: f64,
+}
+
 /// Wall-clock seconds of the fits of one method at one n (`[report] timing = true`): machine-
 /// dependent, so kept out of the tables that must repeat byte for byte.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -219,6 +251,7 @@ pub(super) fn write(
         write_table(dirs, "metrics.csv", &rows)?,
         write_table(dirs, "curves.csv", &curves)?,
         write_table(dirs, "rates.csv", &rates)?,
+        write_table(dirs, ESTIMATOR_TABLE, &estimator(kind, profile, done))?,
     ];
     if kind.report.timing {
         files.push(write_table(
@@ -228,6 +261,110 @@ pub(super) fn write(
         )?);
     }
     Ok(files)
+}
+
+/// The estimator's behaviour per setting × method × n.
+pub const ESTIMATOR_TABLE: &str = "estimator.csv";
+
+/// One fit's share of [`EstimatorRow`].
+struct FitAudit {
+    starts: usize,
+    converged: bool,
+    /// (near-best starts, flat-set width, kept loss, kept start from the prior), when logged.
+    flat: Option<(usize, f64, f64, bool)>,
+    parts: hmoe::VoronoiParts,
+    on_box: bool,
+}
+
+fn audit(kind: &RatesKind, d: &Done<'_, FitJob, FitRecord>) -> FitAudit {
+    let r = &d.record;
+    let rho = kind.loss.rho;
+    let parts = hmoe::voronoi_parts(&r.est_atoms, &r.true_atoms, rho, kind.report.dead_weight);
+    let flat = (!r.starts_log.is_empty()).then(|| {
+        let losses = hmoe::start_losses(r, &kind.loss);
+        let tol = kind.report.flat_tolerance;
+        let near: Vec<f64> = r
+            .starts_log
+            .iter()
+            .zip(&losses)
+            .filter(|(s, _)| s.objective <= r.objective + tol * r.objective.abs())
+            .map(|(_, l)| *l)
+            .collect();
+        let lo = near.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = near.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let kept = r
+            .starts_log
+            .iter()
+            .find(|s| s.objective == r.objective && s.theta == r.theta)
+            .is_some_and(|s| s.origin == hmoe::StartOrigin::Prior);
+        let d_kept = hmoe::voronoi_loss(&r.est_atoms, &r.true_atoms, rho);
+        (near.len(), hi - lo, d_kept, kept)
+    });
+    FitAudit {
+        starts: r.starts,
+        converged: r.converged,
+        flat,
+        parts,
+        on_box: r.max_abs_param >= d.job.fit.bound * (1.0 - 1e-12),
+    }
+}
+
+fn estimator(
+    kind: &RatesKind,
+    profile: &Profile,
+    done: &[Done<'_, FitJob, FitRecord>],
+) -> Vec<EstimatorRow> {
+    let audits: Vec<(&Done<'_, FitJob, FitRecord>, FitAudit)> =
+        done.par_iter().map(|d| (d, audit(kind, d))).collect();
+    let mut out = Vec::new();
+    for s in &kind.settings {
+        for m in &s.methods {
+            for &n in &profile.ns {
+                let a: Vec<&FitAudit> = audits
+                    .iter()
+                    .filter(|(d, _)| d.job.setting == s.name && d.job.method == *m && d.job.n == n)
+                    .map(|(_, a)| a)
+                    .collect();
+                if a.is_empty() {
+                    continue;
+                }
+                let k = a.len() as f64;
+                let avg = |f: &dyn Fn(&FitAudit) -> f64| a.iter().map(|x| f(x)).sum::<f64>() / k;
+                let flat: Vec<(usize, f64, f64, bool)> = a.iter().filter_map(|x| x.flat).collect();
+                let fl = flat.len() as f64;
+                // The flat-set columns only where starts were logged (lazily: no median of nothing).
+                let some = |f: &dyn Fn() -> f64| (!flat.is_empty()).then(f);
+                out.push(EstimatorRow {
+                    setting: s.name.clone(),
+                    method: m.to_string(),
+                    n,
+                    fits: a.len(),
+                    starts_mean: avg(&|x| x.starts as f64),
+                    converged_fraction: avg(&|x| f64::from(u8::from(x.converged))),
+                    logged_fits: flat.len(),
+                    near_best_mean: some(&|| flat.iter().map(|f| f.0 as f64).sum::<f64>() / fl),
+                    flat_width_median: some(&|| {
+                        median(&flat.iter().map(|f| f.1).collect::<Vec<_>>())
+                    }),
+                    flat_wide_fraction: some(&|| {
+                        flat.iter().filter(|f| f.1 >= f.2).count() as f64 / fl
+                    }),
+                    best_from_prior_fraction: some(&|| {
+                        flat.iter().filter(|f| f.3).count() as f64 / fl
+                    }),
+                    dead_atoms_mean: avg(&|x| x.parts.dead_atoms as f64),
+                    on_box_fraction: avg(&|x| f64::from(u8::from(x.on_box))),
+                    voronoi_mean: avg(&|x| {
+                        x.parts.mass + x.parts.spread_live + x.parts.spread_dead
+                    }),
+                    mass_mean: avg(&|x| x.parts.mass),
+                    spread_live_mean: avg(&|x| x.parts.spread_live),
+                    spread_dead_mean: avg(&|x| x.parts.spread_dead),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The machine-dependent table of `[report] timing = true`.

@@ -92,6 +92,12 @@ pub struct ReportConfig {
     /// `seconds.png`. Times depend on the machine and its load, so `hora reproduce` reports
     /// them but never counts them as a mismatch.
     pub timing: bool,
+    /// `estimator.csv`: starts whose objective is within this relative tolerance of the best
+    /// are the fit's near-best set, whose spread of Voronoi losses is the flat-set width.
+    pub flat_tolerance: f64,
+    /// `estimator.csv`: a fitted atom whose weight is below this fraction of its cell's true
+    /// weight counts as dead.
+    pub dead_weight: f64,
 }
 
 impl Default for ReportConfig {
@@ -100,6 +106,8 @@ impl Default for ReportConfig {
             target_loss: 0.05,
             bootstrap: 1000,
             timing: false,
+            flat_tolerance: 1e-6,
+            dead_weight: 0.01,
         }
     }
 }
@@ -237,6 +245,16 @@ impl RatesKind {
                 "[report]: invalid value for `target_loss`: {} (allowed: a finite value > 0)",
                 r.target_loss
             )));
+        }
+        for (key, v) in [
+            ("flat_tolerance", r.flat_tolerance),
+            ("dead_weight", r.dead_weight),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v < 1.0) {
+                return Err(err(format!(
+                    "[report]: invalid value for `{key}`: {v} (allowed: 0 < value < 1)"
+                )));
+            }
         }
         if r.bootstrap > 100_000 {
             return Err(err(format!(

@@ -1,5 +1,5 @@
 //! Figures and `summary.md` of a `rates` profile, drawn from `curves.csv` and `rates.csv`.
-use super::metrics::{CurveRow, RateRow, TimingRow, TIMING_TABLE};
+use super::metrics::{CurveRow, EstimatorRow, RateRow, TimingRow, ESTIMATOR_TABLE, TIMING_TABLE};
 use super::RatesKind;
 use crate::kind::Report;
 use crate::layout::Dirs;
@@ -49,6 +49,8 @@ pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs) -> anyhow::Res
         files.extend(plot::save(&dirs.file("heads"), &panels, 2)?);
     }
     let mut summary = summary_markdown(kind, profile, &rates, heads.len() > 1);
+    let estimator: Vec<EstimatorRow> = read_csv(&dirs.file(ESTIMATOR_TABLE))?;
+    summary += &estimator_markdown(kind, &estimator);
     if kind.report.timing {
         let timing: Vec<TimingRow> = read_csv(&dirs.file(TIMING_TABLE))?;
         files.extend(plot::save(
@@ -413,5 +415,60 @@ fn summary_markdown(kind: &RatesKind, profile: &str, rates: &[RateRow], heads: b
         s += "![slope vs heads](heads.png)\n\n";
     }
     s += "Tables: `metrics.csv` (one row per fit), `curves.csv` (means and bands), `rates.csv` (slopes).\n\n";
+    s
+}
+
+fn estimator_markdown(kind: &RatesKind, rows: &[EstimatorRow]) -> String {
+    let r = &kind.report;
+    let mut s = format!(
+        "## The estimator\n\nPer fit: its starts; the near-best starts (objective within {} \
+         relative of the best) and the spread of their Voronoi losses (the flat-set width; \
+         \"wide\" when it is at least the kept estimate's loss, so the reported loss is the \
+         optimiser's pick from a set); dead atoms (weight below {} of their cell's true weight); \
+         a parameter on the box; and the mean Voronoi loss split into its mass term and the \
+         spread of live and of dead atoms. Flat-set columns need records that log every start \
+         (a dash otherwise). Table: `estimator.csv`.\n\n",
+        r.flat_tolerance, r.dead_weight
+    );
+    let header = [
+        "setting",
+        "method",
+        "n",
+        "fits",
+        "starts",
+        "near-best",
+        "flat width (median)",
+        "wide",
+        "best from prior",
+        "dead atoms / fit",
+        "on box",
+        "mean D = mass + live + dead",
+    ];
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("—".to_string(), f);
+    let pct = |v: f64| format!("{:.0}%", 100.0 * v);
+    let rows = rows.iter().map(|e| {
+        vec![
+            e.setting.clone(),
+            e.method.clone(),
+            e.n.to_string(),
+            e.fits.to_string(),
+            format!("{:.1}", e.starts_mean),
+            opt(e.near_best_mean, &|v| format!("{v:.1}")),
+            opt(e.flat_width_median, &plot::number),
+            opt(e.flat_wide_fraction, &pct),
+            opt(e.best_from_prior_fraction, &pct),
+            format!("{:.2}", e.dead_atoms_mean),
+            pct(e.on_box_fraction),
+            format!(
+                "{} = {} + {} + {}",
+                plot::number(e.voronoi_mean),
+                plot::number(e.mass_mean),
+                plot::number(e.spread_live_mean),
+                plot::number(e.spread_dead_mean)
+            ),
+        ]
+    });
+    s += &crate::markdown::table(&header, rows);
+    s += "\n";
     s
 }
