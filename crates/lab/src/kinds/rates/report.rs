@@ -421,7 +421,7 @@ fn summary_markdown(kind: &RatesKind, profile: &str, rates: &[RateRow], heads: b
 fn estimator_markdown(kind: &RatesKind, rows: &[EstimatorRow]) -> String {
     let r = &kind.report;
     let mut s = format!(
-        "## The estimator\n\nPer fit: its starts; the near-best starts (objective within {} \
+        "## The estimator\n\nPer fit: its starts; the near-best starts (objective within {:e} \
          relative of the best) and the spread of their Voronoi losses (the flat-set width; \
          \"wide\" when it is at least the kept estimate's loss, so the reported loss is the \
          optimiser's pick from a set); dead atoms (weight below {} of their cell's true weight); \
