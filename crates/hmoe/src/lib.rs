@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod fit;
+pub mod geometry;
 pub mod kernel;
 pub mod loss;
 pub mod method;

@@ -359,6 +359,47 @@ impl Model {
         total * scale
     }
 
+    /// `∂f(X_k)/∂atoms` for every sample, by the reference forward pass: rows `k·q + a` (sample
+    /// `k`, output `a`), columns the atoms flattened as `dq`, `dv`, `c`. With `p_j` the softmax
+    /// weight of atom `j` in head `h`: `∂f_a/∂c_j = π_h p_j (y_ja − f_ha)`,
+    /// `∂f_a/∂ΔQ_j = ∂f_a/∂c_j · u v_sᵀ`, `∂f_a/∂ΔV_j[o, ·] = π_h p_j [a = o] v_sᵀ`.
+    pub fn jacobian_reference(&self, atoms: &Atoms, x: ArrayView2<f64>) -> Array2<f64> {
+        self.check_shapes(atoms, &x);
+        let (d, q) = (self.cfg.d, self.cfg.q);
+        let (slots, m) = (atoms.slots, atoms.atoms);
+        let (nq, nv) = (atoms.dq.len(), atoms.dv.len());
+        let mut ws = Workspace::default();
+        ws.prepare(self, atoms);
+        let xs = x.as_standard_layout();
+        let mut jac = Array2::zeros((x.nrows() * q, nq + nv + atoms.c.len()));
+        for (k, row) in xs.rows().into_iter().enumerate() {
+            let row = row.as_slice().expect("standard layout");
+            self.forward_one(atoms, row, &mut ws);
+            for h in 0..atoms.heads {
+                for s in 0..slots {
+                    let v = &row[(s + 1) * d..(s + 2) * d];
+                    let uv = &ws.uv[s * d * d..(s + 1) * d * d];
+                    for i in 0..m {
+                        let j = (h * slots + s) * m + i;
+                        let pj = ws.prob[j] * ws.pi[h];
+                        for a in 0..q {
+                            let mut out = jac.row_mut(k * q + a);
+                            let dc = pj * (ws.y[j * q + a] - ws.fh[h * q + a]);
+                            out[nq + nv + j] = dc;
+                            for (t, x) in uv.iter().enumerate() {
+                                out[j * d * d + t] = dc * x;
+                            }
+                            for (b, vb) in v.iter().enumerate() {
+                                out[nq + j * q * d + a * d + b] = pj * vb;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        jac
+    }
+
     /// The objective alone.
     pub fn objective(&self, atoms: &Atoms, x: ArrayView2<f64>, y: ArrayView2<f64>) -> f64 {
         let f = self.predict(atoms, x);
