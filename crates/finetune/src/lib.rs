@@ -1,6 +1,7 @@
 //! Fine-tuning a pretrained BERT-family encoder (MiniLM) with LoRA, MH-LoRA, RepLoRA, HoRA, full
 //! fine-tuning and a linear probe on candle, on real labelled tweets: claim C3 of THEORY.md.
 
+pub mod adapter_dir;
 pub mod adapters;
 pub mod assets;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod rng;
 pub mod tensor_path;
 pub mod train;
 
+pub use adapter_dir::{AdapterContext, AdapterMetadata, MINILM_HUB_NAME};
 pub use adapters::{Adapter, AdapterSpec};
 pub use assets::Assets;
 pub use config::{AdapterKind, GeneratorActivation, TrainConfig, ValidTrainConfig};
