@@ -1,5 +1,5 @@
 //! The sentence classifier: frozen encoder + adapter + mean pooling + linear head, with peft-style
-//! save / load / merge of the trainable part.
+//! save / load / merge of the trainable part (the folder's files: `adapter_dir.rs`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,8 +7,11 @@ use std::path::Path;
 use candle_core::{Device, Module, Tensor};
 use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
+use crate::adapter_dir::{
+    folder_error, AdapterContext, AdapterFolder, AdapterMetadata, PeftLoraConfig, Pooling,
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_WEIGHTS, METADATA,
+};
 use crate::adapters::{self, new_var, peft_root, uniform, zeros, Adapter, AdapterSpec, TARGETS};
 use crate::config::{AdapterKind, GeneratorActivation};
 use crate::encoder::{mean_pool, BertEncoder, ForwardCtx};
@@ -18,31 +21,9 @@ use crate::low_rank::LayerDeltas;
 use crate::rng::{init_rng, HEAD_INIT};
 use crate::tensor_path::TensorPath;
 
-pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
-pub const ADAPTER_CONFIG: &str = "adapter_config.json";
-
 /// `base_model.model.classifier`: the head, named as peft names a sequence classifier's.
 pub fn head_path() -> TensorPath {
     peft_root().pp("classifier")
-}
-
-/// `adapter_config.json`: peft's LoRA fields, plus ours (`hora_method`, `hora_*`) so a file
-/// always says which family produced it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct AdapterConfigFile {
-    pub peft_type: String,
-    pub task_type: String,
-    pub r: usize,
-    pub lora_alpha: f64,
-    pub lora_dropout: f64,
-    pub target_modules: Vec<String>,
-    pub bias: String,
-    pub fan_in_fan_out: bool,
-    pub modules_to_save: Vec<String>,
-    pub base_model_name_or_path: Option<String>,
-    pub hora_method: AdapterKind,
-    pub hora_generator_activation: GeneratorActivation,
-    pub hora_num_labels: usize,
 }
 
 pub struct Classifier {
@@ -220,97 +201,180 @@ impl Classifier {
         Ok(())
     }
 
-    fn config_file(&self, r: usize, alpha: f64, method: AdapterKind) -> AdapterConfigFile {
-        AdapterConfigFile {
-            peft_type: "LORA".into(),
-            task_type: "SEQ_CLS".into(),
-            r,
-            lora_alpha: alpha,
-            lora_dropout: 0.0,
-            target_modules: TARGETS.iter().map(|s| s.to_string()).collect(),
-            bias: "none".into(),
-            fan_in_fan_out: false,
-            modules_to_save: vec!["classifier".into()],
-            base_model_name_or_path: None,
-            hora_method: method,
-            hora_generator_activation: self.spec.activation,
-            hora_num_labels: self.num_labels,
-        }
-    }
-
-    /// Write `adapter_model.safetensors` (every trainable tensor under its peft-style key) and
-    /// `adapter_config.json` into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        let cfg = self.config_file(self.spec.rank, self.spec.alpha, self.spec.kind);
+    /// Write the folder `adapter_dir` describes: every adapter tensor under its peft-style key in
+    /// `adapter_model.safetensors`, the head in `classifier.safetensors`, the metadata and, for
+    /// LoRA only, peft's `adapter_config.json` (a native HoRA / RepLoRA / MH-LoRA folder has none,
+    /// so peft refuses it instead of building an empty LoRA). Resuming training reads it back
+    /// with [`Classifier::load`].
+    pub fn save(&self, dir: &Path, ctx: &AdapterContext) -> Result<()> {
+        let head = head_path();
         let data = adapters::lock_vars(&self.varmap)?;
-        let weights = data.iter().map(|(name, var)| (name, var.as_tensor()));
-        write_adapter(dir, &cfg, weights)
+        let adapter: Vec<(&String, &Tensor)> = data
+            .iter()
+            .filter(|(name, _)| !head.holds(name))
+            .map(|(name, var)| (name, var.as_tensor()))
+            .collect();
+        let metadata = self.metadata(self.spec.kind, None, self.spec.rank, self.spec.alpha, ctx);
+        write_folder(dir, adapter, &self.head, &metadata)
     }
 
-    /// Load a directory written by `save` (or, for `lora`, by peft) into this model. The method,
-    /// rank and label count must match, and every tensor must be present with its shape.
+    /// Load a folder written by [`Classifier::save`] or [`Classifier::export_plain_lora`], or a
+    /// LoRA saved by peft, into this model. The method, rank, alpha and label count must match,
+    /// and every tensor must be present with its shape; nothing is written unless all are.
+    ///
+    /// From peft: a LoRA on `query` and `value` of every layer, saved from `BertModel` /
+    /// `AutoModel` (keys `base_model.model.encoder.…`) or from `BertForSequenceClassification`
+    /// (`base_model.model.bert.encoder.…`, its head as `base_model.model.classifier.*` when
+    /// `classifier` is in `modules_to_save`); `task_type` and `modules_to_save` may be null. The
+    /// head must come from somewhere: peft's copy, or `classifier.safetensors` beside the adapter.
+    /// It is applied to the mean-pooled embedding (a `BertForSequenceClassification` head was
+    /// trained on the [CLS] pooler instead, which this model does not compute).
     pub fn load(&mut self, dir: &Path) -> Result<()> {
-        let cfg_path = dir.join(ADAPTER_CONFIG);
-        let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
-        let cfg: AdapterConfigFile = serde_json::from_str(&text)?;
-        let bad = |reason: String| FinetuneError::AdapterFile {
-            path: dir.to_path_buf(),
-            reason,
-        };
-        if cfg.hora_method != self.spec.kind || cfg.hora_num_labels != self.num_labels {
-            return Err(bad(format!(
-                "holds method {} with {} labels, model is {} with {}",
-                cfg.hora_method, cfg.hora_num_labels, self.spec.kind, self.num_labels
-            )));
-        }
-        if self.spec.kind != AdapterKind::Lora
-            && (cfg.r != self.spec.rank || cfg.lora_alpha != self.spec.alpha)
-        {
-            return Err(bad(format!(
-                "r = {}, alpha = {}; model has r = {}, alpha = {}",
-                cfg.r, cfg.lora_alpha, self.spec.rank, self.spec.alpha
-            )));
-        }
-        let weights_path = dir.join(ADAPTER_WEIGHTS);
         let device = self.head.weight.device().clone();
-        let tensors = candle_core::safetensors::load(&weights_path, &device)
-            .map_err(|e| bad(format!("{ADAPTER_WEIGHTS}: {e}")))?;
-        let data = adapters::lock_vars(&self.varmap)?;
-        // Check everything before writing anything, so a bad file leaves the model untouched.
-        for (name, var) in data.iter() {
-            let t = tensors
-                .get(name)
-                .ok_or_else(|| bad(format!("tensor {name} is missing")))?;
-            if t.dims() != var.dims() {
-                return Err(bad(format!(
-                    "tensor {name} has shape {:?}, expected {:?}",
-                    t.dims(),
-                    var.dims()
-                )));
+        let folder = AdapterFolder::read(dir, head_path().as_str(), &device)?;
+        self.load_folder(dir, folder)
+    }
+
+    /// A classifier on `base` with the adapter and head of the folder `dir`, built from what the
+    /// folder says (method, rank, alpha, labels); also returns the folder's metadata, if any.
+    pub fn from_dir(
+        base: BertEncoder,
+        dir: &Path,
+        device: &Device,
+    ) -> Result<(Self, Option<AdapterMetadata>)> {
+        let folder = AdapterFolder::read(dir, head_path().as_str(), device)?;
+        let (kind, rank, alpha) = folder.method_rank_alpha(dir)?;
+        let head_weight = head_path().pp("weight");
+        let num_labels = match (&folder.metadata, folder.tensors.get(head_weight.as_str())) {
+            (Some(m), _) => m.labels.len(),
+            (None, Some(w)) => w.dim(0)?,
+            (None, None) => return Err(folder_error(dir, missing_head())),
+        };
+        let spec = AdapterSpec {
+            kind,
+            rank,
+            alpha,
+            activation: folder
+                .metadata
+                .as_ref()
+                .map_or(GeneratorActivation::Tanh, |m| m.generator_activation),
+            seed: 0,
+        };
+        let metadata = folder.metadata.clone();
+        let mut model = Self::new(base, &spec, num_labels, device)?;
+        model.load_folder(dir, folder)?;
+        Ok((model, metadata))
+    }
+
+    fn load_folder(&mut self, dir: &Path, folder: AdapterFolder) -> Result<()> {
+        let (kind, rank, alpha) = folder.method_rank_alpha(dir)?;
+        let low_rank = !matches!(kind, AdapterKind::HeadOnly | AdapterKind::Full);
+        if kind != self.spec.kind
+            || (low_rank && (rank != self.spec.rank || alpha != self.spec.alpha))
+        {
+            return Err(folder_error(
+                dir,
+                format!(
+                    "holds {kind} with r = {rank}, alpha = {alpha}; the model is {} with r = {}, alpha = {}",
+                    self.spec.kind, self.spec.rank, self.spec.alpha
+                ),
+            ));
+        }
+        if let Some(m) = &folder.metadata {
+            if m.labels.len() != self.num_labels {
+                return Err(folder_error(
+                    dir,
+                    format!(
+                        "has {} labels {:?}; the model has {}",
+                        m.labels.len(),
+                        m.labels,
+                        self.num_labels
+                    ),
+                ));
             }
         }
-        if let Some(extra) = tensors.keys().find(|k| !data.contains_key(*k)) {
-            return Err(bad(format!("unexpected tensor {extra}")));
+        let tensors = folder.tensors;
+        let head = head_path();
+        let data = adapters::lock_vars(&self.varmap)?;
+        // Check everything before writing anything, so a bad folder leaves the model untouched.
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        for name in names {
+            let var = &data[name];
+            let t = tensors.get(name).ok_or_else(|| {
+                folder_error(
+                    dir,
+                    if head.holds(name) {
+                        missing_head()
+                    } else {
+                        format!("tensor {name} is missing from {ADAPTER_WEIGHTS}")
+                    },
+                )
+            })?;
+            if t.dims() != var.dims() {
+                return Err(folder_error(
+                    dir,
+                    format!(
+                        "tensor {name} has shape {:?}, expected {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
+                ));
+            }
+        }
+        let mut extra: Vec<&String> = tensors.keys().filter(|k| !data.contains_key(*k)).collect();
+        extra.sort();
+        if let Some(first) = extra.first() {
+            return Err(folder_error(
+                dir,
+                format!(
+                    "{} unexpected tensor(s), first {first}: this model adapts only {TARGETS:?} of every layer",
+                    extra.len()
+                ),
+            ));
         }
         for (name, var) in data.iter() {
-            var.set(&tensors[name])?;
+            var.set(&tensors[name].to_dtype(candle_core::DType::F32)?)?;
         }
         Ok(())
     }
 
-    /// Export the current update as plain peft LoRA (`lora_A.weight`, `lora_B.weight` per target,
-    /// plus the head): for HoRA and RepLoRA the generated A and B at rank r; for MH-LoRA the
-    /// stacked A and block-diagonal B at rank H·r. Loading the result into a `lora` model of
-    /// that rank reproduces the logits.
-    pub fn export_plain_lora(&self, dir: &Path) -> Result<usize> {
+    fn metadata(
+        &self,
+        method: AdapterKind,
+        exported_from: Option<AdapterKind>,
+        rank: usize,
+        alpha: f64,
+        ctx: &AdapterContext,
+    ) -> AdapterMetadata {
+        AdapterMetadata {
+            method,
+            exported_from,
+            rank,
+            alpha,
+            dropout: ctx.dropout,
+            generator_activation: self.spec.activation,
+            labels: ctx.labels.clone(),
+            pooling: Pooling::Mean,
+            max_len: ctx.max_len,
+            base_model: ctx.base_model.clone(),
+            base_model_path: ctx.base_model_path.clone(),
+        }
+    }
+
+    /// Export the current update as a peft LoRA folder (`lora_A.weight`, `lora_B.weight` per
+    /// target, the head in `classifier.safetensors`): for HoRA and RepLoRA the generated A and B
+    /// at rank r; for MH-LoRA the stacked A and block-diagonal B at rank H·r. Loading the result
+    /// into a `lora` model of that rank, or into peft, reproduces the logits. Returns the rank.
+    pub fn export_plain_lora(&self, dir: &Path, ctx: &AdapterContext) -> Result<usize> {
         let deltas: Vec<LayerDeltas> = self.adapter.deltas()?;
         if deltas.is_empty() {
             return Err(FinetuneError::Data(format!(
-                "method {} has no low-rank update to export",
+                "method {} has no low-rank update to export as LoRA",
                 self.spec.kind
             )));
         }
-        let mut out: HashMap<String, Tensor> = HashMap::new();
+        let mut out: Vec<(String, Tensor)> = Vec::new();
         let mut rank = 0;
         let mut scale = 0.0;
         for (l, d) in deltas.iter().enumerate() {
@@ -319,37 +383,98 @@ impl Classifier {
                 rank = lr.a.dim(0)?;
                 scale = lr.scale;
                 let [a_path, b_path] = adapters::lora_paths(l, target);
-                out.insert(a_path.into(), lr.a.detach().contiguous()?);
-                out.insert(b_path.into(), lr.b.detach().contiguous()?);
+                out.push((a_path.into(), lr.a.detach().contiguous()?));
+                out.push((b_path.into(), lr.b.detach().contiguous()?));
             }
         }
-        for (path, t) in self.head.named_tensors() {
-            out.insert(path.into(), t.detach());
-        }
-        let cfg = self.config_file(rank, scale * rank as f64, AdapterKind::Lora);
-        write_adapter(dir, &cfg, &out)?;
+        let exported_from = (self.spec.kind != AdapterKind::Lora).then_some(self.spec.kind);
+        let metadata = self.metadata(
+            AdapterKind::Lora,
+            exported_from,
+            rank,
+            scale * rank as f64,
+            ctx,
+        );
+        write_folder(dir, out.iter().map(|(k, t)| (k, t)), &self.head, &metadata)?;
         Ok(rank)
+    }
+
+    /// The encoder with the adapter folded in (`W + s·B A` in every adapted projection), as a
+    /// `BertModel` checkpoint's tensors by name.
+    pub fn merged_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        let deltas = self.adapter.deltas()?;
+        let encoder = self.adapter.trainable_encoder().unwrap_or(&self.base);
+        Ok(encoder.merged(&deltas)?.named_tensors())
+    }
+
+    /// The head's weight `(labels, hidden)` and bias `(labels)`.
+    pub fn head(&self) -> &Linear {
+        &self.head
     }
 }
 
-/// `adapter_config.json`, then `adapter_model.safetensors`, each written atomically into `dir`.
-fn write_adapter<S, V>(
+fn missing_head() -> String {
+    format!(
+        "the classifier head is missing: found neither {HEAD_WEIGHTS} (`weight` (labels, hidden), \
+         `bias` (labels)) nor base_model.model.classifier.{{weight,bias}} in {ADAPTER_WEIGHTS} \
+         (peft saves a head only when `classifier` is in modules_to_save; an adapter saved from \
+         BertModel / AutoModel has none: save your head beside it as {HEAD_WEIGHTS})"
+    )
+}
+
+/// Write an adapter folder: the adapter tensors, the head, peft's config for LoRA (removed for
+/// any other family, so a folder reused for a native save is never mistaken for LoRA), and the
+/// metadata last, each file atomically.
+fn write_folder<S, V>(
     dir: &Path,
-    cfg: &AdapterConfigFile,
-    weights: impl IntoIterator<Item = (S, V)>,
+    adapter: impl IntoIterator<Item = (S, V)>,
+    head: &Linear,
+    metadata: &AdapterMetadata,
 ) -> Result<()>
 where
     S: AsRef<str> + Ord + std::fmt::Display,
     V: safetensors::View,
 {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         fsio::write_atomic(&path, bytes).map_err(io_err(path))
     };
+    let serialize = |bytes: std::result::Result<Vec<u8>, safetensors::SafeTensorError>| {
+        bytes.map_err(|e| FinetuneError::Candle(candle_core::Error::from(e)))
+    };
     write(
-        ADAPTER_CONFIG,
-        serde_json::to_string_pretty(cfg)?.as_bytes(),
+        ADAPTER_WEIGHTS,
+        &serialize(safetensors::serialize(adapter, None))?,
     )?;
-    let bytes = safetensors::serialize(weights, None).map_err(candle_core::Error::from)?;
-    write(ADAPTER_WEIGHTS, &bytes)
+    let bias = head
+        .bias
+        .as_ref()
+        .ok_or_else(|| FinetuneError::Data("the head has no bias".into()))?;
+    let head_tensors = [("weight", head.weight.detach()), ("bias", bias.detach())];
+    write(
+        HEAD_WEIGHTS,
+        &serialize(safetensors::serialize(
+            head_tensors.iter().map(|(k, t)| (*k, t)),
+            None,
+        ))?,
+    )?;
+    let config = dir.join(ADAPTER_CONFIG);
+    if metadata.method == AdapterKind::Lora {
+        let targets: Vec<&str> = TARGETS.to_vec();
+        let peft = PeftLoraConfig::new(
+            &metadata.base_model,
+            metadata.rank,
+            metadata.alpha,
+            metadata.dropout,
+            &targets,
+        );
+        write(
+            ADAPTER_CONFIG,
+            serde_json::to_string_pretty(&peft)?.as_bytes(),
+        )?;
+    } else if config.exists() {
+        std::fs::remove_file(&config).map_err(io_err(&config))?;
+    }
+    write(METADATA, serde_json::to_string_pretty(metadata)?.as_bytes())
 }

@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 
+use crate::adapter_dir::AdapterContext;
 use crate::adapters::AdapterSpec;
 use crate::assets::Assets;
 use crate::config::{AdapterKind, TrainConfig, ValidTrainConfig};
@@ -165,6 +166,36 @@ pub fn train_and_evaluate(
     split_path: &Path,
     progress: Option<indicatif::ProgressBar>,
 ) -> Result<RunRecord> {
+    Ok(train_classifier(cfg, assets, split_path, progress)?.record)
+}
+
+/// What a run leaves: its record and the classifier at its best validation epoch.
+pub struct Trained {
+    pub record: RunRecord,
+    pub model: Classifier,
+}
+
+impl Trained {
+    /// What the saved adapter of this run records beside its tensors.
+    pub fn adapter_context(&self, base_model: &str, assets: &Assets) -> AdapterContext {
+        let path = std::fs::canonicalize(&assets.model_dir).unwrap_or(assets.model_dir.clone());
+        AdapterContext {
+            base_model: base_model.to_string(),
+            base_model_path: Some(path.display().to_string()),
+            labels: LABELS.iter().map(|l| l.to_string()).collect(),
+            max_len: self.record.config.max_len,
+            dropout: self.record.config.dropout,
+        }
+    }
+}
+
+/// [`train_and_evaluate`], keeping the trained classifier.
+pub fn train_classifier(
+    cfg: &ValidTrainConfig,
+    assets: &Assets,
+    split_path: &Path,
+    progress: Option<indicatif::ProgressBar>,
+) -> Result<Trained> {
     let start = Instant::now();
     let device = device();
     let examples = load_tweets(&assets.tweets_csv)?;
@@ -191,7 +222,8 @@ pub fn train_and_evaluate(
 
     let base = BertEncoder::load(&assets.model_dir, &device)?;
     let model = Classifier::new(base, &AdapterSpec::from_config(cfg), LABELS.len(), &device)?;
-    train_model(cfg, &model, &train, &val, &test, &device, progress, start)
+    let record = train_model(cfg, &model, &train, &val, &test, &device, progress, start)?;
+    Ok(Trained { record, model })
 }
 
 /// The training loop on already encoded data (also used by tests on a tiny model).

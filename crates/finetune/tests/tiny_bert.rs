@@ -9,7 +9,7 @@ use finetune::config::{AdapterKind, GeneratorActivation};
 use finetune::encoder::{BertConfig, BertEncoder};
 use finetune::rng::{init_rng, TRAINING};
 use finetune::train::cross_entropy;
-use finetune::Classifier;
+use finetune::{AdapterContext, Classifier};
 use rand::Rng;
 
 const L: usize = 2;
@@ -216,6 +216,24 @@ fn adapters_start_at_the_pretrained_function() {
     }
 }
 
+fn ctx() -> AdapterContext {
+    AdapterContext {
+        base_model: "tiny/random-bert".into(),
+        base_model_path: Some("/nowhere/tiny".into()),
+        labels: vec!["a".into(), "b".into(), "c".into()],
+        max_len: 8,
+        dropout: 0.1,
+    }
+}
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn load_err(model: &mut Classifier, dir: &std::path::Path) -> String {
+    model.load(dir).unwrap_err().to_string()
+}
+
 #[test]
 fn save_load_round_trip_is_bit_exact() {
     let (ids, mask, _) = batch();
@@ -223,9 +241,20 @@ fn save_load_round_trip_is_bit_exact() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model(kind, 3);
         randomise(&model, 12);
-        model.save(dir.path()).unwrap();
-        assert!(dir.path().join("adapter_model.safetensors").is_file());
-        assert!(dir.path().join("adapter_config.json").is_file());
+        model.save(dir.path(), &ctx()).unwrap();
+        for f in [
+            "adapter_model.safetensors",
+            "classifier.safetensors",
+            "hora_adapter.json",
+        ] {
+            assert!(dir.path().join(f).is_file(), "{kind}: {f}");
+        }
+        // Only a LoRA folder claims to be peft's.
+        assert_eq!(
+            dir.path().join("adapter_config.json").is_file(),
+            kind == AdapterKind::Lora,
+            "{kind}"
+        );
 
         let mut other = tiny_model(kind, 99);
         other.load(dir.path()).unwrap();
@@ -244,14 +273,23 @@ fn save_load_round_trip_is_bit_exact() {
             bits(&model.logits(&ids, &mask, 0.0, None).unwrap()),
             bits(&other.logits(&ids, &mask, 0.0, None).unwrap())
         );
+        // Built from the folder alone: the same logits, and the metadata back.
+        let base = BertEncoder::random(&tiny_config(), 7, &Device::Cpu).unwrap();
+        let (built, meta) = Classifier::from_dir(base, dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(built.spec().kind, kind);
+        assert_eq!(meta.unwrap().labels, ctx().labels);
+        assert_eq!(
+            bits(&model.logits(&ids, &mask, 0.0, None).unwrap()),
+            bits(&built.logits(&ids, &mask, 0.0, None).unwrap())
+        );
     }
 }
 
 #[test]
-fn peft_key_names_and_config() {
+fn a_lora_folder_is_peft_and_a_native_folder_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(AdapterKind::Lora, 3);
-    model.save(dir.path()).unwrap();
+    model.save(dir.path(), &ctx()).unwrap();
     let tensors =
         candle_core::safetensors::load(dir.path().join("adapter_model.safetensors"), &Device::Cpu)
             .unwrap();
@@ -259,14 +297,66 @@ fn peft_key_names_and_config() {
     let b = &tensors["base_model.model.encoder.layer.1.attention.self.value.lora_B.weight"];
     assert_eq!(a.dims(), &[R, H]);
     assert_eq!(b.dims(), &[H, R]);
-    assert!(tensors.contains_key("base_model.model.classifier.weight"));
-    let cfg: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
-    )
-    .unwrap();
+    assert_eq!(
+        tensors.len(),
+        L * 2 * 2,
+        "only LoRA factors: {:?}",
+        tensors.keys()
+    );
+    let head =
+        candle_core::safetensors::load(dir.path().join("classifier.safetensors"), &Device::Cpu)
+            .unwrap();
+    assert_eq!(head["weight"].dims(), &[C, H]);
+    assert_eq!(head["bias"].dims(), &[C]);
+
+    let cfg = read_json(&dir.path().join("adapter_config.json"));
+    // Exactly these keys, every one a field of peft's LoraConfig.
+    let mut keys: Vec<&str> = cfg
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "base_model_name_or_path",
+            "bias",
+            "fan_in_fan_out",
+            "inference_mode",
+            "init_lora_weights",
+            "lora_alpha",
+            "lora_dropout",
+            "modules_to_save",
+            "peft_type",
+            "r",
+            "target_modules",
+            "task_type",
+            "use_dora",
+            "use_rslora"
+        ]
+    );
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["r"], R);
+    assert_eq!(cfg["lora_alpha"], 2.0 * R as f64);
+    assert_eq!(cfg["lora_dropout"], 0.1);
+    assert_eq!(cfg["base_model_name_or_path"], "tiny/random-bert");
     assert_eq!(cfg["target_modules"], serde_json::json!(["query", "value"]));
+    let meta = read_json(&dir.path().join("hora_adapter.json"));
+    assert_eq!(meta["method"], "lora");
+    assert_eq!(meta["pooling"], "mean");
+    assert_eq!(meta["base_model_path"], "/nowhere/tiny");
+    assert_eq!(meta["labels"], serde_json::json!(["a", "b", "c"]));
+
+    // A native HoRA saved over it leaves no adapter_config.json behind.
+    let hora = tiny_model(AdapterKind::Hora, 3);
+    hora.save(dir.path(), &ctx()).unwrap();
+    assert!(!dir.path().join("adapter_config.json").exists());
+    assert_eq!(
+        read_json(&dir.path().join("hora_adapter.json"))["method"],
+        "hora"
+    );
 }
 
 #[test]
@@ -274,28 +364,200 @@ fn loading_a_bad_adapter_fails_and_leaves_the_model_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(AdapterKind::Hora, 3);
     randomise(&model, 13);
-    model.save(dir.path()).unwrap();
+    model.save(dir.path(), &ctx()).unwrap();
     // Wrong method.
     let mut lora = tiny_model(AdapterKind::Lora, 3);
-    assert!(lora.load(dir.path()).is_err());
+    let err = load_err(&mut lora, dir.path());
+    assert!(
+        err.contains("holds hora") && err.contains("model is lora"),
+        "{err}"
+    );
     // Truncated weights.
     let path = dir.path().join("adapter_model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let mut hora = tiny_model(AdapterKind::Hora, 3);
     let before = hora.snapshot().unwrap();
-    let err = hora.load(dir.path()).unwrap_err().to_string();
+    let err = load_err(&mut hora, dir.path());
     assert!(err.contains("adapter_model.safetensors"), "{err}");
     let after = hora.snapshot().unwrap();
     for (k, v) in &before {
         assert_eq!(bits(v), bits(&after[k]));
     }
+    // No config of either kind.
+    let empty = tempfile::tempdir().unwrap();
+    let err = load_err(&mut hora, empty.path());
+    assert!(err.contains("neither adapter_config.json"), "{err}");
+}
+
+/// Write `tensors` and `config` as peft would: `save_pretrained` of a model wrapped by
+/// `get_peft_model`.
+fn write_peft(dir: &std::path::Path, config: serde_json::Value, tensors: &[(String, Tensor)]) {
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        serde_json::to_string(&config).unwrap(),
+    )
+    .unwrap();
+    let bytes = safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), None).unwrap();
+    std::fs::write(dir.join("adapter_model.safetensors"), bytes).unwrap();
+}
+
+/// What peft 0.21 writes for a LoRA (fields abridged to those that matter; the rest are ignored).
+fn peft_config(
+    task_type: serde_json::Value,
+    modules_to_save: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "peft_type": "LORA", "task_type": task_type, "r": R, "lora_alpha": 2.0 * R as f64,
+        "lora_dropout": 0.05, "target_modules": ["value", "query"], "bias": "none",
+        "fan_in_fan_out": false, "modules_to_save": modules_to_save, "use_rslora": false,
+        "use_dora": false, "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": null,
+        "base_model_name_or_path": null, "revision": null, "auto_mapping": null,
+        "megatron_config": null, "loftq_config": {}, "layer_replication": null,
+        "eva_config": null, "corda_config": null, "lora_bias": false, "target_parameters": null
+    })
+}
+
+/// The LoRA factors and head of `model` under the keys peft gives them for a model whose
+/// encoder lives at `prefix` (`""` for BertModel, `"bert."` for BertForSequenceClassification).
+fn peft_tensors(model: &Classifier, prefix: &str, with_head: bool) -> Vec<(String, Tensor)> {
+    let data = model.varmap().data().lock().unwrap();
+    data.iter()
+        .filter(|(k, _)| with_head || !k.contains("classifier"))
+        .map(|(k, v)| {
+            let key = if k.contains("classifier") {
+                k.clone()
+            } else {
+                k.replacen(
+                    "base_model.model.",
+                    &format!("base_model.model.{prefix}"),
+                    1,
+                )
+            };
+            (key, v.as_tensor().copy().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn loads_what_peft_writes_from_bert_model_and_bert_for_sequence_classification() {
+    let (ids, mask, _) = batch();
+    let model = tiny_model(AdapterKind::Lora, 3);
+    randomise(&model, 21);
+    let want = model.logits(&ids, &mask, 0.0, None).unwrap();
+    let base = || BertEncoder::random(&tiny_config(), 7, &Device::Cpu).unwrap();
+
+    // BertForSequenceClassification, task_type SEQ_CLS: `bert.` prefix, head in modules_to_save.
+    let dir = tempfile::tempdir().unwrap();
+    write_peft(
+        dir.path(),
+        peft_config("SEQ_CLS".into(), serde_json::json!(["classifier", "score"])),
+        &peft_tensors(&model, "bert.", true),
+    );
+    let (loaded, meta) = Classifier::from_dir(base(), dir.path(), &Device::Cpu).unwrap();
+    assert!(meta.is_none());
+    assert_eq!(
+        bits(&want),
+        bits(&loaded.logits(&ids, &mask, 0.0, None).unwrap())
+    );
+
+    // BertModel, task_type and modules_to_save null: no head in the file...
+    let dir = tempfile::tempdir().unwrap();
+    write_peft(
+        dir.path(),
+        peft_config(serde_json::Value::Null, serde_json::Value::Null),
+        &peft_tensors(&model, "", false),
+    );
+    let err = Classifier::from_dir(base(), dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("classifier head is missing") && err.contains("classifier.safetensors"),
+        "{err}"
+    );
+    let mut into = tiny_model(AdapterKind::Lora, 8);
+    let err = load_err(&mut into, dir.path());
+    assert!(err.contains("classifier head is missing"), "{err}");
+    // ...so the user's head goes beside it, and then it loads.
+    let head = model.head();
+    let head_tensors = [
+        ("weight", head.weight.copy().unwrap()),
+        ("bias", head.bias.as_ref().unwrap().copy().unwrap()),
+    ];
+    std::fs::write(
+        dir.path().join("classifier.safetensors"),
+        safetensors::serialize(head_tensors.iter().map(|(k, t)| (*k, t)), None).unwrap(),
+    )
+    .unwrap();
+    into.load(dir.path()).unwrap();
+    assert_eq!(
+        bits(&want),
+        bits(&into.logits(&ids, &mask, 0.0, None).unwrap())
+    );
+}
+
+#[test]
+fn peft_files_this_model_cannot_compute_are_refused_by_name() {
+    let model = tiny_model(AdapterKind::Lora, 3);
+    let tensors = peft_tensors(&model, "", true);
+    let cases: [(&str, serde_json::Value, &str); 6] = [
+        (
+            "peft_type",
+            serde_json::json!("IA3"),
+            "peft_type is \"IA3\"",
+        ),
+        ("use_rslora", serde_json::json!(true), "use_rslora"),
+        ("use_dora", serde_json::json!(true), "use_dora"),
+        ("bias", serde_json::json!("all"), "bias = \"all\""),
+        (
+            "rank_pattern",
+            serde_json::json!({"query": 4}),
+            "rank_pattern",
+        ),
+        ("r", serde_json::Value::Null, "r is missing"),
+    ];
+    for (field, value, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = peft_config(serde_json::Value::Null, serde_json::Value::Null);
+        cfg[field] = value;
+        write_peft(dir.path(), cfg, &tensors);
+        let mut into = tiny_model(AdapterKind::Lora, 3);
+        let err = load_err(&mut into, dir.path());
+        assert!(err.contains(says), "{field}: {err}");
+    }
+    // A LoRA on more modules than query and value.
+    let dir = tempfile::tempdir().unwrap();
+    let mut more = tensors.clone();
+    more.push((
+        "base_model.model.encoder.layer.0.attention.self.key.lora_A.weight".into(),
+        Tensor::zeros((R, H), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    ));
+    write_peft(
+        dir.path(),
+        peft_config(serde_json::Value::Null, serde_json::Value::Null),
+        &more,
+    );
+    let mut into = tiny_model(AdapterKind::Lora, 3);
+    let err = load_err(&mut into, dir.path());
+    assert!(
+        err.contains("unexpected tensor") && err.contains("key.lora_A"),
+        "{err}"
+    );
+    // A different alpha is not silently rescaled.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = peft_config(serde_json::Value::Null, serde_json::Value::Null);
+    cfg["lora_alpha"] = serde_json::json!(32.0);
+    write_peft(dir.path(), cfg, &tensors);
+    let err = load_err(&mut into, dir.path());
+    assert!(err.contains("alpha = 32"), "{err}");
 }
 
 #[test]
 fn generated_factors_export_as_plain_lora() {
     let (ids, mask, _) = batch();
     for (kind, rank) in [
+        (AdapterKind::Lora, R),
         (AdapterKind::Hora, R),
         (AdapterKind::Replora, R),
         (AdapterKind::MhLora, HEADS * R),
@@ -303,29 +565,52 @@ fn generated_factors_export_as_plain_lora() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model(kind, 5);
         randomise(&model, 14);
-        let exported_rank = model.export_plain_lora(dir.path()).unwrap();
+        let exported_rank = model.export_plain_lora(dir.path(), &ctx()).unwrap();
         assert_eq!(exported_rank, rank);
-        let cfg: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
-        )
-        .unwrap();
-        let alpha = cfg["lora_alpha"].as_f64().unwrap();
+        let cfg = read_json(&dir.path().join("adapter_config.json"));
+        assert_eq!(cfg["peft_type"], "LORA");
+        assert_eq!(cfg["r"], rank);
+        let meta = read_json(&dir.path().join("hora_adapter.json"));
+        assert_eq!(meta["method"], "lora");
+        if kind == AdapterKind::Lora {
+            assert!(meta.get("exported_from").is_none());
+        } else {
+            assert_eq!(meta["exported_from"], kind.name());
+        }
         let base = BertEncoder::random(&tiny_config(), 7, &Device::Cpu).unwrap();
-        let lora_spec = AdapterSpec {
-            kind: AdapterKind::Lora,
-            rank,
-            alpha,
-            activation: GeneratorActivation::Tanh,
-            seed: 0,
-        };
-        let mut lora = Classifier::new(base, &lora_spec, C, &Device::Cpu).unwrap();
-        lora.load(dir.path()).unwrap();
+        let (lora, _) = Classifier::from_dir(base, dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(lora.spec().kind, AdapterKind::Lora);
+        assert_eq!(lora.spec().rank, rank);
         let diff = max_abs_diff(
             &model.logits(&ids, &mask, 0.0, None).unwrap(),
             &lora.logits(&ids, &mask, 0.0, None).unwrap(),
         );
         assert!(diff <= 1e-5, "{kind}: exported LoRA differs by {diff}");
     }
+    let probe = tiny_model(AdapterKind::HeadOnly, 5);
+    let err = probe
+        .export_plain_lora(tempfile::tempdir().unwrap().path(), &ctx())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("head-only has no low-rank update"), "{err}");
+}
+
+#[test]
+fn merged_weights_are_base_plus_scaled_b_a() {
+    let model = tiny_model(AdapterKind::Lora, 3);
+    randomise(&model, 15);
+    let merged: std::collections::HashMap<String, Tensor> =
+        model.merged_weights().unwrap().into_iter().collect();
+    let base: std::collections::HashMap<String, Tensor> =
+        model.base.named_tensors().into_iter().collect();
+    let vars = model.varmap().data().lock().unwrap();
+    let at = "encoder.layer.1.attention.self.value";
+    let a = vars[&format!("base_model.model.{at}.lora_A.weight")].as_tensor();
+    let b = vars[&format!("base_model.model.{at}.lora_B.weight")].as_tensor();
+    let want = (&base[&format!("{at}.weight")] + (b.matmul(a).unwrap() * 2.0).unwrap()).unwrap();
+    assert!(max_abs_diff(&merged[&format!("{at}.weight")], &want) <= 1e-6);
+    let key = "encoder.layer.0.attention.self.key.weight";
+    assert_eq!(bits(&merged[key]), bits(&base[key]));
 }
 
 #[test]

@@ -53,6 +53,10 @@ pub struct Global {
     /// finetune: the assets cache (default: $HORA_ASSETS or assets/ at the workspace root).
     #[arg(long, global = true, alias = "assets-dir")]
     pub assets: Option<PathBuf>,
+    /// finetune: `hora run` also saves the weights of `full` runs (a whole encoder, 90 MB each;
+    /// every other method's adapter is always saved, as raw/<id>.adapter/).
+    #[arg(long, global = true)]
+    pub save_full: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -118,6 +122,24 @@ pub enum Command {
         #[arg(long)]
         from: Vec<PathBuf>,
     },
+    /// Write a saved adapter (a job id, or an adapter folder) as a peft LoRA folder or as a
+    /// BertModel checkpoint with the adapter merged in.
+    Export {
+        /// A job id (its adapter is results/<experiment>/raw/<id>.adapter/) or a folder.
+        adapter: String,
+        #[arg(long, value_enum)]
+        to: crate::kinds::finetune::adapters::ExportFormat,
+        /// The folder to write.
+        out: PathBuf,
+    },
+    /// Classify the lines of standard input with a saved adapter (a job id or a folder):
+    /// one line out per text, `label<TAB>logit per label<TAB>text`.
+    Predict {
+        adapter: String,
+        /// Fold the adapter into the weights first (the output must not change).
+        #[arg(long)]
+        merged: bool,
+    },
     /// Pretrained model and labelled data for the finetune experiments.
     Assets {
         #[command(subcommand)]
@@ -145,6 +167,8 @@ const SUBCOMMANDS: &[&str] = &[
     "list",
     "slurm",
     "merge",
+    "export",
+    "predict",
     "assets",
     "help",
 ];
@@ -212,6 +236,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
     let opts = KindOptions {
         model_dir: g.model_dir.clone(),
         assets_dir: g.assets.clone(),
+        save_full: g.save_full,
     };
     let command = cli.command.unwrap_or(Command::Reproduce {
         experiment: DEFAULT_EXPERIMENT.into(),
@@ -229,6 +254,32 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
                 a.model_dir.display(),
                 a.tweets_csv.display()
             );
+            return Ok(true);
+        }
+        Command::Export { adapter, to, out } => {
+            if g.dry_run {
+                println!(
+                    "dry run: would export {adapter} as {to:?} to {}",
+                    out.display()
+                );
+                return Ok(true);
+            }
+            let what =
+                crate::kinds::finetune::adapters::export(adapter, *to, out, &results, &opts)?;
+            println!("exported {what}");
+            return Ok(true);
+        }
+        Command::Predict { adapter, merged } => {
+            let stdin = std::io::stdin();
+            let stdout = std::io::stdout();
+            crate::kinds::finetune::adapters::predict(
+                adapter,
+                *merged,
+                &results,
+                &opts,
+                stdin.lock(),
+                stdout.lock(),
+            )?;
             return Ok(true);
         }
         Command::Plan { experiment }
@@ -496,6 +547,7 @@ fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<b
                             format!(" {f} {}", slurm::sh_quote(&abs(v).display().to_string()))
                         })
                     })
+                    .chain(g.save_full.then(|| " --save-full".to_string()))
                     .collect(),
             };
             slurm::check(&o)?;
@@ -520,7 +572,10 @@ fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<b
             );
             Ok(true)
         }
-        Command::List | Command::Assets { .. } => {
+        Command::List
+        | Command::Assets { .. }
+        | Command::Export { .. }
+        | Command::Predict { .. } => {
             unreachable!("handled before an experiment is loaded")
         }
     }

@@ -27,6 +27,8 @@ pub struct KindOptions {
     pub model_dir: Option<PathBuf>,
     /// The assets cache (finetune only).
     pub assets_dir: Option<PathBuf>,
+    /// finetune: also save the weights of `full` fine-tuning runs (a whole encoder each).
+    pub save_full: bool,
 }
 
 /// Names of the experiments in `dir`, sorted.

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 /// What a running job may use besides its own description.
 pub struct JobContext<'a> {
+    /// The job's content-hashed id (its record is `dirs.record(id)`).
+    pub id: &'a str,
     pub dirs: &'a Dirs,
     /// Where a job may add its own progress bar (below the sweep's bar).
     pub progress: &'a MultiProgress,

@@ -6,6 +6,9 @@
 //! with `--out` (so a read-only archive of results can be re-analysed elsewhere).
 use std::path::{Path, PathBuf};
 
+/// What names a job's adapter folder in `raw/`: `<id>.adapter`.
+pub const ADAPTER_SUFFIX: &str = ".adapter";
+
 #[derive(Clone, Debug)]
 pub struct Dirs {
     /// `results/<experiment>`.
@@ -32,6 +35,10 @@ impl Dirs {
     }
     pub fn record(&self, id: &str) -> PathBuf {
         self.raw().join(format!("{id}.json"))
+    }
+    /// The trained adapter of job `id`, a folder beside its record (finetune only).
+    pub fn adapter(&self, id: &str) -> PathBuf {
+        self.raw().join(format!("{id}{ADAPTER_SUFFIX}"))
     }
     /// Derived outputs of one profile.
     pub fn out(&self) -> PathBuf {

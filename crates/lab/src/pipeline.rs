@@ -157,6 +157,7 @@ pub fn run<K: Kind>(
         todo.par_iter().zip(&units).for_each(|(p, &units)| {
             let t0 = Instant::now();
             let ctx = JobContext {
+                id: &p.id,
                 dirs,
                 progress: &progress.multi,
             };

@@ -3,7 +3,9 @@
 //! method × fraction × seed; metrics are test accuracy and macro-F1 per run.
 //!
 //! Files: this one parses the experiment and runs a job; `metrics.rs` writes the tables,
-//! `report.rs` the figure and summary, `assets.rs` finds and fetches the pinned assets.
+//! `report.rs` the figure and summary, `assets.rs` finds and fetches the pinned assets,
+//! `adapters.rs` exports and applies the adapters runs save (`hora export`, `hora predict`).
+pub mod adapters;
 pub mod assets;
 mod metrics;
 mod report;
@@ -12,7 +14,8 @@ use crate::error::LabError;
 use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo, KindOptions};
 use crate::kind::{JobContext, Kind, Records, Report, Written};
 use crate::layout::Dirs;
-use finetune::{Assets, RunRecord, TrainConfig, ValidTrainConfig};
+use anyhow::Context;
+use finetune::{AdapterKind, Assets, RunRecord, TrainConfig, ValidTrainConfig};
 pub use metrics::{GroupRow, RunRow, TimingRow};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -59,6 +62,16 @@ pub struct FinetuneKind {
 }
 
 pub const PINNED_MODEL: &str = "all-MiniLM-L6-v2";
+
+/// What peft's `base_model_name_or_path` says for a job's model: the hub name of the pinned
+/// checkpoint, or the local folder given with `--model-dir`.
+pub fn hub_name(model: &str) -> String {
+    if model == PINNED_MODEL {
+        finetune::MINILM_HUB_NAME.to_string()
+    } else {
+        model.to_string()
+    }
+}
 
 impl FinetuneKind {
     pub fn parse(
@@ -197,14 +210,25 @@ impl Kind for FinetuneKind {
         };
         let bar = ctx.progress.add(indicatif::ProgressBar::new(0));
         bar.set_message(self.label(job));
-        let out = finetune::train_and_evaluate(
+        let out = finetune::train_classifier(
             &job.train,
             &assets,
             &Self::split_path(ctx.dirs),
             Some(bar.clone()),
         );
         bar.finish_and_clear();
-        Ok(out?)
+        let trained = out?;
+        // The adapter is a side file, written before the record: a job whose record exists has
+        // its adapter too, and a failed save leaves no record, so the job runs again.
+        if job.train.method != AdapterKind::Full || self.opts.save_full {
+            let dir = ctx.dirs.adapter(ctx.id);
+            let adapter = trained.adapter_context(&hub_name(&job.model), &assets);
+            trained
+                .model
+                .save(&dir, &adapter)
+                .with_context(|| format!("cannot save the adapter to {}", dir.display()))?;
+        }
+        Ok(trained.record)
     }
 
     fn metrics(&self, _profile: &str, done: &Records<'_, Self>, dirs: &Dirs) -> Written {
