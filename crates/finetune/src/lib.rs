@@ -23,7 +23,7 @@ pub use assets::Assets;
 pub use config::{AdapterKind, GeneratorActivation, TrainConfig, ValidTrainConfig};
 pub use encoder::{BertConfig, BertEncoder};
 pub use error::FinetuneError;
+pub use inference::SavedClassifier;
 pub use model::Classifier;
 pub use tensor_path::TensorPath;
-pub use inference::SavedClassifier;
 pub use train::{device, train_and_evaluate, train_classifier, EpochMetrics, RunRecord, Trained};

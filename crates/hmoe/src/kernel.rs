@@ -1,4 +1,4 @@
-//! The batched kernel of [`Model::objective_and_grad`](crate::model::Model::objective_and_grad) and [`Model::predict`](crate::model::Model::predict): the same model as
+//! The batched kernel of `Model::objective_and_grad` and `Model::predict`: the same model as
 //! the per-sample reference loop in `model.rs`, computed over blocks of [`LANES`] samples at once.
 //!
 //! # Layout
