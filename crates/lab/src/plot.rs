@@ -257,6 +257,9 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> a
     });
     let (xr, yr) = (range(xs), range(ys));
     let (nx, ny) = (label_count(sx, &xr), label_count(sy, &yr));
+    // A tick computed as lo + k·step lands a rounding error away from zero: label it 0.
+    let (wx, wy) = (xr.end - xr.start, yr.end - yr.start);
+    let snap = |t: f64, w: f64| if t.abs() < 1e-9 * w { 0.0 } else { t };
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, ("sans-serif", 20))
         .margin(14)
@@ -270,8 +273,8 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> a
         .y_desc(p.y.label.as_str())
         .x_labels(nx)
         .y_labels(ny)
-        .x_label_formatter(&|v| sx.label(*v))
-        .y_label_formatter(&|v| sy.label(*v))
+        .x_label_formatter(&|v| sx.label(snap(*v, wx)))
+        .y_label_formatter(&|v| sy.label(snap(*v, wy)))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .light_line_style(WHITE.mix(0.0))

@@ -1,5 +1,6 @@
 //! Metric tables of a `finetune` profile, from raw records only: `metrics.csv` (one row per
-//! run), `accuracy.csv` (per method and fraction: mean, sd and range over seeds) and
+//! run), `accuracy.csv` (per method and fraction: mean, sd and range over seeds), `paired.csv`
+//! (each method against lora and full, paired by seed: mean difference, t-interval, wins) and
 //! `timing.csv` (timings vary from run to run, so they stay out of the other two).
 use super::{FinetuneJob, FinetuneKind};
 use crate::kind::Done;
@@ -65,8 +66,109 @@ pub(super) fn write(
     Ok(vec![
         write_table(dirs, "metrics.csv", &rows)?,
         write_table(dirs, "accuracy.csv", &groups)?,
+        write_table(dirs, PAIRED_TABLE, &paired(kind, &rows))?,
         write_table(dirs, "timing.csv", &timing)?,
     ])
+}
+
+/// The paired comparison of every method with `lora` and with `full`.
+pub const PAIRED_TABLE: &str = "paired.csv";
+
+/// A method against a reference method at one training fraction, paired by seed: every method
+/// of a (fraction, seed) trains on the same split and the same training subset, so the
+/// difference of a pair removes the data draw from the comparison.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PairedRow {
+    pub method: String,
+    pub against: String,
+    pub train_fraction: f64,
+    pub pairs: usize,
+    /// Mean of (method − against) over pairs, with a paired 95% t-interval (none for one pair).
+    pub accuracy_diff: f64,
+    pub accuracy_diff_lo: Option<f64>,
+    pub accuracy_diff_hi: Option<f64>,
+    pub macro_f1_diff: f64,
+    pub macro_f1_diff_lo: Option<f64>,
+    pub macro_f1_diff_hi: Option<f64>,
+    /// Pairs in which the method's test accuracy is higher, equal, lower.
+    pub wins: usize,
+    pub ties: usize,
+    pub losses: usize,
+}
+
+/// Mean and paired 95% t-interval of differences (`None` with fewer than two).
+fn t_interval(d: &[f64]) -> (f64, Option<(f64, f64)>) {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let m = mean(d);
+    if d.len() < 2 {
+        return (m, None);
+    }
+    let k = d.len() as f64;
+    let t = StudentsT::new(0.0, 1.0, k - 1.0)
+        .expect("k - 1 >= 1 degrees of freedom")
+        .inverse_cdf(0.975);
+    let half = t * sd(d) / k.sqrt();
+    (m, Some((m - half, m + half)))
+}
+
+fn paired(kind: &FinetuneKind, rows: &[RunRow]) -> Vec<PairedRow> {
+    let mut out = Vec::new();
+    for against in ["lora", "full"] {
+        if !kind.methods.iter().any(|m| m.as_str() == against) {
+            continue;
+        }
+        for m in kind.methods.iter().filter(|m| m.as_str() != against) {
+            let mut fractions: Vec<f64> = rows
+                .iter()
+                .filter(|r| &r.method == m)
+                .map(|r| r.train_fraction)
+                .collect();
+            fractions.sort_by(|a, b| a.total_cmp(b));
+            fractions.dedup();
+            for f in fractions {
+                let pairs: Vec<(&RunRow, &RunRow)> = rows
+                    .iter()
+                    .filter(|r| &r.method == m && r.train_fraction == f)
+                    .filter_map(|r| {
+                        rows.iter()
+                            .find(|o| {
+                                o.method == against && o.train_fraction == f && o.seed == r.seed
+                            })
+                            .map(|o| (r, o))
+                    })
+                    .collect();
+                if pairs.is_empty() {
+                    continue;
+                }
+                let acc: Vec<f64> = pairs
+                    .iter()
+                    .map(|(a, b)| a.test_accuracy - b.test_accuracy)
+                    .collect();
+                let f1: Vec<f64> = pairs
+                    .iter()
+                    .map(|(a, b)| a.test_macro_f1 - b.test_macro_f1)
+                    .collect();
+                let (am, ai) = t_interval(&acc);
+                let (fm, fi) = t_interval(&f1);
+                out.push(PairedRow {
+                    method: m.clone(),
+                    against: against.into(),
+                    train_fraction: f,
+                    pairs: pairs.len(),
+                    accuracy_diff: am,
+                    accuracy_diff_lo: ai.map(|i| i.0),
+                    accuracy_diff_hi: ai.map(|i| i.1),
+                    macro_f1_diff: fm,
+                    macro_f1_diff_lo: fi.map(|i| i.0),
+                    macro_f1_diff_hi: fi.map(|i| i.1),
+                    wins: acc.iter().filter(|d| **d > 0.0).count(),
+                    ties: acc.iter().filter(|d| **d == 0.0).count(),
+                    losses: acc.iter().filter(|d| **d < 0.0).count(),
+                });
+            }
+        }
+    }
+    out
 }
 
 #[derive(Serialize, Deserialize)]
@@ -136,5 +238,26 @@ fn run_row(d: &Done<'_, FinetuneJob, RunRecord>) -> RunRow {
         test_accuracy: r.test_accuracy,
         test_macro_f1: r.test_macro_f1,
         test_majority_rate: r.test_majority_rate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::t_interval;
+
+    #[test]
+    fn the_paired_t_interval_has_the_textbook_width() {
+        // Mean 2, sd 1, three pairs: t(0.975; 2) = 4.302653, half-width 4.302653 / √3.
+        let (m, ci) = t_interval(&[1.0, 2.0, 3.0]);
+        let (lo, hi) = ci.unwrap();
+        assert_eq!(m, 2.0);
+        let half = 4.302_652_729_911_275 / 3f64.sqrt();
+        assert!(
+            (hi - m - half).abs() < 1e-9 && (m - lo - half).abs() < 1e-9,
+            "{lo} {hi}"
+        );
+        // One pair has no interval; two equal differences have a zero-width one.
+        assert_eq!(t_interval(&[0.5]), (0.5, None));
+        assert_eq!(t_interval(&[0.1, 0.1]).1, Some((0.1, 0.1)));
     }
 }

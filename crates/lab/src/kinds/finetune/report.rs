@@ -1,5 +1,5 @@
-//! Figures and `summary.md` of a `finetune` profile, drawn from `accuracy.csv`.
-use super::metrics::GroupRow;
+//! Figures and `summary.md` of a `finetune` profile, drawn from `accuracy.csv` and `paired.csv`.
+use super::metrics::{GroupRow, PairedRow, PAIRED_TABLE};
 use super::FinetuneKind;
 use crate::kind::Report;
 use crate::layout::Dirs;
@@ -67,10 +67,102 @@ pub(super) fn write(kind: &FinetuneKind, dirs: &Dirs) -> anyhow::Result<Report> 
             },
         ),
     ];
-    Ok(Report {
-        figures: plot::save(&dirs.file("accuracy"), &panels, 2)?,
-        summary: summary_markdown(&groups),
-    })
+    let mut figures = plot::save(&dirs.file("accuracy"), &panels, 2)?;
+    let paired: Vec<PairedRow> = read_csv(&dirs.file(PAIRED_TABLE))?;
+    let mut summary = summary_markdown(&groups);
+    if !paired.is_empty() {
+        let panels: Vec<Panel> = ["lora", "full"]
+            .iter()
+            .filter(|a| paired.iter().any(|p| p.against == **a))
+            .map(|a| paired_panel(kind, &paired, a))
+            .collect();
+        figures.extend(plot::save(&dirs.file("paired"), &panels, panels.len())?);
+        summary += &paired_markdown(&paired);
+    }
+    Ok(Report { figures, summary })
+}
+
+/// The paired accuracy difference against one reference method, per fraction, one line per
+/// method, with its paired 95% t-interval as error bars.
+fn paired_panel(kind: &FinetuneKind, paired: &[PairedRow], against: &str) -> Panel {
+    let mut curves = Vec::new();
+    for (i, m) in kind.methods.iter().enumerate() {
+        let rows: Vec<&PairedRow> = paired
+            .iter()
+            .filter(|p| &p.method == m && p.against == against)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let mut c = Curve::new(m.clone(), PALETTE[i % PALETTE.len()]);
+        c.points = rows
+            .iter()
+            .map(|p| (p.train_fraction, p.accuracy_diff))
+            .collect();
+        c.errors = rows
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p.train_fraction,
+                    p.accuracy_diff_lo?,
+                    p.accuracy_diff,
+                    p.accuracy_diff_hi?,
+                ))
+            })
+            .collect();
+        curves.push(c);
+    }
+    let (lo, hi) = paired.iter().fold((f64::INFINITY, 0f64), |(a, b), p| {
+        (a.min(p.train_fraction), b.max(p.train_fraction))
+    });
+    let mut zero = Curve::new("", GREY);
+    zero.points = vec![(lo, 0.0), (hi, 0.0)];
+    zero.dashed = true;
+    zero.markers = false;
+    curves.push(zero);
+    Panel {
+        title: format!("test accuracy − {against}'s, same split and seed (95% paired t-interval)"),
+        x: Axis::new("fraction of the training set", Scale::Log10),
+        y: Axis::new(&format!("accuracy difference to {against}"), Scale::Linear),
+        curves,
+        legend: SeriesLabelPosition::LowerRight,
+    }
+}
+
+fn paired_markdown(paired: &[PairedRow]) -> String {
+    let mut s = "## Paired comparison\n\nEvery method of a (fraction, seed) trains on the same \
+                 split and the same training subset, so each difference below is taken within a \
+                 pair: the mean over seeds of (method − reference), with a paired 95% t-interval \
+                 (none for a single pair), and the pairs won, tied and lost on test accuracy. \
+                 Table: `paired.csv`.\n\n"
+        .to_string();
+    let ci = |m: f64, lo: Option<f64>, hi: Option<f64>| match (lo, hi) {
+        (Some(lo), Some(hi)) => format!("{m:+.3} [{lo:+.3}, {hi:+.3}]"),
+        _ => format!("{m:+.3}"),
+    };
+    let header = [
+        "method",
+        "against",
+        "fraction",
+        "pairs",
+        "accuracy difference [95% CI]",
+        "macro-F1 difference [95% CI]",
+        "won / tied / lost",
+    ];
+    let rows = paired.iter().map(|p| {
+        vec![
+            p.method.clone(),
+            p.against.clone(),
+            p.train_fraction.to_string(),
+            p.pairs.to_string(),
+            ci(p.accuracy_diff, p.accuracy_diff_lo, p.accuracy_diff_hi),
+            ci(p.macro_f1_diff, p.macro_f1_diff_lo, p.macro_f1_diff_hi),
+            format!("{} / {} / {}", p.wins, p.ties, p.losses),
+        ]
+    });
+    s += &crate::markdown::table(&header, rows);
+    s += "\n![paired differences](paired.png)\n\n";
+    s
 }
 
 fn summary_markdown(groups: &[GroupRow]) -> String {
