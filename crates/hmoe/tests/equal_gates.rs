@@ -56,7 +56,8 @@ fn theta_on_curve(rng: &mut ChaCha8Rng, mu: f64, tanh: bool) -> Vec<f64> {
     let (gaq, gbq) = (th[0..4].to_vec(), th[8..12].to_vec());
     let a0: Vec<f64> = (0..D).map(|_| rng.random_range(-0.5..0.5)).collect();
     let b0: Vec<f64> = (0..D).map(|_| rng.random_range(-0.5..0.5)).collect();
-    let (g, ginv): (fn(f64) -> f64, fn(f64) -> f64) = if tanh {
+    type Scalar = fn(f64) -> f64;
+    let (g, ginv): (Scalar, Scalar) = if tanh {
         (f64::tanh, f64::atanh)
     } else {
         (|x| x, |x| x)
