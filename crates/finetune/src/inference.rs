@@ -37,7 +37,9 @@ impl SavedClassifier {
             None if model.num_labels() == LABELS.len() => {
                 LABELS.iter().map(|l| l.to_string()).collect()
             }
-            None => (0..model.num_labels()).map(|i| format!("label{i}")).collect(),
+            None => (0..model.num_labels())
+                .map(|i| format!("label{i}"))
+                .collect(),
         };
         let max_len = metadata
             .as_ref()
