@@ -71,6 +71,19 @@ pub enum GeneratorActivation {
     Tanh,
 }
 
+/// How the classification head starts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadInit {
+    /// Weight uniform ±1/√hidden, bias 0: every committed run.
+    #[default]
+    ZeroBias,
+    /// PyTorch's `nn.Linear` (what a peft user's `torch.nn.Linear(hidden, labels)` starts from):
+    /// weight and bias uniform ±1/√hidden. (transformers' `BertForSequenceClassification` instead
+    /// draws its weight from N(0, 0.02²) with bias 0.)
+    PytorchLinear,
+}
+
 /// One fine-tuning run's configuration, as written. [`TrainConfig::check`] turns it into a
 /// [`ValidTrainConfig`], the only form training takes.
 ///
@@ -115,6 +128,18 @@ pub struct TrainConfig {
     /// Evaluate on at most this many validation and test examples (0: all).
     pub max_eval_examples: usize,
     pub generator_activation: GeneratorActivation,
+    /// Dropout in training on the embeddings, on each attention and feed-forward output before
+    /// its residual add, and on the pooled embedding before the head: BERT's
+    /// `hidden_dropout_prob` (0.1 in transformers' train mode). 0, the default, is every
+    /// committed run.
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub hidden_dropout: f64,
+    /// Dropout in training on the attention probabilities: BERT's
+    /// `attention_probs_dropout_prob` (0.1 in transformers). 0, the default, is every committed run.
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub attention_dropout: f64,
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub head_init: HeadInit,
 }
 
 impl Default for TrainConfig {
@@ -141,6 +166,9 @@ impl Default for TrainConfig {
             test_fraction: 0.1,
             max_eval_examples: 0,
             generator_activation: GeneratorActivation::Tanh,
+            hidden_dropout: 0.0,
+            attention_dropout: 0.0,
+            head_init: HeadInit::ZeroBias,
         }
     }
 }
@@ -198,6 +226,14 @@ impl TrainConfig {
         }
         if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
             return Err(bad("dropout", self.dropout, "a number in [0, 1)"));
+        }
+        for (field, p) in [
+            ("hidden_dropout", self.hidden_dropout),
+            ("attention_dropout", self.attention_dropout),
+        ] {
+            if !(p.is_finite() && (0.0..1.0).contains(&p)) {
+                return Err(bad(field, p, "a number in [0, 1)"));
+            }
         }
         if !(in_range(self.lr, 0.0, 1.0) && self.lr > 0.0) {
             return Err(bad("lr", self.lr, "a number in (0, 1]"));

@@ -92,10 +92,16 @@ impl BertConfig {
     }
 }
 
-/// State of one forward pass: whether adapter dropout is on, and its seeded RNG.
+/// State of one forward pass: the dropout rates in force, and their seeded RNG (none: eval).
 pub struct ForwardCtx<'a> {
     pub deltas: &'a [LayerDeltas],
+    /// On an adapter's input (peft's `lora_dropout`).
     pub dropout: f64,
+    /// On the embeddings and on each sublayer's output before its residual add (BERT's
+    /// `hidden_dropout_prob`).
+    pub hidden_dropout: f64,
+    /// On the attention probabilities (BERT's `attention_probs_dropout_prob`).
+    pub attention_dropout: f64,
     pub rng: Option<&'a mut ChaCha8Rng>,
 }
 
@@ -105,12 +111,15 @@ impl<'a> ForwardCtx<'a> {
         Self {
             deltas,
             dropout: 0.0,
+            hidden_dropout: 0.0,
+            attention_dropout: 0.0,
             rng: None,
         }
     }
 
-    fn dropout(&mut self, xs: &Tensor) -> Result<Tensor> {
-        let p = self.dropout;
+    /// Inverted dropout at rate `p`; a rate of 0 draws nothing from the RNG, so a run without
+    /// hidden or attention dropout consumes it exactly as before those existed.
+    pub fn drop(&mut self, xs: &Tensor, p: f64) -> Result<Tensor> {
         let rng = match (&mut self.rng, p > 0.0) {
             (Some(rng), true) => rng,
             _ => return Ok(xs.clone()),
@@ -128,7 +137,7 @@ impl<'a> ForwardCtx<'a> {
         match delta {
             None => Ok(y),
             Some(lr) => {
-                let x = self.dropout(xs)?;
+                let x = self.drop(xs, self.dropout)?;
                 let dims = x.dims().to_vec();
                 let rows: usize = dims[..dims.len() - 1].iter().product();
                 let up = x
@@ -352,9 +361,10 @@ impl BertEncoder {
             .reshape((b, t, h))?;
         let positions = self.position_embeddings.weight.narrow(0, 0, t)?;
         let types = self.token_type_embeddings.weight.narrow(0, 0, 1)?;
-        let mut xs = self
+        let embedded = self
             .embed_norm
             .forward(&words.broadcast_add(&positions)?.broadcast_add(&types)?)?;
+        let mut xs = ctx.drop(&embedded, ctx.hidden_dropout)?;
 
         // Additive mask: 0 where attended, a large negative number on padding.
         let mask = attention_mask.to_dtype(DType::F32)?;
@@ -372,19 +382,20 @@ impl BertEncoder {
             let v = split(ctx.project(&layer.value, dv.as_ref(), &xs)?)?;
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&additive)?;
             let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let probs = ctx.drop(&probs, ctx.attention_dropout)?;
             let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
-            let attn = layer
-                .attn_norm
-                .forward(&(layer.attn_out.forward(&context)? + &xs)?)?;
+            let attn = layer.attn_norm.forward(
+                &(ctx.drop(&layer.attn_out.forward(&context)?, ctx.hidden_dropout)? + &xs)?,
+            )?;
             let inter = layer.intermediate.forward(&attn)?;
             let inter = match self.config.hidden_act.as_str() {
                 "relu" => inter.relu()?,
                 "gelu_new" => inter.gelu()?,
                 _ => inter.gelu_erf()?,
             };
-            xs = layer
-                .out_norm
-                .forward(&(layer.output.forward(&inter)? + attn)?)?;
+            xs = layer.out_norm.forward(
+                &(ctx.drop(&layer.output.forward(&inter)?, ctx.hidden_dropout)? + attn)?,
+            )?;
         }
         Ok(xs)
     }

@@ -20,7 +20,7 @@ pub mod train;
 pub use adapter_dir::{AdapterContext, AdapterMetadata, MINILM_HUB_NAME};
 pub use adapters::{Adapter, AdapterSpec};
 pub use assets::Assets;
-pub use config::{AdapterKind, GeneratorActivation, TrainConfig, ValidTrainConfig};
+pub use config::{AdapterKind, GeneratorActivation, HeadInit, TrainConfig, ValidTrainConfig};
 pub use encoder::{BertConfig, BertEncoder};
 pub use error::FinetuneError;
 pub use inference::SavedClassifier;

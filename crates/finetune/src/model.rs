@@ -13,7 +13,7 @@ use crate::adapter_dir::{
     ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_WEIGHTS, METADATA,
 };
 use crate::adapters::{self, new_var, peft_root, uniform, zeros, Adapter, AdapterSpec, TARGETS};
-use crate::config::{AdapterKind, GeneratorActivation};
+use crate::config::{AdapterKind, GeneratorActivation, HeadInit};
 use crate::encoder::{mean_pool, BertEncoder, ForwardCtx};
 use crate::error::{io_err, FinetuneError, Result};
 use crate::layers::{Linear, Role};
@@ -24,6 +24,27 @@ use crate::tensor_path::TensorPath;
 /// `base_model.model.classifier`: the head, named as peft names a sequence classifier's.
 pub fn head_path() -> TensorPath {
     peft_root().pp("classifier")
+}
+
+/// The dropout rates of a training forward pass (all 0: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Dropouts {
+    /// On each adapter's input (peft's `lora_dropout`).
+    pub adapter: f64,
+    /// BERT's `hidden_dropout_prob`, also on the pooled embedding before the head.
+    pub hidden: f64,
+    /// BERT's `attention_probs_dropout_prob`.
+    pub attention: f64,
+}
+
+impl Dropouts {
+    pub fn of(cfg: &crate::config::TrainConfig) -> Self {
+        Self {
+            adapter: cfg.dropout,
+            hidden: cfg.hidden_dropout,
+            attention: cfg.attention_dropout,
+        }
+    }
 }
 
 pub struct Classifier {
@@ -52,9 +73,11 @@ impl Classifier {
         let mut rng = init_rng(spec.seed, HEAD_INIT);
         let bound = 1.0 / (hidden as f64).sqrt();
         let head = Linear::build(head_path(), num_labels, hidden, &mut |path, dims, role| {
-            let init = match role {
-                Role::Weight => uniform(&mut rng, dims, bound, device)?,
-                Role::Bias | Role::Gain => zeros(dims, device)?,
+            let init = match (role, spec.head_init) {
+                (Role::Weight, _) | (Role::Bias, HeadInit::PytorchLinear) => {
+                    uniform(&mut rng, dims, bound, device)?
+                }
+                (Role::Bias, HeadInit::ZeroBias) | (Role::Gain, _) => zeros(dims, device)?,
             };
             new_var(&varmap, path, init)
         })?;
@@ -120,7 +143,8 @@ impl Classifier {
         self.pooled(input_ids, attention_mask, None)
     }
 
-    /// Class logits `(batch, num_labels)`; dropout applies only when `rng` is given.
+    /// Class logits `(batch, num_labels)`; adapter dropout at rate `dropout` applies only when
+    /// `rng` is given.
     pub fn logits(
         &self,
         input_ids: &Tensor,
@@ -128,17 +152,33 @@ impl Classifier {
         dropout: f64,
         rng: Option<&mut ChaCha8Rng>,
     ) -> Result<Tensor> {
-        let pooled = self.pooled(input_ids, attention_mask, rng.map(|rng| (dropout, rng)))?;
+        let rates = Dropouts {
+            adapter: dropout,
+            ..Dropouts::default()
+        };
+        let pooled = self.pooled(input_ids, attention_mask, rng.map(|rng| (rates, rng)))?;
         Ok(self.head.forward(&pooled)?)
     }
 
-    /// The forward pass to the pooled embeddings; adapter dropout at rate `p` when
-    /// `dropout = Some((p, rng))`.
+    /// Class logits `(batch, num_labels)` in training: every dropout of `rates`, drawn from `rng`.
+    pub fn training_logits(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        rates: Dropouts,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Tensor> {
+        let pooled = self.pooled(input_ids, attention_mask, Some((rates, rng)))?;
+        Ok(self.head.forward(&pooled)?)
+    }
+
+    /// The forward pass to the pooled embeddings, with the dropout of `dropout` when given
+    /// (hidden dropout also on the pooled embedding, as transformers' classifier dropout).
     fn pooled(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
-        dropout: Option<(f64, &mut ChaCha8Rng)>,
+        dropout: Option<(Dropouts, &mut ChaCha8Rng)>,
     ) -> Result<Tensor> {
         let deltas = if self.merged.is_some() {
             Vec::new()
@@ -146,9 +186,11 @@ impl Classifier {
             self.adapter.deltas()?
         };
         let mut ctx = match dropout {
-            Some((p, rng)) => ForwardCtx {
+            Some((rates, rng)) => ForwardCtx {
                 deltas: &deltas,
-                dropout: p,
+                dropout: rates.adapter,
+                hidden_dropout: rates.hidden,
+                attention_dropout: rates.attention,
                 rng: Some(rng),
             },
             None => ForwardCtx::eval(&deltas),
@@ -156,7 +198,8 @@ impl Classifier {
         let hidden = self
             .encoder()
             .forward(input_ids, attention_mask, &mut ctx)?;
-        mean_pool(&hidden, attention_mask)
+        let pooled = mean_pool(&hidden, attention_mask)?;
+        ctx.drop(&pooled, ctx.hidden_dropout)
     }
 
     pub fn is_merged(&self) -> bool {
@@ -259,6 +302,7 @@ impl Classifier {
                 .as_ref()
                 .map_or(GeneratorActivation::Tanh, |m| m.generator_activation),
             seed: 0,
+            head_init: HeadInit::default(),
         };
         let metadata = folder.metadata.clone();
         let mut model = Self::new(base, &spec, num_labels, device)?;

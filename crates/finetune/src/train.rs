@@ -16,7 +16,7 @@ use crate::data::{load_tweets, train_subset, Encoded, Split, TextEncoder, LABELS
 use crate::encoder::BertEncoder;
 use crate::error::{FinetuneError, Result};
 use crate::metrics::{accuracy, macro_f1, majority_rate};
-use crate::model::{head_path, Classifier};
+use crate::model::{head_path, Classifier, Dropouts};
 use crate::rng::{init_rng, TRAINING};
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -270,7 +270,7 @@ pub fn train_model(
                 break;
             }
             let (ids, mask, labels) = train.batch(&rows, device)?;
-            let logits = model.logits(&ids, &mask, cfg.dropout, Some(&mut rng))?;
+            let logits = model.training_logits(&ids, &mask, Dropouts::of(cfg), &mut rng)?;
             let loss = cross_entropy(&logits, &labels)?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {

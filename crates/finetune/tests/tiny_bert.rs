@@ -5,7 +5,7 @@
 use candle_core::{Device, Tensor};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use finetune::adapters::AdapterSpec;
-use finetune::config::{AdapterKind, GeneratorActivation};
+use finetune::config::{AdapterKind, GeneratorActivation, HeadInit};
 use finetune::encoder::{BertConfig, BertEncoder};
 use finetune::rng::{init_rng, TRAINING};
 use finetune::train::cross_entropy;
@@ -44,6 +44,7 @@ fn spec(kind: AdapterKind, seed: u64) -> AdapterSpec {
         alpha: 2.0 * R as f64,
         activation: GeneratorActivation::Tanh,
         seed,
+        head_init: HeadInit::default(),
     }
 }
 
@@ -648,4 +649,43 @@ fn initialisation_is_seeded() {
         assert!(a.iter().all(|(k, v)| bits(v) == bits(&b[k])));
         assert!(a.iter().any(|(k, v)| bits(v) != bits(&c[k])));
     }
+}
+
+#[test]
+fn transformers_style_dropout_and_head_init_are_opt_in() {
+    use finetune::model::Dropouts;
+    let (ids, mask, _) = batch();
+    let model = tiny_model(AdapterKind::Lora, 3);
+    randomise(&model, 16);
+    let eval = model.logits(&ids, &mask, 0.0, None).unwrap();
+    // All rates 0: training logits are the eval logits, bit for bit (no RNG draw changes them).
+    let mut rng = init_rng(1, TRAINING);
+    let zero = model
+        .training_logits(&ids, &mask, Dropouts::default(), &mut rng)
+        .unwrap();
+    assert_eq!(bits(&eval), bits(&zero));
+    let rates = Dropouts {
+        adapter: 0.0,
+        hidden: 0.1,
+        attention: 0.1,
+    };
+    let dropped = model.training_logits(&ids, &mask, rates, &mut rng).unwrap();
+    assert!(max_abs_diff(&eval, &dropped) > 1e-3);
+
+    let bias = |m: &Classifier| m.head().bias.as_ref().unwrap().to_vec1::<f32>().unwrap();
+    assert!(bias(&tiny_model(AdapterKind::Lora, 3))
+        .iter()
+        .all(|b| *b == 0.0));
+    let mut s = spec(AdapterKind::Lora, 3);
+    s.head_init = HeadInit::PytorchLinear;
+    let base = BertEncoder::random(&tiny_config(), 7, &Device::Cpu).unwrap();
+    let torch_like = Classifier::new(base, &s, C, &Device::Cpu).unwrap();
+    let b = bias(&torch_like);
+    let bound = 1.0 / (H as f32).sqrt();
+    assert!(b.iter().all(|x| *x != 0.0 && x.abs() <= bound), "{b:?}");
+    // The weight draw comes first, so it is the default's.
+    assert_eq!(
+        bits(&torch_like.head().weight),
+        bits(&tiny_model(AdapterKind::Lora, 3).head().weight)
+    );
 }

@@ -1,6 +1,6 @@
 //! What every adapter family is (one trait) and what it is built from.
 
-use crate::config::{AdapterKind, GeneratorActivation, TrainConfig};
+use crate::config::{AdapterKind, GeneratorActivation, HeadInit, TrainConfig};
 use crate::encoder::BertEncoder;
 use crate::error::Result;
 use crate::low_rank::LayerDeltas;
@@ -13,6 +13,8 @@ pub struct AdapterSpec {
     pub alpha: f64,
     pub activation: GeneratorActivation,
     pub seed: u64,
+    /// How the classifier's head starts (the adapter families ignore it).
+    pub head_init: HeadInit,
 }
 
 impl AdapterSpec {
@@ -23,6 +25,7 @@ impl AdapterSpec {
             alpha: cfg.alpha,
             activation: cfg.generator_activation,
             seed: cfg.seed,
+            head_init: cfg.head_init,
         }
     }
 
