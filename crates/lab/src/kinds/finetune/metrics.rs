@@ -19,14 +19,7 @@ pub(super) fn write(
     let rows: Vec<RunRow> = done.iter().map(run_row).collect();
     let mut groups: Vec<GroupRow> = Vec::new();
     for m in &kind.methods {
-        let mut fractions: Vec<f64> = rows
-            .iter()
-            .filter(|r| &r.method == m)
-            .map(|r| r.train_fraction)
-            .collect();
-        fractions.sort_by(|a, b| a.total_cmp(b));
-        fractions.dedup();
-        for f in fractions {
+        for f in fractions_of(&rows, m) {
             let g: Vec<&RunRow> = rows
                 .iter()
                 .filter(|r| &r.method == m && r.train_fraction == f)
@@ -69,6 +62,18 @@ pub(super) fn write(
         write_table(dirs, PAIRED_TABLE, &paired(kind, &rows))?,
         write_table(dirs, "timing.csv", &timing)?,
     ])
+}
+
+/// The training fractions a method ran at, ascending.
+fn fractions_of(rows: &[RunRow], method: &str) -> Vec<f64> {
+    let mut f: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.method == method)
+        .map(|r| r.train_fraction)
+        .collect();
+    f.sort_by(|a, b| a.total_cmp(b));
+    f.dedup();
+    f
 }
 
 /// The paired comparison of every method with `lora` and with `full`.
@@ -118,14 +123,7 @@ fn paired(kind: &FinetuneKind, rows: &[RunRow]) -> Vec<PairedRow> {
             continue;
         }
         for m in kind.methods.iter().filter(|m| m.as_str() != against) {
-            let mut fractions: Vec<f64> = rows
-                .iter()
-                .filter(|r| &r.method == m)
-                .map(|r| r.train_fraction)
-                .collect();
-            fractions.sort_by(|a, b| a.total_cmp(b));
-            fractions.dedup();
-            for f in fractions {
+            for f in fractions_of(rows, m) {
                 let pairs: Vec<(&RunRow, &RunRow)> = rows
                     .iter()
                     .filter(|r| &r.method == m && r.train_fraction == f)
