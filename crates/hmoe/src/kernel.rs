@@ -61,29 +61,30 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// Every variant this CPU can run, the baseline first.
-    pub fn available() -> Vec<Isa> {
-        let mut v = vec![Isa::Baseline];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                v.push(Isa::Avx2);
+    /// Every variant this CPU can run, the baseline first (detected once: every objective
+    /// call checks its variant against this list).
+    pub fn available() -> &'static [Isa] {
+        static AVAILABLE: OnceLock<Vec<Isa>> = OnceLock::new();
+        AVAILABLE.get_or_init(|| {
+            let mut v = vec![Isa::Baseline];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    v.push(Isa::Avx2);
+                }
+                if is_x86_feature_detected!("avx512f") {
+                    v.push(Isa::Avx512);
+                }
             }
-            if is_x86_feature_detected!("avx512f") {
-                v.push(Isa::Avx512);
-            }
-        }
-        v
+            v
+        })
     }
 
-    /// The widest variant this CPU can run (detected once).
+    /// The widest variant this CPU can run.
     pub fn best() -> Isa {
-        static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            *Isa::available()
-                .last()
-                .expect("the baseline is always there")
-        })
+        *Isa::available()
+            .last()
+            .expect("the baseline is always there")
     }
 }
 
