@@ -337,19 +337,11 @@ fn reproduce(
     }
     let info = exp.info();
     let committed_dir = committed.out();
-    let has_tables = std::fs::read_dir(&committed_dir).is_ok_and(|d| {
-        d.filter_map(|e| e.ok())
-            .any(|e| e.path().extension().is_some_and(|x| x == "csv"))
-    });
-    if !has_tables {
-        return Err(LabError::Usage(format!(
-            "nothing committed to compare with: {} holds no tables (run `hora {}{}` first)",
-            committed_dir.display(),
-            info.name,
-            committed.flags
-        ))
-        .into());
-    }
+    // Checked before the long run, so a profile with nothing committed fails at once.
+    crate::reproduce::committed_tables(
+        &committed_dir,
+        &format!(" (run `hora {}{}` first)", info.name, committed.flags),
+    )?;
     let scratch = into.map_or_else(|| default_scratch(&ctx.root), Path::to_path_buf);
     let mut fresh = Dirs::new(&scratch, &info.name, &g.profile);
     fresh.flags = format!("{} --into {}", committed.flags, scratch.display());

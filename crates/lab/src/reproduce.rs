@@ -264,29 +264,32 @@ fn compare_table(
     TableStatus::Differs { columns, text }
 }
 
-/// Compare every `.csv` table of `committed` with the same file in `fresh`.
-pub fn compare_dirs(committed: &Path, fresh: &Path) -> anyhow::Result<Comparison> {
-    if !committed.is_dir() {
-        return Err(LabError::Usage(format!(
-            "nothing committed to compare with: {} does not exist",
-            committed.display()
-        ))
-        .into());
-    }
-    let mut files: Vec<String> = std::fs::read_dir(committed)
-        .with_context(|| format!("listing {}", committed.display()))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".csv"))
-        .collect();
+/// The `.csv` tables of a committed profile folder, sorted; a user error when there are none
+/// (`hint` says what to run instead).
+pub fn committed_tables(committed: &Path, hint: &str) -> anyhow::Result<Vec<String>> {
+    let mut files: Vec<String> = match std::fs::read_dir(committed) {
+        Ok(d) => d
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".csv"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", committed.display())),
+    };
     files.sort();
     if files.is_empty() {
         return Err(LabError::Usage(format!(
-            "{} holds no committed tables to compare with",
+            "nothing committed to compare with: {} holds no tables{hint}",
             committed.display()
         ))
         .into());
     }
+    Ok(files)
+}
+
+/// Compare every `.csv` table of `committed` with the same file in `fresh`.
+pub fn compare_dirs(committed: &Path, fresh: &Path) -> anyhow::Result<Comparison> {
+    let files = committed_tables(committed, "")?;
     let mut out = Comparison::default();
     for file in files {
         let (c, f) = (committed.join(&file), fresh.join(&file));
