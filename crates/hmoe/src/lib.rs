@@ -15,6 +15,7 @@ pub mod loss;
 pub mod method;
 pub mod model;
 pub mod param;
+pub mod probe;
 pub mod rates;
 pub mod record;
 pub mod stats;
