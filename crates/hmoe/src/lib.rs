@@ -28,8 +28,8 @@ pub use config::{
 pub use error::{HmoeError, Result};
 pub use fit::run_fit;
 pub use loss::{
-    record_losses, regression_error, start_losses, voronoi_loss, voronoi_parts, Losses,
-    VoronoiParts,
+    record_losses, regression_error, start_losses, voronoi_loss, voronoi_loss_and_grad,
+    voronoi_parts, Losses, VoronoiParts,
 };
 pub use method::{Activation, Family, Method};
 pub use model::Model;

@@ -10,6 +10,7 @@
 //! Nothing else names a kind: the command line, the pipeline and the Slurm path reach a kind
 //! only through the [`Experiment`] trait object that [`load`] returns.
 pub mod finetune;
+pub mod identifiability;
 pub mod rates;
 
 use crate::error::LabError;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 pub const KINDS: &[KindEntry] = &[
     entry::<rates::RatesKind>(),
     entry::<finetune::FinetuneKind>(),
+    entry::<identifiability::IdentifiabilityKind>(),
 ];
 
 /// Parse an experiment file's body (the file without its header) as one kind.
