@@ -63,6 +63,23 @@ impl Atoms {
         self.dv.iter_mut().for_each(|x| *x = 0.0);
         self.c.iter_mut().for_each(|x| *x = 0.0);
     }
+    /// Replace every gate `ΔQ` by its symmetric part `(ΔQ + ΔQᵀ)/2`: under the self-attention
+    /// variant (THEORY.md §1) the score `v_sᵀ(P + ΔQ)v_s` sees nothing else, so this is the
+    /// identified part of the gate. It is a self-adjoint projection, so it also maps a gradient
+    /// in the gates to the gradient of a function of the symmetric parts.
+    pub fn symmetrise_gates(&mut self) {
+        let d = self.d;
+        for k in 0..self.count() {
+            let g = self.dq_mut(k);
+            for a in 0..d {
+                for b in 0..a {
+                    let m = 0.5 * (g[a * d + b] + g[b * d + a]);
+                    g[a * d + b] = m;
+                    g[b * d + a] = m;
+                }
+            }
+        }
+    }
     /// Whether the arrays have the lengths the sizes say.
     pub fn is_consistent(&self) -> bool {
         let k = self.count();

@@ -82,6 +82,11 @@ pub struct ModelConfig {
     pub share_a_across_heads: bool,
     /// A frozen softmax gate over heads `π_h(X) = softmax_h(γ_hᵀu)` instead of `π_h = 1/H`.
     pub outer_gate: bool,
+    /// The self-attention variant (THEORY.md §1): the gate's query is the token the expert
+    /// reads, score `v_sᵀ(P + ΔQ)v_s + c`, instead of the separate query token `u`. Added after
+    /// the first records: left out of every serialised form while off, so no id moves.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub self_attention: bool,
 }
 
 impl Default for ModelConfig {
@@ -96,6 +101,7 @@ impl Default for ModelConfig {
             tie_atoms_across_slots: false,
             share_a_across_heads: true,
             outer_gate: false,
+            self_attention: false,
         }
     }
 }

@@ -101,6 +101,8 @@ pub(crate) struct Prepared<'a> {
     pub c: &'a [f64],
     /// The outer gate `γ` (`H × d`), if on.
     pub gamma: Option<&'a [f64]>,
+    /// The gate's query is slot `s`'s own token instead of `u` (the self-attention variant).
+    pub self_attention: bool,
 }
 
 impl Prepared<'_> {
@@ -343,11 +345,12 @@ fn forward(p: &Prepared, z: Sizes, b: &mut Block) {
             }
         }
     }
-    // u v_sᵀ per slot.
+    // u v_sᵀ per slot (v_s v_sᵀ in the self-attention variant: only the query's index moves).
     for s in 0..slots {
+        let query = if p.self_attention { (s + 1) * d } else { 0 };
         for a in 0..d {
             for c in 0..d {
-                uv_[(s * d + a) * d + c] = mul(xs[a], xs[(s + 1) * d + c]);
+                uv_[(s * d + a) * d + c] = mul(xs[query + a], xs[(s + 1) * d + c]);
             }
         }
     }

@@ -55,6 +55,7 @@ impl Workspace {
             value: &self.value,
             c: &atoms.c,
             gamma: model.gamma.as_deref(),
+            self_attention: model.cfg.self_attention,
         }
     }
 
@@ -146,12 +147,14 @@ impl Model {
         ws.f.iter_mut().for_each(|x| *x = 0.0);
         for s in 0..slots {
             let v = &row[(s + 1) * d..(s + 2) * d];
+            // The gate's query: `u`, or the token itself in the self-attention variant.
+            let query = if self.cfg.self_attention { v } else { u };
             for (a, blk) in ws.uv[s * d * d..(s + 1) * d * d]
                 .chunks_exact_mut(d)
                 .enumerate()
             {
                 for (o, vb) in blk.iter_mut().zip(v) {
-                    *o = u[a] * vb;
+                    *o = query[a] * vb;
                 }
             }
         }

@@ -115,6 +115,8 @@ pub struct HmoeProbe {
     bound: f64,
     rho: f64,
     roles: Vec<Role>,
+    /// Compare gates through their symmetric parts (the self-attention variant).
+    symmetric: bool,
     scratch: RefCell<(Atoms, Atoms)>,
 }
 
@@ -134,13 +136,19 @@ impl HmoeProbe {
         bound: f64,
         rho: f64,
     ) -> Option<HmoeProbe> {
-        let truth = Truth::draw(cfg, prior, truth_method, truth_seed);
+        let mut truth = Truth::draw(cfg, prior, truth_method, truth_seed);
         let param = parametrisation(method, cfg, cfg.atoms);
         let theta_star = embed(truth.param.as_ref(), &truth.theta, param.as_ref())?;
         let mut rng = ChaCha8Rng::seed_from_u64(input_seed);
         let x = crate::data::sample_inputs(&truth.model, n_inputs, &mut rng);
         let y_star = truth.model.predict(&truth.atoms, x.view());
         let roles = roles_of(param.as_ref(), &theta_star);
+        // The self-attention variant identifies a gate only through its symmetric part: the
+        // loss compares those (THEORY.md §1).
+        let symmetric = cfg.self_attention;
+        if symmetric {
+            truth.atoms.symmetrise_gates();
+        }
         let atoms = param.new_atoms();
         Some(HmoeProbe {
             model: truth.model,
@@ -151,6 +159,7 @@ impl HmoeProbe {
             bound,
             rho,
             roles,
+            symmetric,
             scratch: RefCell::new((atoms.clone(), atoms)),
             param,
         })
@@ -240,7 +249,13 @@ impl Probe for HmoeProbe {
         let mut sc = self.scratch.borrow_mut();
         let (atoms, grad) = &mut *sc;
         self.param.atoms(theta, atoms);
+        if self.symmetric {
+            atoms.symmetrise_gates();
+        }
         let v = voronoi_loss_and_grad(atoms, &self.truth_atoms, self.rho, smooth, grad);
+        if self.symmetric {
+            grad.symmetrise_gates();
+        }
         let mut g = vec![0.0; theta.len()];
         self.param.pullback(theta, grad, &mut g);
         (v, g)
@@ -258,6 +273,9 @@ impl Probe for HmoeProbe {
     fn atom_states(&self, theta: &[f64]) -> Vec<AtomState> {
         let mut atoms = self.param.new_atoms();
         self.param.atoms(theta, &mut atoms);
+        if self.symmetric {
+            atoms.symmetrise_gates();
+        }
         let t = &self.truth_atoms;
         (0..atoms.count())
             .map(|k| {
@@ -286,8 +304,10 @@ pub enum StartKind {
     /// Two atoms of one cell moved in opposite directions (value and shared parameters): the
     /// symmetric split of §5a where the family allows it.
     Split,
-    /// One atom of a cell sent to a random far point (in the box) while its weight shrinks and
-    /// its cell-mate takes the weight over: the dead-atom route.
+    /// One atom of a cell sent to a random far point (anywhere in the box; without a box, 30
+    /// standard deviations away) while its weight shrinks and its cell-mate takes the weight
+    /// over: the dead-atom route. Only the atom's value moves where it has value-only
+    /// parameters.
     Shrink,
 }
 
@@ -563,10 +583,17 @@ fn path_of(
                     .map(|(j, _)| j)
                     .collect()
             };
+            // The far move is the value's alone where the atom has value-only parameters: a far
+            // gate would switch the atom fully on over part of the inputs, whatever its weight.
+            let value = only(a, Some(Part::Value));
             let (ca, cb, moved) = (
                 only(a, Some(Part::Weight)),
                 only(b, Some(Part::Weight)),
-                only(a, None),
+                if value.is_empty() {
+                    only(a, None)
+                } else {
+                    value
+                },
             );
             if ca.len() != 1 || cb.len() != 1 || moved.is_empty() {
                 return Err(none("atom with its own weight and parameters"));
@@ -577,7 +604,7 @@ fn path_of(
                 far[j] = if bound.is_finite() {
                     rng.random_range(-bound..=bound)
                 } else {
-                    star[j] + 10.0 * normal(rng)
+                    star[j] + 30.0 * normal(rng)
                 };
             }
             let (wa, wb) = (star[ca].exp(), star[cb].exp());

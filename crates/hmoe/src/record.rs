@@ -123,6 +123,9 @@ pub struct ModelV1 {
     pub outer_gate: bool,
     pub bound: f64,
     pub truth_std: f64,
+    /// Added after the first records: omitted while off, so every committed id is unchanged.
+    #[serde(default, skip_serializing_if = "fsio::key::is_default")]
+    pub self_attention: bool,
 }
 
 /// `fit` of [`JobV1`].
@@ -165,6 +168,7 @@ impl From<FitSpec> for JobV1 {
                 outer_gate: m.outer_gate,
                 bound: f.bound,
                 truth_std: s.truth_prior.std,
+                self_attention: m.self_attention,
             },
             fit: FitV1 {
                 restarts: f.restarts,
@@ -203,6 +207,7 @@ impl From<JobV1> for FitSpec {
                 tie_atoms_across_slots: m.tie_atoms_across_slots,
                 share_a_across_heads: m.share_a_across_heads,
                 outer_gate: m.outer_gate,
+                self_attention: m.self_attention,
             },
             data: DataConfig { sigma: m.sigma },
             truth_prior: TruthPrior { std: m.truth_std },

@@ -93,8 +93,18 @@ fn gradients_match_with_tied_atoms_outer_gate_and_larger_sizes() {
             tie_atoms_across_slots: true,
             outer_gate: true,
             share_a_across_heads: share,
+            self_attention: false,
         };
         check(&cfg, method, 99);
+        // The self-attention variant: the query of slot s is v_s.
+        check(
+            &ModelConfig {
+                self_attention: true,
+                ..cfg
+            },
+            method,
+            98,
+        );
     }
 }
 

@@ -4,8 +4,13 @@ use hmoe::probe::{search, HmoeProbe, Part, Probe, SearchConfig, StartKind};
 use hmoe::{voronoi_loss, voronoi_loss_and_grad, Method, ModelConfig, TruthPrior};
 
 fn probe(method: &str, truth: &str, atoms: usize) -> HmoeProbe {
+    probe_with(method, truth, atoms, false)
+}
+
+fn probe_with(method: &str, truth: &str, atoms: usize, self_attention: bool) -> HmoeProbe {
     let cfg = ModelConfig {
         atoms,
+        self_attention,
         ..ModelConfig::default()
     };
     let (m, t): (Method, Method) = (method.parse().unwrap(), truth.parse().unwrap());
@@ -114,6 +119,40 @@ fn loss_gradient_matches_central_differences_and_the_loss() {
             }
         }
     }
+}
+
+#[test]
+fn the_self_attention_loss_compares_symmetric_gates_and_its_gradient_matches() {
+    for (m, t) in [("lora", "hora-tanh"), ("hora-tanh", "hora-tanh")] {
+        let p = probe_with(m, t, 2, true);
+        assert!(p.loss(p.truth(), 0.0).0 < 1e-12);
+        let th = near(&p, 0.05);
+        let (_, g) = p.loss(&th, 1e-3);
+        for j in 0..th.len() {
+            let h = 1e-6;
+            let (mut up, mut down) = (th.clone(), th.clone());
+            up[j] += h;
+            down[j] -= h;
+            let fd = (p.loss(&up, 1e-3).0 - p.loss(&down, 1e-3).0) / (2.0 * h);
+            assert!(
+                (fd - g[j]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "{m} θ_{j}: {fd} vs {}",
+                g[j]
+            );
+        }
+    }
+    // lora's gate factors swapped (ΔQ → ΔQᵀ): a different gate, the same f and the same D.
+    let p = probe_with("lora", "hora-tanh", 1, true);
+    let mut th = p.truth().to_vec();
+    // Block per atom: AQ (1×2), BQ (2×1), AV, BV, c; swapping AQ and BQᵀ transposes ΔQ.
+    let block = 2 + 2 + 2 + 2 + 1;
+    for k in 0..th.len() / block {
+        let o = k * block;
+        th.swap(o, o + 2);
+        th.swap(o + 1, o + 3);
+    }
+    let r = max_abs(p.residuals(&th));
+    assert!(r < 1e-14 && p.loss(&th, 0.0).0 < 1e-12, "{r}");
 }
 
 #[test]

@@ -57,7 +57,7 @@ impl Default for ProbeSettings {
             max_rounds: 100,
             rel_tol: 0.01,
             window: 5,
-            smooth: 0.1,
+            smooth: 0.03,
             starts: StartKind::ALL.iter().map(|k| (*k, 2)).collect(),
         }
     }
