@@ -12,7 +12,6 @@
 //! shrinking weight with a far-moved atom). The HMoE families implement it in `HmoeProbe`;
 //! the classic softmax-gated MoE controls in `crate::controls`.
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
 
 /// Through which part of an atom a parameter acts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
