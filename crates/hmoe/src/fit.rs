@@ -8,11 +8,11 @@
 //! objective and gradient are those of the projected point, without penalty. At a stationary point
 //! the penalty leaves an excess of at most `|∂L/∂θ_j| / (2λ)` before projection.
 use crate::atoms::Atoms;
+use crate::config::FitConfig;
 use crate::data::sample_data;
 use crate::error::{HmoeError, Result};
 use crate::model::{Model, Workspace};
 use crate::param::{parametrisation, Parametrisation};
-use crate::config::FitConfig;
 use crate::record::{derive_seed, FitJob, FitRecord, FitStatus, Seeds, StartLog, StartOrigin};
 use crate::truth::{draw_params, embed, Truth};
 use argmin::core::{CostFunction, Executor, Gradient, State, TerminationReason};
@@ -36,8 +36,7 @@ pub trait Smooth {
     fn box_penalty(&self) -> &BoxPenalty;
     /// Penalised objective and gradient, cached for the last point.
     fn penalised(&self, theta: &[f64]) -> (f64, Vec<f64>) {
-        self.box_penalty()
-            .apply(theta, |t| self.value_and_grad(t))
+        self.box_penalty().apply(theta, |t| self.value_and_grad(t))
     }
 }
 
@@ -212,7 +211,10 @@ pub fn one_start<S: Smooth + ?Sized>(obj: &S, init: Vec<f64>, fit: &FitConfig) -
         .and_then(|s| s.with_tolerance_cost(fit.tol_cost))
         .map_err(|e| HmoeError::Optimiser(e.to_string()))?;
     let run = Executor::new(Borrowed(obj), solver)
-        .configure(|st| st.param(Array1::from(init.clone())).max_iters(fit.max_iters))
+        .configure(|st| {
+            st.param(Array1::from(init.clone()))
+                .max_iters(fit.max_iters)
+        })
         .run();
     let (mut theta, iterations, converged) = match run {
         Ok(res) => {
