@@ -13,8 +13,11 @@ use rand_chacha::ChaCha8Rng;
 const D: usize = 2;
 const K: usize = 2;
 
-/// Central finite differences of `f` against `g` at `theta`, relative error below `tol`.
-fn check_grad(what: &str, f: &dyn Fn(&[f64]) -> (f64, Vec<f64>), theta: &[f64], tol: f64) {
+/// A value and its gradient at θ.
+type ValueGrad<'a> = &'a dyn Fn(&[f64]) -> (f64, Vec<f64>);
+
+/// Central finite differences of `f` against its gradient at `theta`, relative error below `tol`.
+fn check_grad(what: &str, f: ValueGrad<'_>, theta: &[f64], tol: f64) {
     let (_, g) = f(theta);
     assert_eq!(g.len(), theta.len());
     let h = 1e-6;
