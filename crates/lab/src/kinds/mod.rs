@@ -9,6 +9,7 @@
 //!
 //! Nothing else names a kind: the command line, the pipeline and the Slurm path reach a kind
 //! only through the [`Experiment`] trait object that [`load`] returns.
+pub mod controls;
 pub mod finetune;
 pub mod rates;
 
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 pub const KINDS: &[KindEntry] = &[
     entry::<rates::RatesKind>(),
     entry::<finetune::FinetuneKind>(),
+    entry::<controls::ControlsKind>(),
 ];
 
 /// Parse an experiment file's body (the file without its header) as one kind.
