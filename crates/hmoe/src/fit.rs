@@ -28,7 +28,7 @@ use std::time::Instant;
 /// What the estimator minimises, whatever the model family: an unpenalised least-squares
 /// objective with its gradient in θ, and the box penalty around it ([`BoxPenalty`]). The HMoE
 /// objective ([`Objective`]) and the classic softmax-gated MoE controls
-/// (`crate::controls::ControlObjective`) implement it; [`one_start`] and [`run_starts`] take any.
+/// (`controls::ControlObjective`) implement it; [`one_start`] and [`run_starts`] take any.
 pub trait Smooth {
     /// Unpenalised objective and its gradient in θ.
     fn value_and_grad(&self, theta: &[f64]) -> (f64, Vec<f64>);
