@@ -106,7 +106,7 @@ impl Default for ModelConfig {
     }
 }
 
-fn int_range(
+pub(crate) fn int_range(
     field: &'static str,
     v: usize,
     lo: usize,
@@ -123,7 +123,12 @@ fn int_range(
     Ok(())
 }
 
-fn real_range(field: &'static str, v: f64, ok: bool, allowed: &'static str) -> Result<()> {
+pub(crate) fn real_range(
+    field: &'static str,
+    v: f64,
+    ok: bool,
+    allowed: &'static str,
+) -> Result<()> {
     if !v.is_finite() || !ok {
         return Err(HmoeError::InvalidConfig {
             field,

@@ -8,6 +8,7 @@
 //! objective and gradient are those of the projected point, without penalty. At a stationary point
 //! the penalty leaves an excess of at most `|∂L/∂θ_j| / (2λ)` before projection.
 use crate::atoms::Atoms;
+use crate::config::FitConfig;
 use crate::data::sample_data;
 use crate::error::{HmoeError, Result};
 use crate::model::{Model, Workspace};
@@ -24,14 +25,84 @@ use rand_distr::{Distribution, StandardNormal};
 use std::cell::RefCell;
 use std::time::Instant;
 
+/// What the estimator minimises, whatever the model family: an unpenalised least-squares
+/// objective with its gradient in θ, and the box penalty around it ([`BoxPenalty`]). The HMoE
+/// objective ([`Objective`]) and the classic softmax-gated MoE controls
+/// (`controls::ControlObjective`) implement it; [`one_start`] and [`run_starts`] take any.
+pub trait Smooth {
+    /// Unpenalised objective and its gradient in θ.
+    fn value_and_grad(&self, theta: &[f64]) -> (f64, Vec<f64>);
+    /// The box and its penalty, with the caches argmin needs.
+    fn box_penalty(&self) -> &BoxPenalty;
+    /// Penalised objective and gradient, cached for the last point.
+    fn penalised(&self, theta: &[f64]) -> (f64, Vec<f64>) {
+        self.box_penalty().apply(theta, |t| self.value_and_grad(t))
+    }
+}
+
+/// The box `[-bound, bound]`, the weight of its penalty, and the last and best points seen.
+pub struct BoxPenalty {
+    pub bound: f64,
+    pub penalty: f64,
+    cache: RefCell<PenaltyCache>,
+}
+
+#[derive(Default)]
+struct PenaltyCache {
+    /// The last point evaluated, with its value and gradient (argmin asks for both separately).
+    last: Option<(Vec<f64>, f64, Vec<f64>)>,
+    /// The lowest penalised value seen, kept in case the line search errors out.
+    best: Option<(Vec<f64>, f64)>,
+}
+
+impl BoxPenalty {
+    pub fn new(bound: f64, penalty: f64) -> Self {
+        BoxPenalty {
+            bound,
+            penalty,
+            cache: RefCell::new(PenaltyCache::default()),
+        }
+    }
+
+    /// `value_and_grad(θ)` plus the penalty, cached for the last point.
+    fn apply(
+        &self,
+        theta: &[f64],
+        value_and_grad: impl FnOnce(&[f64]) -> (f64, Vec<f64>),
+    ) -> (f64, Vec<f64>) {
+        if let Some((t, f, g)) = &self.cache.borrow().last {
+            if t.as_slice() == theta {
+                return (*f, g.clone());
+            }
+        }
+        let (mut f, mut g) = value_and_grad(theta);
+        for (t, gj) in theta.iter().zip(g.iter_mut()) {
+            let excess = t.abs() - self.bound;
+            if excess > 0.0 {
+                f += self.penalty * excess * excess;
+                *gj += 2.0 * self.penalty * excess * t.signum();
+            }
+        }
+        let mut sc = self.cache.borrow_mut();
+        if f.is_finite() && sc.best.as_ref().is_none_or(|(_, b)| f < *b) {
+            sc.best = Some((theta.to_vec(), f));
+        }
+        sc.last = Some((theta.to_vec(), f, g.clone()));
+        (f, g)
+    }
+
+    fn best_seen(&self) -> Option<Vec<f64>> {
+        self.cache.borrow().best.as_ref().map(|(t, _)| t.clone())
+    }
+}
+
 /// The penalised least-squares objective of one data set, in a parametrisation.
 pub struct Objective<'a> {
     pub model: &'a Model,
     pub param: &'a dyn Parametrisation,
     pub x: ArrayView2<'a, f64>,
     pub y: ArrayView2<'a, f64>,
-    pub bound: f64,
-    pub penalty: f64,
+    boxed: BoxPenalty,
     scratch: RefCell<Scratch>,
 }
 
@@ -39,10 +110,6 @@ struct Scratch {
     ws: Workspace,
     atoms: Atoms,
     grad_atoms: Atoms,
-    /// The last point evaluated, with its value and gradient (argmin asks for both separately).
-    last: Option<(Vec<f64>, f64, Vec<f64>)>,
-    /// The lowest penalised value seen, kept in case the line search errors out.
-    best: Option<(Vec<f64>, f64)>,
 }
 
 impl<'a> Objective<'a> {
@@ -58,28 +125,25 @@ impl<'a> Objective<'a> {
             ws: Workspace::default(),
             atoms: param.new_atoms(),
             grad_atoms: param.new_atoms(),
-            last: None,
-            best: None,
         };
         Objective {
             model,
             param,
             x,
             y,
-            bound,
-            penalty,
+            boxed: BoxPenalty::new(bound, penalty),
             scratch: RefCell::new(scratch),
         }
     }
+}
 
-    /// Unpenalised objective and its gradient in θ.
-    pub fn value_and_grad(&self, theta: &[f64]) -> (f64, Vec<f64>) {
+impl Smooth for Objective<'_> {
+    fn value_and_grad(&self, theta: &[f64]) -> (f64, Vec<f64>) {
         let mut sc = self.scratch.borrow_mut();
         let Scratch {
             ws,
             atoms,
             grad_atoms,
-            ..
         } = &mut *sc;
         self.param.atoms(theta, atoms);
         let f = self
@@ -90,38 +154,15 @@ impl<'a> Objective<'a> {
         (f, g)
     }
 
-    /// Penalised objective and gradient, cached for the last point.
-    pub fn penalised(&self, theta: &[f64]) -> (f64, Vec<f64>) {
-        if let Some((t, f, g)) = &self.scratch.borrow().last {
-            if t.as_slice() == theta {
-                return (*f, g.clone());
-            }
-        }
-        let (mut f, mut g) = self.value_and_grad(theta);
-        for (t, gj) in theta.iter().zip(g.iter_mut()) {
-            let excess = t.abs() - self.bound;
-            if excess > 0.0 {
-                f += self.penalty * excess * excess;
-                *gj += 2.0 * self.penalty * excess * t.signum();
-            }
-        }
-        let mut sc = self.scratch.borrow_mut();
-        if f.is_finite() && sc.best.as_ref().is_none_or(|(_, b)| f < *b) {
-            sc.best = Some((theta.to_vec(), f));
-        }
-        sc.last = Some((theta.to_vec(), f, g.clone()));
-        (f, g)
-    }
-
-    fn best_seen(&self) -> Option<Vec<f64>> {
-        self.scratch.borrow().best.as_ref().map(|(t, _)| t.clone())
+    fn box_penalty(&self) -> &BoxPenalty {
+        &self.boxed
     }
 }
 
 /// argmin owns its problem; this borrows the objective so its scratch outlives the run.
-struct Borrowed<'b, 'a>(&'b Objective<'a>);
+struct Borrowed<'b, S: ?Sized>(&'b S);
 
-impl CostFunction for Borrowed<'_, '_> {
+impl<S: Smooth + ?Sized> CostFunction for Borrowed<'_, S> {
     type Param = Array1<f64>;
     type Output = f64;
     fn cost(&self, p: &Array1<f64>) -> std::result::Result<f64, argmin::core::Error> {
@@ -129,7 +170,7 @@ impl CostFunction for Borrowed<'_, '_> {
     }
 }
 
-impl Gradient for Borrowed<'_, '_> {
+impl<S: Smooth + ?Sized> Gradient for Borrowed<'_, S> {
     type Param = Array1<f64>;
     type Gradient = Array1<f64>;
     fn gradient(&self, p: &Array1<f64>) -> std::result::Result<Array1<f64>, argmin::core::Error> {
@@ -140,28 +181,39 @@ impl Gradient for Borrowed<'_, '_> {
 }
 
 /// The outcome of one start.
-struct Start {
-    theta: Vec<f64>,
-    objective: f64,
-    grad_norm: f64,
-    iterations: u64,
-    converged: bool,
+pub struct Start {
+    pub theta: Vec<f64>,
+    pub objective: f64,
+    pub grad_norm: f64,
+    pub iterations: u64,
+    pub converged: bool,
 }
 
-fn clamp_to_box(theta: &mut [f64], bound: f64) {
+/// Project θ onto the box `[-bound, bound]`.
+pub fn clamp_to_box(theta: &mut [f64], bound: f64) {
     theta.iter_mut().for_each(|t| *t = t.clamp(-bound, bound));
 }
 
-fn one_start(obj: &Objective, init: Vec<f64>, job: &FitJob) -> Result<Start> {
+/// Add `N(0, init_noise²)` to every coordinate, in order, then project onto the box.
+pub fn jitter(theta: &mut [f64], fit: &FitConfig, rng: &mut impl rand::Rng) {
+    for t in theta.iter_mut() {
+        let z: f64 = StandardNormal.sample(rng);
+        *t += fit.init_noise * z;
+    }
+    clamp_to_box(theta, fit.bound);
+}
+
+/// One L-BFGS run from `init` under `fit`'s stopping rules, projected onto the objective's box.
+pub fn one_start<S: Smooth + ?Sized>(obj: &S, init: Vec<f64>, fit: &FitConfig) -> Result<Start> {
     let ls = MoreThuenteLineSearch::new();
-    let solver = LBFGS::new(ls, job.fit.memory)
-        .with_tolerance_grad(job.fit.tol_grad)
-        .and_then(|s| s.with_tolerance_cost(job.fit.tol_cost))
+    let solver = LBFGS::new(ls, fit.memory)
+        .with_tolerance_grad(fit.tol_grad)
+        .and_then(|s| s.with_tolerance_cost(fit.tol_cost))
         .map_err(|e| HmoeError::Optimiser(e.to_string()))?;
     let run = Executor::new(Borrowed(obj), solver)
         .configure(|st| {
             st.param(Array1::from(init.clone()))
-                .max_iters(job.fit.max_iters)
+                .max_iters(fit.max_iters)
         })
         .run();
     let (mut theta, iterations, converged) = match run {
@@ -175,9 +227,13 @@ fn one_start(obj: &Objective, init: Vec<f64>, job: &FitJob) -> Result<Start> {
             (theta, st.get_iter(), converged)
         }
         // A line search that cannot make progress ends the start; keep the best point it reached.
-        Err(_) => (obj.best_seen().unwrap_or(init), job.fit.max_iters, false),
+        Err(_) => (
+            obj.box_penalty().best_seen().unwrap_or(init),
+            fit.max_iters,
+            false,
+        ),
     };
-    clamp_to_box(&mut theta, obj.bound);
+    clamp_to_box(&mut theta, obj.box_penalty().bound);
     let (objective, g) = obj.value_and_grad(&theta);
     let grad_norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
     Ok(Start {
@@ -186,6 +242,64 @@ fn one_start(obj: &Objective, init: Vec<f64>, job: &FitJob) -> Result<Start> {
         grad_norm,
         iterations,
         converged,
+    })
+}
+
+/// Every start of one fit and the kept one (lowest objective, the first on ties).
+pub struct Starts {
+    pub best: Start,
+    /// Starts run.
+    pub starts: usize,
+    pub log: Vec<StartLog>,
+}
+
+/// The starts of THEORY.md §3 for any [`Smooth`] objective: `fit.restarts` starts at
+/// `near_truth(k)`, then up to `fit.extra_restarts` more while the best is above the objective
+/// at the truth (`at_truth`: `None` when the family does not contain the truth, where that guard
+/// does not apply), then `fit.prior_starts` starts at `prior(k)`.
+pub fn run_starts<S: Smooth + ?Sized>(
+    obj: &S,
+    fit: &FitConfig,
+    at_truth: Option<f64>,
+    mut near_truth: impl FnMut(usize) -> Vec<f64>,
+    mut prior: impl FnMut(usize) -> Vec<f64>,
+) -> Result<Starts> {
+    let mut best: Option<Start> = None;
+    let mut starts = 0;
+    let mut starts_log = Vec::new();
+    let mut keep = |s: Start, origin: StartOrigin, best: &mut Option<Start>| {
+        starts_log.push(StartLog {
+            origin,
+            theta: s.theta.clone(),
+            objective: s.objective,
+            grad_norm: s.grad_norm,
+            iterations: s.iterations,
+            converged: s.converged,
+        });
+        if best.as_ref().is_none_or(|b| s.objective < b.objective) {
+            *best = Some(s);
+        }
+    };
+    for k in 0..fit.restarts + fit.extra_restarts {
+        let good_enough = best
+            .as_ref()
+            .is_some_and(|b| at_truth.is_none_or(|t| passes_guard(b.objective, t)));
+        if k >= fit.restarts && good_enough {
+            break;
+        }
+        let s = one_start(obj, near_truth(k), fit)?;
+        starts += 1;
+        keep(s, StartOrigin::NearTruth, &mut best);
+    }
+    for k in 0..fit.prior_starts {
+        let s = one_start(obj, prior(k), fit)?;
+        starts += 1;
+        keep(s, StartOrigin::Prior, &mut best);
+    }
+    Ok(Starts {
+        best: best.expect("at least one start runs"),
+        starts,
+        log: starts_log,
     })
 }
 
@@ -206,11 +320,7 @@ fn initial_point(
         Some(e) => e.clone(),
         None => draw_params(param, &job.model, &job.truth_prior, &mut rng),
     };
-    for t in theta.iter_mut() {
-        let z: f64 = StandardNormal.sample(&mut rng);
-        *t += job.fit.init_noise * z;
-    }
-    clamp_to_box(&mut theta, job.fit.bound);
+    jitter(&mut theta, &job.fit, &mut rng);
     theta
 }
 
@@ -249,40 +359,17 @@ pub fn run_fit(job: &FitJob) -> Result<FitRecord> {
         job.fit.box_penalty,
     );
 
-    let mut best: Option<Start> = None;
-    let mut starts = 0;
-    let mut starts_log = Vec::new();
-    let mut keep = |s: Start, origin: StartOrigin, best: &mut Option<Start>| {
-        starts_log.push(StartLog {
-            origin,
-            theta: s.theta.clone(),
-            objective: s.objective,
-            grad_norm: s.grad_norm,
-            iterations: s.iterations,
-            converged: s.converged,
-        });
-        if best.as_ref().is_none_or(|b| s.objective < b.objective) {
-            *best = Some(s);
-        }
-    };
-    for k in 0..job.fit.restarts + job.fit.extra_restarts {
-        let good_enough = best
-            .as_ref()
-            .is_some_and(|b| !truth_in_family || passes_guard(b.objective, objective_at_truth));
-        if k >= job.fit.restarts && good_enough {
-            break;
-        }
-        let init = initial_point(param.as_ref(), job, embedded.as_ref(), &seeds, k);
-        let s = one_start(&obj, init, job)?;
-        starts += 1;
-        keep(s, StartOrigin::NearTruth, &mut best);
-    }
-    for k in 0..job.fit.prior_starts {
-        let s = one_start(&obj, prior_point(param.as_ref(), job, &seeds, k), job)?;
-        starts += 1;
-        keep(s, StartOrigin::Prior, &mut best);
-    }
-    let best = best.expect("at least one start runs");
+    let Starts {
+        best,
+        starts,
+        log: starts_log,
+    } = run_starts(
+        &obj,
+        &job.fit,
+        truth_in_family.then_some(objective_at_truth),
+        |k| initial_point(param.as_ref(), job, embedded.as_ref(), &seeds, k),
+        |k| prior_point(param.as_ref(), job, &seeds, k),
+    )?;
     let status = if truth_in_family && !passes_guard(best.objective, objective_at_truth) {
         FitStatus::GuardFailed
     } else {

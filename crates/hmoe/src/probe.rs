@@ -10,7 +10,7 @@
 //! whether through the gate, the value or the weight), from which `search` builds structured
 //! starts (random directions, gate-only and value-only moves, a symmetric split of a cell, a
 //! shrinking weight with a far-moved atom). The HMoE families implement it in `HmoeProbe`;
-//! the classic softmax-gated MoE controls in `crate::controls`.
+//! the classic softmax-gated MoE controls in `controls::ControlProbe`.
 use crate::atoms::Atoms;
 use crate::config::{ModelConfig, TruthPrior};
 use crate::geometry::atoms_jacobian;

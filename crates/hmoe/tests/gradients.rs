@@ -1,7 +1,7 @@
 //! Analytic gradients against central finite differences, for every parametrisation and
 //! activation, at m = 1 and m = 2, with untied and tied atoms, with and without the outer gate.
 use hmoe::data::sample_data;
-use hmoe::fit::Objective;
+use hmoe::fit::{Objective, Smooth};
 use hmoe::param::parametrisation;
 use hmoe::truth::{draw_params, Truth};
 use hmoe::{Activation, DataConfig, Family, FitConfig, Method, ModelConfig, TruthPrior};

@@ -9,6 +9,7 @@
 //!
 //! Nothing else names a kind: the command line, the pipeline and the Slurm path reach a kind
 //! only through the [`Experiment`] trait object that [`load`] returns.
+pub mod controls;
 pub mod finetune;
 pub mod identifiability;
 pub mod rates;
@@ -25,6 +26,7 @@ pub const KINDS: &[KindEntry] = &[
     entry::<rates::RatesKind>(),
     entry::<finetune::FinetuneKind>(),
     entry::<identifiability::IdentifiabilityKind>(),
+    entry::<controls::ControlsKind>(),
 ];
 
 /// Parse an experiment file's body (the file without its header) as one kind.

@@ -9,6 +9,7 @@ use crate::kind::{JobContext, Kind, Records, Report, Written};
 use crate::layout::Dirs;
 use crate::plot::{self, Axis, Curve, Panel, Scale, PALETTE};
 use crate::store;
+use hmoe::controls::{ControlProbe, Expert};
 use hmoe::probe::{search, HmoeProbe, Probe, Search, SearchConfig, StartKind};
 use hmoe::record::derive_seed;
 use hmoe::{Method, ModelConfig, ParamGuard, TruthPrior};
@@ -17,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What a family is: an HMoE parametrisation fitted to a truth of another (or the same)
-/// family.
+/// family, or a control (THEORY.md §4a: the classic softmax-gated MoE, `experts` true experts
+/// in `R^d`, fitted with as many or one more).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum FamilySpec {
@@ -25,6 +27,12 @@ pub enum FamilySpec {
         model: ModelConfig,
         truth: Method,
         method: Method,
+    },
+    Control {
+        expert: Expert,
+        d: usize,
+        experts: usize,
+        fitted: usize,
     },
 }
 
@@ -93,8 +101,13 @@ pub struct ProbeRecord {
 #[serde(deny_unknown_fields)]
 struct FamilyFile {
     name: String,
-    method: Method,
-    truth: Method,
+    /// An HMoE family: the fitted method and the truth's family ...
+    method: Option<Method>,
+    truth: Option<Method>,
+    /// ... or a control: its experts (`linear` or `tanh`), with `experts` true ones.
+    control: Option<Expert>,
+    #[serde(default = "two")]
+    experts: usize,
     #[serde(default)]
     model: toml::Table,
     /// `false`: no box (to show why the box matters).
@@ -103,6 +116,10 @@ struct FamilyFile {
     /// Settings to run, of `exact` and `overspecified`.
     #[serde(default = "both")]
     settings: Vec<String>,
+}
+
+fn two() -> usize {
+    2
 }
 
 fn yes() -> bool {
@@ -215,14 +232,31 @@ impl IdentifiabilityKind {
                 model
                     .validate()
                     .map_err(|e| err(format!("{at}, model: {e}")))?;
-                settings.push((
-                    s.clone(),
-                    FamilySpec::Hmoe {
+                let spec = match (f.method, f.truth, f.control) {
+                    (Some(method), Some(truth), None) => FamilySpec::Hmoe {
                         model,
-                        truth: f.truth,
-                        method: f.method,
+                        truth,
+                        method,
                     },
-                ));
+                    (None, None, Some(expert)) if (1..=16).contains(&f.experts) => {
+                        FamilySpec::Control {
+                            expert,
+                            d: model.d,
+                            experts: f.experts,
+                            fitted: f.experts + atoms as usize - 1,
+                        }
+                    }
+                    (None, None, Some(_)) => {
+                        return Err(err(format!("{at}: `experts` must be in 1..=16")))
+                    }
+                    _ => {
+                        return Err(err(format!(
+                            "{at}: give either `method` and `truth` (an HMoE family) or \
+                             `control` (linear or tanh), not both"
+                        )))
+                    }
+                };
+                settings.push((s.clone(), spec));
             }
             families.push(Family {
                 name: f.name,
@@ -297,6 +331,14 @@ impl IdentifiabilityKind {
                 )
                 .ok_or_else(|| anyhow::anyhow!("{method} does not contain a {truth} truth"))?,
             )),
+            FamilySpec::Control {
+                expert,
+                d,
+                experts,
+                fitted,
+            } => Ok(Box::new(ControlProbe::new(
+                *expert, *experts, *fitted, *d, truth_seed, inputs, input_seed, bound,
+            ))),
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::store::write_table;
 use hmoe::rates::{fit_rate, sample_complexity};
 use hmoe::record::derive_seed;
 use hmoe::stats::{mean, median, Bootstrap};
+use hmoe::RateFit;
 use hmoe::{FitJob, FitRecord, FitStatus};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -130,6 +131,65 @@ pub struct RateRow {
     pub n_at_target_extrapolated: Option<f64>,
 }
 
+/// Replicate losses by grid point: `(n, losses of the fits at n)`, grid points in order.
+pub(crate) type Groups = [(f64, Vec<f64>)];
+
+/// One curve (a setting × method of an experiment) and the seeds of its bootstraps; shared with
+/// the `controls` kind so that both derive their bands and intervals the same way.
+pub(crate) struct Curves<'a> {
+    pub experiment: &'a str,
+    pub setting: &'a str,
+    pub method: &'a str,
+    pub bootstrap: usize,
+}
+
+impl Curves<'_> {
+    /// Mean, 95% bootstrap band of the mean, and median of one loss at every grid point.
+    pub fn rows(&self, loss: &str, groups: &Groups) -> Vec<CurveRow> {
+        groups
+            .iter()
+            .map(|(n, values)| {
+                let seed = derive_seed(
+                    "mean-band",
+                    &[
+                        self.experiment,
+                        self.setting,
+                        self.method,
+                        loss,
+                        &n.to_string(),
+                    ],
+                );
+                let (lo, hi) = Bootstrap::new(self.bootstrap, seed).mean_band(values);
+                CurveRow {
+                    setting: self.setting.to_string(),
+                    method: self.method.to_string(),
+                    loss: loss.into(),
+                    n: *n as usize,
+                    replicates: values.len(),
+                    mean: mean(values),
+                    mean_lo: lo,
+                    mean_hi: hi,
+                    median: median(values),
+                }
+            })
+            .collect()
+    }
+
+    /// The grid, the mean loss at each point, and the fitted rate of one loss.
+    pub fn rate(&self, groups: &Groups, loss: &str) -> (Vec<f64>, Vec<f64>, Option<RateFit>) {
+        let (ns, ls): (Vec<f64>, Vec<Vec<f64>>) = groups.iter().cloned().unzip();
+        let seed = derive_seed(
+            "rate-bootstrap",
+            &[self.experiment, self.setting, self.method, loss],
+        );
+        (
+            ns.clone(),
+            ls.iter().map(|v| mean(v)).collect::<Vec<f64>>(),
+            fit_rate(&ns, &ls, self.bootstrap, seed),
+        )
+    }
+}
+
 pub(super) fn write(
     kind: &RatesKind,
     profile: &Profile,
@@ -177,37 +237,17 @@ pub(super) fn write(
             };
             let voronoi = by_n(|r| r.voronoi);
             let regression = by_n(|r| r.regression);
-            for (loss, groups) in [("voronoi", &voronoi), ("regression", &regression)] {
-                for (n, values) in groups.iter() {
-                    let seed = derive_seed(
-                        "mean-band",
-                        &[&kind.name, &s.name, &method, loss, &n.to_string()],
-                    );
-                    let (lo, hi) = Bootstrap::new(kind.report.bootstrap, seed).mean_band(values);
-                    curves.push(CurveRow {
-                        setting: s.name.clone(),
-                        method: method.clone(),
-                        loss: loss.into(),
-                        n: *n as usize,
-                        replicates: values.len(),
-                        mean: mean(values),
-                        mean_lo: lo,
-                        mean_hi: hi,
-                        median: median(values),
-                    });
-                }
-            }
-            let fit = |groups: &[(f64, Vec<f64>)], loss: &str| {
-                let (ns, ls): (Vec<f64>, Vec<Vec<f64>>) = groups.iter().cloned().unzip();
-                let seed = derive_seed("rate-bootstrap", &[&kind.name, &s.name, &method, loss]);
-                (
-                    ns.clone(),
-                    ls.iter().map(|v| mean(v)).collect::<Vec<f64>>(),
-                    fit_rate(&ns, &ls, kind.report.bootstrap, seed),
-                )
+            let at = Curves {
+                experiment: &kind.name,
+                setting: &s.name,
+                method: &method,
+                bootstrap: kind.report.bootstrap,
             };
-            let (ns, means, vf) = fit(&voronoi, "voronoi");
-            let (_, _, rf) = fit(&regression, "regression");
+            for (loss, groups) in [("voronoi", &voronoi), ("regression", &regression)] {
+                curves.extend(at.rows(loss, groups));
+            }
+            let (ns, means, vf) = at.rate(&voronoi, "voronoi");
+            let (_, _, rf) = at.rate(&regression, "regression");
             let sc = sample_complexity(&ns, &means, vf.as_ref(), kind.report.target_loss);
             let fits = mine.len();
             let frac = |k: usize| {
@@ -267,13 +307,39 @@ pub(super) fn write(
 pub const ESTIMATOR_TABLE: &str = "estimator.csv";
 
 /// One fit's share of [`EstimatorRow`].
-struct FitAudit {
-    starts: usize,
-    converged: bool,
+pub(crate) struct FitAudit {
+    pub starts: usize,
+    pub converged: bool,
     /// (near-best starts, flat-set width, kept loss, kept start from the prior), when logged.
-    flat: Option<(usize, f64, f64, bool)>,
-    parts: hmoe::VoronoiParts,
-    on_box: bool,
+    pub flat: Option<(usize, f64, f64, bool)>,
+    pub parts: hmoe::VoronoiParts,
+    pub on_box: bool,
+}
+
+/// The flat-set share of a [`FitAudit`] of a fit that logged its starts: (near-best starts, the
+/// spread of their Voronoi losses, the kept estimate's loss, whether the kept start began at a
+/// prior draw). `losses[i]` is start `i`'s loss; `kept` the kept estimate's objective and θ.
+pub(crate) fn flat_set(
+    log: &[hmoe::StartLog],
+    losses: &[f64],
+    kept: (f64, &[f64]),
+    d_kept: f64,
+    tol: f64,
+) -> (usize, f64, f64, bool) {
+    let (objective, theta) = kept;
+    let near: Vec<f64> = log
+        .iter()
+        .zip(losses)
+        .filter(|(s, _)| s.objective <= objective + tol * objective.abs())
+        .map(|(_, l)| *l)
+        .collect();
+    let lo = near.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = near.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let from_prior = log
+        .iter()
+        .find(|s| s.objective == objective && s.theta == theta)
+        .is_some_and(|s| s.origin == hmoe::StartOrigin::Prior);
+    (near.len(), hi - lo, d_kept, from_prior)
 }
 
 fn audit(kind: &RatesKind, d: &Done<'_, FitJob, FitRecord>) -> FitAudit {
@@ -281,24 +347,13 @@ fn audit(kind: &RatesKind, d: &Done<'_, FitJob, FitRecord>) -> FitAudit {
     let rho = kind.loss.rho;
     let parts = hmoe::voronoi_parts(&r.est_atoms, &r.true_atoms, rho, kind.report.dead_weight);
     let flat = (!r.starts_log.is_empty()).then(|| {
-        let losses = hmoe::start_losses(r, &kind.loss);
-        let tol = kind.report.flat_tolerance;
-        let near: Vec<f64> = r
-            .starts_log
-            .iter()
-            .zip(&losses)
-            .filter(|(s, _)| s.objective <= r.objective + tol * r.objective.abs())
-            .map(|(_, l)| *l)
-            .collect();
-        let lo = near.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = near.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let kept = r
-            .starts_log
-            .iter()
-            .find(|s| s.objective == r.objective && s.theta == r.theta)
-            .is_some_and(|s| s.origin == hmoe::StartOrigin::Prior);
-        let d_kept = hmoe::voronoi_loss(&r.est_atoms, &r.true_atoms, rho);
-        (near.len(), hi - lo, d_kept, kept)
+        flat_set(
+            &r.starts_log,
+            &hmoe::start_losses(r, &kind.loss),
+            (r.objective, &r.theta),
+            hmoe::voronoi_loss(&r.est_atoms, &r.true_atoms, rho),
+            kind.report.flat_tolerance,
+        )
     });
     FitAudit {
         starts: r.starts,
@@ -328,43 +383,45 @@ fn estimator(
                 if a.is_empty() {
                     continue;
                 }
-                let k = a.len() as f64;
-                let avg = |f: &dyn Fn(&FitAudit) -> f64| a.iter().map(|x| f(x)).sum::<f64>() / k;
-                let flat: Vec<(usize, f64, f64, bool)> = a.iter().filter_map(|x| x.flat).collect();
-                let fl = flat.len() as f64;
-                // The flat-set columns only where starts were logged (lazily: no median of nothing).
-                let some = |f: &dyn Fn() -> f64| (!flat.is_empty()).then(f);
-                out.push(EstimatorRow {
-                    setting: s.name.clone(),
-                    method: m.to_string(),
-                    n,
-                    fits: a.len(),
-                    starts_mean: avg(&|x| x.starts as f64),
-                    converged_fraction: avg(&|x| f64::from(u8::from(x.converged))),
-                    logged_fits: flat.len(),
-                    near_best_mean: some(&|| flat.iter().map(|f| f.0 as f64).sum::<f64>() / fl),
-                    flat_width_median: some(&|| {
-                        median(&flat.iter().map(|f| f.1).collect::<Vec<_>>())
-                    }),
-                    flat_wide_fraction: some(&|| {
-                        flat.iter().filter(|f| f.1 >= f.2).count() as f64 / fl
-                    }),
-                    best_from_prior_fraction: some(&|| {
-                        flat.iter().filter(|f| f.3).count() as f64 / fl
-                    }),
-                    dead_atoms_mean: avg(&|x| x.parts.dead_atoms as f64),
-                    on_box_fraction: avg(&|x| f64::from(u8::from(x.on_box))),
-                    voronoi_mean: avg(&|x| {
-                        x.parts.mass + x.parts.spread_live + x.parts.spread_dead
-                    }),
-                    mass_mean: avg(&|x| x.parts.mass),
-                    spread_live_mean: avg(&|x| x.parts.spread_live),
-                    spread_dead_mean: avg(&|x| x.parts.spread_dead),
-                });
+                out.push(estimator_row(&s.name, &m.to_string(), n, &a));
             }
         }
     }
     out
+}
+
+/// The [`EstimatorRow`] of the fits of one setting × method at one n (`a` not empty).
+pub(crate) fn estimator_row(
+    setting: &str,
+    method: &str,
+    n: usize,
+    a: &[&FitAudit],
+) -> EstimatorRow {
+    let k = a.len() as f64;
+    let avg = |f: &dyn Fn(&FitAudit) -> f64| a.iter().map(|x| f(x)).sum::<f64>() / k;
+    let flat: Vec<(usize, f64, f64, bool)> = a.iter().filter_map(|x| x.flat).collect();
+    let fl = flat.len() as f64;
+    // The flat-set columns only where starts were logged (lazily: no median of nothing).
+    let some = |f: &dyn Fn() -> f64| (!flat.is_empty()).then(f);
+    EstimatorRow {
+        setting: setting.to_string(),
+        method: method.to_string(),
+        n,
+        fits: a.len(),
+        starts_mean: avg(&|x| x.starts as f64),
+        converged_fraction: avg(&|x| f64::from(u8::from(x.converged))),
+        logged_fits: flat.len(),
+        near_best_mean: some(&|| flat.iter().map(|f| f.0 as f64).sum::<f64>() / fl),
+        flat_width_median: some(&|| median(&flat.iter().map(|f| f.1).collect::<Vec<_>>())),
+        flat_wide_fraction: some(&|| flat.iter().filter(|f| f.1 >= f.2).count() as f64 / fl),
+        best_from_prior_fraction: some(&|| flat.iter().filter(|f| f.3).count() as f64 / fl),
+        dead_atoms_mean: avg(&|x| x.parts.dead_atoms as f64),
+        on_box_fraction: avg(&|x| f64::from(u8::from(x.on_box))),
+        voronoi_mean: avg(&|x| x.parts.mass + x.parts.spread_live + x.parts.spread_dead),
+        mass_mean: avg(&|x| x.parts.mass),
+        spread_live_mean: avg(&|x| x.parts.spread_live),
+        spread_dead_mean: avg(&|x| x.parts.spread_dead),
+    }
 }
 
 /// The machine-dependent table of `[report] timing = true`.

@@ -1,10 +1,10 @@
 //! The `rates` kind: hmoe fits over a grid of sample sizes (THEORY.md §5), one job per
 //! setting × method × n × replicate; metrics are the Voronoi loss and the regression error
 //! recomputed from each raw record, and the fitted slopes of log loss on log n.
-mod metrics;
-mod report;
+pub(crate) mod metrics;
+pub(crate) mod report;
 
-pub use metrics::{CurveRow, MetricRow, RateRow};
+pub use metrics::{CurveRow, EstimatorRow, MetricRow, RateRow};
 
 use crate::error::LabError;
 use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo, KindOptions};

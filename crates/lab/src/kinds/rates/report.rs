@@ -50,7 +50,7 @@ pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs) -> anyhow::Res
     }
     let mut summary = summary_markdown(kind, profile, &rates, heads.len() > 1);
     let estimator: Vec<EstimatorRow> = read_csv(&dirs.file(ESTIMATOR_TABLE))?;
-    summary += &estimator_markdown(kind, &estimator);
+    summary += &estimator_markdown(&kind.report, &estimator);
     if kind.report.timing {
         let timing: Vec<TimingRow> = read_csv(&dirs.file(TIMING_TABLE))?;
         files.extend(plot::save(
@@ -188,7 +188,7 @@ fn method_order(kind: &RatesKind) -> Vec<String> {
     out
 }
 
-fn slope_text(slope: Option<f64>, lo: Option<f64>, hi: Option<f64>) -> String {
+pub(crate) fn slope_text(slope: Option<f64>, lo: Option<f64>, hi: Option<f64>) -> String {
     match (slope, lo, hi) {
         (Some(s), Some(l), Some(h)) => format!("{} [{}, {}]", signed(s), signed(l), signed(h)),
         _ => "n/a".into(),
@@ -214,32 +214,74 @@ fn loss_panel(
         .iter()
         .find(|s| s.name == setting)
         .expect("setting of the kind");
+    let lines: Vec<Line> = s
+        .methods
+        .iter()
+        .map(|m| {
+            let m = m.to_string();
+            let rate = rates.iter().find(|r| r.setting == setting && r.method == m);
+            let fit = match (loss, rate) {
+                ("voronoi", Some(r)) => (r.slope, r.slope_lo, r.slope_hi, r.intercept),
+                (_, Some(r)) => (
+                    r.regression_slope,
+                    r.regression_slope_lo,
+                    r.regression_slope_hi,
+                    r.regression_intercept,
+                ),
+                _ => (None, None, None, None),
+            };
+            Line {
+                setting: setting.to_string(),
+                label: m.clone(),
+                color: color(&m),
+                method: m,
+                fit,
+            }
+        })
+        .collect();
+    Panel {
+        title: format!(
+            "{title}: {} (truth {}, H={}, m={})",
+            setting,
+            s.truth,
+            s.model().heads,
+            s.model().atoms
+        ),
+        x: Axis::new("sample size n", Scale::Log10),
+        y: Axis::new(&format!("mean {title} (95% band)"), Scale::Log10),
+        curves: loss_curves(&lines, loss, curves),
+        legend: SeriesLabelPosition::LowerLeft,
+    }
+}
+
+/// One curve of a loss panel: its rows of `curves.csv`, its legend label and colour, and its
+/// fitted rate `(slope, lo, hi, intercept)`.
+pub(crate) struct Line {
+    pub setting: String,
+    pub method: String,
+    pub label: String,
+    pub color: RGBColor,
+    pub fit: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
+}
+
+/// The curves of a loss panel: per line the mean loss with its band and the fitted power law
+/// (dashed), then reference slopes n^(−1/2) and n^(−1/4) from the lines' first points.
+pub(crate) fn loss_curves(lines: &[Line], loss: &str, curves: &[CurveRow]) -> Vec<Curve> {
     let mut out = Vec::new();
     let mut first_means = Vec::new();
     let (mut nmin, mut nmax) = (f64::INFINITY, 0f64);
-    for m in &s.methods {
-        let m = m.to_string();
+    for l in lines {
         let rows: Vec<&CurveRow> = curves
             .iter()
-            .filter(|c| c.setting == setting && c.method == m && c.loss == loss)
+            .filter(|c| c.setting == l.setting && c.method == l.method && c.loss == loss)
             .collect();
         if rows.is_empty() {
             continue;
         }
-        let rate = rates.iter().find(|r| r.setting == setting && r.method == m);
-        let (slope, lo, hi, intercept) = match (loss, rate) {
-            ("voronoi", Some(r)) => (r.slope, r.slope_lo, r.slope_hi, r.intercept),
-            (_, Some(r)) => (
-                r.regression_slope,
-                r.regression_slope_lo,
-                r.regression_slope_hi,
-                r.regression_intercept,
-            ),
-            _ => (None, None, None, None),
-        };
+        let (slope, lo, hi, intercept) = l.fit;
         let mut c = Curve::new(
-            format!("{m}: slope {}", slope_text(slope, lo, hi)),
-            color(&m),
+            format!("{}: slope {}", l.label, slope_text(slope, lo, hi)),
+            l.color,
         );
         c.points = rows.iter().map(|r| (r.n as f64, r.mean)).collect();
         c.band = rows
@@ -252,7 +294,7 @@ fn loss_panel(
         first_means.push(rows[0].mean);
         out.push(c);
         if let (Some(sl), Some(ic)) = (slope, intercept) {
-            let mut f = Curve::new("", color(&m));
+            let mut f = Curve::new("", l.color);
             f.points = [a, b]
                 .iter()
                 .map(|&n| (n, (ic + sl * n.ln()).exp()))
@@ -284,19 +326,7 @@ fn loss_panel(
             out.push(r);
         }
     }
-    Panel {
-        title: format!(
-            "{title}: {} (truth {}, H={}, m={})",
-            setting,
-            s.truth,
-            s.model().heads,
-            s.model().atoms
-        ),
-        x: Axis::new("sample size n", Scale::Log10),
-        y: Axis::new(&format!("mean {title} (95% band)"), Scale::Log10),
-        curves: out,
-        legend: SeriesLabelPosition::LowerLeft,
-    }
+    out
 }
 
 type Slope = (Option<f64>, Option<f64>, Option<f64>);
@@ -349,7 +379,7 @@ fn heads_panel(
     }
 }
 
-fn opt_n(x: Option<f64>) -> String {
+pub(crate) fn opt_n(x: Option<f64>) -> String {
     match x {
         Some(v) if v < 1e6 => format!("{}", v.round() as u64),
         Some(v) => format!("{v:.1e}"),
@@ -418,8 +448,8 @@ fn summary_markdown(kind: &RatesKind, profile: &str, rates: &[RateRow], heads: b
     s
 }
 
-fn estimator_markdown(kind: &RatesKind, rows: &[EstimatorRow]) -> String {
-    let r = &kind.report;
+/// The estimator section of `summary.md` (also the `controls` kind's).
+pub(crate) fn estimator_markdown(r: &super::ReportConfig, rows: &[EstimatorRow]) -> String {
     let mut s = format!(
         "## The estimator\n\nPer fit: its starts; the near-best starts (objective within {:e} \
          relative of the best) and the spread of their Voronoi losses (the flat-set width; \
