@@ -36,7 +36,8 @@ pub enum FamilySpec {
     },
 }
 
-/// The search settings shared by the jobs of a file (`[probe]`).
+/// The search settings of a family's jobs: the file's `[probe]` with the family's `probe = {...}`
+/// over it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbeSettings {
@@ -108,6 +109,9 @@ struct FamilyFile {
     control: Option<Expert>,
     #[serde(default = "two")]
     experts: usize,
+    /// Overrides of `[probe]` for this family's jobs (a longer search: `max_rounds`).
+    #[serde(default)]
+    probe: toml::Table,
     #[serde(default)]
     model: toml::Table,
     /// `false`: no box (to show why the box matters).
@@ -142,7 +146,7 @@ struct File {
     #[serde(default)]
     model: toml::Table,
     #[serde(default)]
-    probe: ProbeSettings,
+    probe: toml::Table,
     /// The box of every boxed family.
     #[serde(default = "four")]
     bound: f64,
@@ -154,17 +158,44 @@ fn four() -> f64 {
     4.0
 }
 
+/// Check a family's search settings (`at` names them in errors).
+fn check_probe(p: &ProbeSettings, at: &str) -> Result<(), String> {
+    let checks = [
+        (
+            "inputs",
+            p.inputs as f64,
+            (16..=1_000_000).contains(&p.inputs),
+        ),
+        ("rho", p.rho, p.rho >= 1.0 && p.rho <= 4.0),
+        ("hold", p.hold, p.hold > 0.0 && p.hold.is_finite()),
+        ("round_iters", p.round_iters as f64, p.round_iters >= 1),
+        ("max_rounds", p.max_rounds as f64, p.max_rounds >= 1),
+        ("rel_tol", p.rel_tol, p.rel_tol > 0.0 && p.rel_tol < 1.0),
+        ("window", p.window as f64, p.window >= 1),
+        ("smooth", p.smooth, p.smooth >= 0.0 && p.smooth < 1.0),
+    ];
+    for (key, v, ok) in checks {
+        if !ok || !v.is_finite() {
+            return Err(format!("{at}: invalid value for `{key}`: {v}"));
+        }
+    }
+    if p.starts.values().all(|c| *c == 0) {
+        return Err(format!("{at}: `starts` has no start"));
+    }
+    Ok(())
+}
+
 /// A family as parsed: its name, settings and what each setting's job holds.
 struct Family {
     name: String,
     /// (setting, spec) pairs.
     settings: Vec<(String, FamilySpec)>,
     bound: Option<f64>,
+    probe: ProbeSettings,
 }
 
 pub struct IdentifiabilityKind {
     name: String,
-    probe: ProbeSettings,
     families: Vec<Family>,
     profiles: BTreeMap<String, Profile>,
 }
@@ -174,33 +205,8 @@ impl IdentifiabilityKind {
         let path = &info.path;
         let err = |m: String| config_error(path, m);
         let file: File = from_table(body, path, "top level")?;
-        let p = &file.probe;
-        let checks = [
-            (
-                "inputs",
-                p.inputs as f64,
-                (16..=1_000_000).contains(&p.inputs),
-            ),
-            ("rho", p.rho, p.rho >= 1.0 && p.rho <= 4.0),
-            ("hold", p.hold, p.hold > 0.0 && p.hold.is_finite()),
-            ("round_iters", p.round_iters as f64, p.round_iters >= 1),
-            ("max_rounds", p.max_rounds as f64, p.max_rounds >= 1),
-            ("rel_tol", p.rel_tol, p.rel_tol > 0.0 && p.rel_tol < 1.0),
-            ("window", p.window as f64, p.window >= 1),
-            ("smooth", p.smooth, p.smooth >= 0.0 && p.smooth < 1.0),
-            (
-                "bound",
-                file.bound,
-                file.bound > 0.0 && file.bound.is_finite(),
-            ),
-        ];
-        for (key, v, ok) in checks {
-            if !ok || !v.is_finite() {
-                return Err(err(format!("[probe]: invalid value for `{key}`: {v}")));
-            }
-        }
-        if p.starts.values().all(|c| *c == 0) {
-            return Err(err("[probe]: `starts` has no start".into()));
+        if !(file.bound > 0.0 && file.bound.is_finite()) {
+            return Err(err(format!("invalid value for `bound`: {}", file.bound)));
         }
         if file.families.is_empty() {
             return Err(err("no `[[families]]`: at least one is needed".into()));
@@ -215,6 +221,12 @@ impl IdentifiabilityKind {
             if f.settings.is_empty() {
                 return Err(err(format!("{at}: `settings` is empty")));
             }
+            let probe: ProbeSettings = from_table(
+                merge_tables(&file.probe, &f.probe),
+                path,
+                &format!("{at}, [probe]"),
+            )?;
+            check_probe(&probe, &format!("{at}, [probe]")).map_err(err)?;
             let mut settings = Vec::new();
             for s in &f.settings {
                 let atoms = match s.as_str() {
@@ -262,6 +274,7 @@ impl IdentifiabilityKind {
                 name: f.name,
                 settings,
                 bound: f.boxed.then_some(file.bound),
+                probe,
             });
         }
         if file.profiles.is_empty() {
@@ -281,14 +294,13 @@ impl IdentifiabilityKind {
         }
         let kind = IdentifiabilityKind {
             name: info.name.clone(),
-            probe: file.probe,
             families,
             profiles: file.profiles,
         };
         // Every family must contain its truth: build each once (cheap) to say so now.
         for f in &kind.families {
             for (setting, spec) in &f.settings {
-                kind.probe_of(spec, f.bound, 16)
+                kind.probe_of(spec, f.bound, 16, f.probe.rho)
                     .map_err(|e| err(format!("family `{}`, {setting}: {e}", f.name)))?;
             }
         }
@@ -309,6 +321,7 @@ impl IdentifiabilityKind {
         spec: &FamilySpec,
         bound: Option<f64>,
         inputs: usize,
+        rho: f64,
     ) -> anyhow::Result<Box<dyn Probe>> {
         let (truth_seed, input_seed) = self.seeds();
         let bound = bound.unwrap_or(f64::INFINITY);
@@ -327,7 +340,7 @@ impl IdentifiabilityKind {
                     inputs,
                     input_seed,
                     bound,
-                    self.probe.rho,
+                    rho,
                 )
                 .ok_or_else(|| anyhow::anyhow!("{method} does not contain a {truth} truth"))?,
             )),
@@ -369,7 +382,7 @@ impl Kind for IdentifiabilityKind {
                         setting: setting.clone(),
                         bound: f.bound,
                         epsilon,
-                        probe: self.probe.clone(),
+                        probe: f.probe.clone(),
                     });
                 }
             }
@@ -383,7 +396,7 @@ impl Kind for IdentifiabilityKind {
 
     fn run_job(&self, job: &ProbeJob, _ctx: &JobContext<'_>) -> anyhow::Result<ProbeRecord> {
         let t = std::time::Instant::now();
-        let probe = self.probe_of(&job.spec, job.bound, job.probe.inputs)?;
+        let probe = self.probe_of(&job.spec, job.bound, job.probe.inputs, job.probe.rho)?;
         let p = &job.probe;
         let cfg = SearchConfig {
             epsilon: job.epsilon,
