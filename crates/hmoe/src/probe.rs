@@ -14,7 +14,7 @@
 use crate::atoms::Atoms;
 use crate::config::{ModelConfig, TruthPrior};
 use crate::geometry::atoms_jacobian;
-use crate::loss::voronoi_loss_and_grad;
+use crate::loss::{frobenius_dist, voronoi_loss_and_grad};
 use crate::method::Method;
 use crate::model::Model;
 use crate::param::{parametrisation, Parametrisation};
@@ -208,14 +208,6 @@ fn roles_of(param: &dyn Parametrisation, theta: &[f64]) -> Vec<Role> {
             Role { part, atoms }
         })
         .collect()
-}
-
-fn frobenius_dist(a: &[f64], b: &[f64]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f64>()
-        .sqrt()
 }
 
 impl Probe for HmoeProbe {
