@@ -37,8 +37,9 @@ pub struct Workspace {
     fh: Vec<f64>,
     pi: Vec<f64>,
     f: Vec<f64>,
-    /// `u v_sᵀ` of the current sample, one `d × d` block per slot: the score of every atom of
-    /// slot `s` is `c + ⟨P + ΔQ, u v_sᵀ⟩`, and its gradient in ΔQ is a multiple of the same block.
+    /// `u v_sᵀ` of the current sample (`v_s v_sᵀ` in the self-attention variant), one `d × d`
+    /// block per slot: the score of every atom of slot `s` is `c + ⟨P + ΔQ, u v_sᵀ⟩`, and its
+    /// gradient in ΔQ is a multiple of the same block.
     uv: Vec<f64>,
 }
 

@@ -603,12 +603,12 @@ fn path_of(
             Ok(Path {
                 // t = 0: the truth; t = 1: atom a far away with its full weight.
                 at: Box::new(move |t| {
+                    if t == 0.0 {
+                        return star.clone();
+                    }
                     let mut th = far.clone();
                     th[ca] = (t * wa).max(f64::MIN_POSITIVE).ln();
                     th[cb] = (wb + (1.0 - t) * wa).ln();
-                    if t == 0.0 {
-                        th.clone_from(&star);
-                    }
                     th
                 }),
                 t_max: 1.0,

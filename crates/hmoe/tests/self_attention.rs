@@ -1,132 +1,16 @@
 //! The self-attention variant of THEORY.md §1: the gate's query is the token the expert reads,
-//! score `v_sᵀ(P + ΔQ)v_s + c`. Its attention special case, written independently of the model;
-//! the batched kernel against the reference; what the quadratic form cannot see; and the job
-//! key, which must not move for a configuration without the option.
+//! score `v_sᵀ(P + ΔQ)v_s + c`. The batched kernel against the reference; what the quadratic
+//! form cannot see; and the job key, which must not move for a configuration without the option.
+//! (Its attention special case is in `attention.rs`, beside the plain one.)
 use hmoe::data::sample_inputs;
 use hmoe::kernel::Isa;
 use hmoe::model::Workspace;
 use hmoe::param::parametrisation;
 use hmoe::truth::{draw_params, Truth};
 use hmoe::{Atoms, FitSpec, Method, Model, ModelConfig, TruthPrior};
-use ndarray::{Array1, Array2};
-use rand::{Rng, SeedableRng};
+use ndarray::Array2;
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
-fn rand_mat(rng: &mut ChaCha8Rng, r: usize, c: usize) -> Array2<f64> {
-    Array2::from_shape_simple_fn((r, c), || rng.random_range(-1.0..1.0))
-}
-
-/// Multi-head attention in which key/value token `s` is scored against its own query
-/// (`q_s = W_Q v_s`, `k_s = W_K v_s`, score `q_s·k_s/√dh`), plus one zero token, values
-/// `W_V v_s`, output projection `W_O`: from the textbook definition, not through the model.
-fn self_scored_attention(
-    vs: &[Array1<f64>],
-    wq: &Array2<f64>,
-    wk: &Array2<f64>,
-    wv: &Array2<f64>,
-    wo: &Array2<f64>,
-    heads: usize,
-) -> Array1<f64> {
-    let dh = wq.nrows() / heads;
-    let mut concat = Array1::zeros(wv.nrows());
-    for h in 0..heads {
-        let r = h * dh..(h + 1) * dh;
-        let head = |w: &Array2<f64>, v: &Array1<f64>| w.slice(ndarray::s![r.clone(), ..]).dot(v);
-        let mut scores: Vec<f64> = vs
-            .iter()
-            .map(|v| head(wq, v).dot(&head(wk, v)) / (dh as f64).sqrt())
-            .collect();
-        let mut values: Vec<Array1<f64>> = vs.iter().map(|v| head(wv, v)).collect();
-        scores.push(0.0); // the zero token
-        values.push(Array1::zeros(dh));
-        let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let z: f64 = scores.iter().map(|s| (s - mx).exp()).sum();
-        for (s, v) in scores.iter().zip(&values) {
-            let w = (s - mx).exp() / z;
-            for (j, x) in r.clone().zip(v.iter()) {
-                concat[j] += w * x;
-            }
-        }
-    }
-    wo.dot(&concat)
-}
-
-#[test]
-fn the_variant_equals_self_scored_attention_with_lora_on_query_and_value() {
-    let (d, heads, dh, q, r, slots) = (4, 2, 2, 3, 1, 3);
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let (wq, wk, wv) = (
-        rand_mat(&mut rng, heads * dh, d),
-        rand_mat(&mut rng, heads * dh, d),
-        rand_mat(&mut rng, heads * dh, d),
-    );
-    let wo = rand_mat(&mut rng, q, heads * dh);
-    let (bq, aq) = (rand_mat(&mut rng, heads * dh, r), rand_mat(&mut rng, r, d));
-    let (bv, av) = (rand_mat(&mut rng, heads * dh, r), rand_mat(&mut rng, r, d));
-    let cfg = ModelConfig {
-        d,
-        q,
-        r,
-        heads,
-        slots,
-        atoms: 1,
-        tie_atoms_across_slots: true,
-        self_attention: true,
-        ..ModelConfig::default()
-    };
-    let scale = 1.0 / (dh as f64).sqrt();
-    let rows =
-        |m: &Array2<f64>, h: usize| m.slice(ndarray::s![h * dh..(h + 1) * dh, ..]).to_owned();
-    let cols =
-        |m: &Array2<f64>, h: usize| m.slice(ndarray::s![.., h * dh..(h + 1) * dh]).to_owned();
-    let (dwq, dwv) = (bq.dot(&aq), bv.dot(&av));
-    let (mut p, mut e) = (vec![], vec![]);
-    let mut atoms = Atoms::zeros(heads, slots, 1, d, q);
-    for h in 0..heads {
-        // vᵀ P v = (W_Q v)·(W_K v)/√dh with P = W_Qᵀ W_K /√dh.
-        let pm = rows(&wq, h).t().dot(&rows(&wk, h)) * scale;
-        let em = cols(&wo, h).dot(&rows(&wv, h)) * heads as f64;
-        let dqm = rows(&dwq, h).t().dot(&rows(&wk, h)) * scale;
-        let dvm = cols(&wo, h).dot(&rows(&dwv, h)) * heads as f64;
-        for s in 0..slots {
-            p.extend(pm.iter());
-            e.extend(em.iter());
-            let k = atoms.index(h, s, 0);
-            atoms.dq_mut(k).copy_from_slice(dqm.as_slice().unwrap());
-            atoms
-                .dv_mut(k)
-                .copy_from_slice(dvm.as_standard_layout().as_slice().unwrap());
-        }
-    }
-    let model = Model {
-        cfg,
-        p,
-        e,
-        gamma: None,
-    };
-    let n = 50;
-    let x = Array2::from_shape_simple_fn((n, (slots + 1) * d), || rng.random_range(-1.0..=1.0));
-    let (wq_lora, wv_lora) = (&wq + &dwq, &wv + &dwv);
-    for f in [
-        model.predict(&atoms, x.view()),
-        model.predict_reference(&atoms, x.view()),
-    ] {
-        for k in 0..n {
-            let vs: Vec<Array1<f64>> = (0..slots)
-                .map(|s| x.slice(ndarray::s![k, (s + 1) * d..(s + 2) * d]).to_owned())
-                .collect();
-            let want = self_scored_attention(&vs, &wq_lora, &wk, &wv_lora, &wo, heads);
-            for a in 0..q {
-                assert!(
-                    (f[[k, a]] - want[a]).abs() < 1e-12 * (1.0 + want[a].abs()),
-                    "sample {k}, output {a}: {} vs {}",
-                    f[[k, a]],
-                    want[a]
-                );
-            }
-        }
-    }
-}
 
 fn setup(method: &str, atoms: usize, seed: u64) -> (Model, Atoms, Array2<f64>, Array2<f64>) {
     let cfg = ModelConfig {
