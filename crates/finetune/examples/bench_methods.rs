@@ -9,7 +9,7 @@ use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use finetune::adapters::AdapterSpec;
 use finetune::data::{load_tweets, Encoded, TextEncoder};
 use finetune::rng::{init_rng, TRAINING};
-use finetune::train::{cross_entropy, device, predict};
+use finetune::train::{cross_entropy, device, keep_freed_memory, predict};
 use finetune::{AdapterKind, BertEncoder, Classifier, TrainConfig};
 
 fn env(name: &str, default: usize) -> usize {
@@ -44,6 +44,7 @@ fn main() -> Result<(), finetune::FinetuneError> {
     let max_len = env("MAX_LEN", defaults.max_len);
     let steps = env("STEPS", 5);
     let eval_n = env("EVAL", 256);
+    keep_freed_memory();
     let dev = device();
     let assets = finetune::assets::locate(&finetune::assets::default_cache_dir())?;
     let tweets = load_tweets(&assets.tweets_csv)?;

@@ -140,6 +140,19 @@ pub struct TrainConfig {
     pub attention_dropout: f64,
     #[serde(skip_serializing_if = "fsio::key::is_default")]
     pub head_init: HeadInit,
+    /// Draw every epoch's batch order from its own stream (`rng::BATCH_ORDER`), apart from the
+    /// dropout masks (`rng::TRAINING`), so that every method of one seed and fraction sees the
+    /// same batches in the same order in every epoch, whatever dropout it draws: a paired design.
+    /// false, the default and every run before it existed: both come interleaved from
+    /// `rng::TRAINING`, so after the first epoch the batch order of a method depends on how many
+    /// dropout masks it drew (head-only and full draw none).
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub paired_order: bool,
+    /// Evaluate on at most this many validation examples (0: as `max_eval_examples`). With
+    /// `max_eval_examples = 0`, the epoch is chosen on a capped validation set and the final
+    /// numbers come from the whole test split.
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub max_val_examples: usize,
 }
 
 impl Default for TrainConfig {
@@ -169,6 +182,8 @@ impl Default for TrainConfig {
             hidden_dropout: 0.0,
             attention_dropout: 0.0,
             head_init: HeadInit::ZeroBias,
+            paired_order: false,
+            max_val_examples: 0,
         }
     }
 }

@@ -2,13 +2,14 @@
 //! Face checkpoint (each name made once, from its path; see `layers`), plus the hooks through
 //! which adapters add low-rank updates to the query and value projections.
 //!
-//! Attention uses `ops::softmax`: candle-nn's fused `softmax_last_dim` has no backward pass
-//! (TOOLCHAIN.md), so gradients would silently stop at it.
+//! Softmax, layer norm and GELU go through `fused` (CPU kernels with their own backward;
+//! candle-nn's fused `softmax_last_dim` and layer norm have no backward pass (TOOLCHAIN.md), so
+//! gradients would silently stop at them).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -381,7 +382,7 @@ impl BertEncoder {
             let k = split(layer.key.forward(&xs)?)?;
             let v = split(ctx.project(&layer.value, dv.as_ref(), &xs)?)?;
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&additive)?;
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let probs = crate::fused::softmax_last_dim(&scores)?;
             let probs = ctx.drop(&probs, ctx.attention_dropout)?;
             let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
             let attn = layer.attn_norm.forward(
@@ -391,7 +392,7 @@ impl BertEncoder {
             let inter = match self.config.hidden_act.as_str() {
                 "relu" => inter.relu()?,
                 "gelu_new" => inter.gelu()?,
-                _ => inter.gelu_erf()?,
+                _ => crate::fused::gelu_erf(&inter)?,
             };
             xs = layer.out_norm.forward(
                 &(ctx.drop(&layer.output.forward(&inter)?, ctx.hidden_dropout)? + attn)?,

@@ -3,10 +3,10 @@
 //! them, from a [`TensorSource`] (a checkpoint, trainable variables or random draws). A layer
 //! keeps its path, so listing its tensors by name derives from the one place they were named.
 //!
-//! The layer norm is written from tensor ops: candle-nn's fused `LayerNorm` has no backward pass
+//! The layer norm is `fused::layer_norm` (on the CPU) or tensor ops: candle-nn's fused `LayerNorm` has no backward pass
 //! (TOOLCHAIN.md), so gradients would silently stop at it.
 
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{DType, Module, Tensor};
 
 use crate::error::{FinetuneError, Result};
 use crate::tensor_path::TensorPath;
@@ -113,15 +113,18 @@ impl Module for Linear {
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().unwrap_or(&mut 0) = self.weight.dim(0)?;
         let flat = xs.reshape((rows, dims[dims.len() - 1]))?;
-        let y = if self.weight.track_op() || !self.weight.device().is_cpu() {
-            flat.matmul(&self.weight.t()?)?
-        } else {
-            flat.contiguous()?
-                .apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul {
-                    weight: self.weight.clone(),
-                })))?
-        };
-        let y = y.reshape(out_dims)?;
+        let frozen = !self.weight.track_op() && !self.bias.as_ref().is_some_and(|b| b.track_op());
+        if frozen && self.weight.device().is_cpu() && self.weight.dtype() == DType::F32 {
+            let op = FrozenLinear {
+                weight: self.weight.contiguous()?,
+                bias: self.bias.as_ref().map(|b| b.contiguous()).transpose()?,
+            };
+            return flat
+                .contiguous()?
+                .apply_op1_arc(std::sync::Arc::new(Box::new(op)))?
+                .reshape(out_dims);
+        }
+        let y = flat.matmul(&self.weight.t()?)?.reshape(out_dims)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -129,16 +132,33 @@ impl Module for Linear {
     }
 }
 
-/// `x Wᵀ` for a frozen `W`: candle's matmul backward also computes `∂L/∂W` (a third of a
-/// linear layer's cost) even when `W` is not trained, so frozen projections go through this op
-/// whose backward returns only `∂L/∂x = ∂L/∂y · W`. CPU only; other devices use the plain matmul.
-struct FrozenMatmul {
+/// `x Wᵀ + b` for a frozen `W` and `b`, on the CPU: one gemm call that reads the input where it
+/// lies and starts from the bias rows (candle's matmul would copy nothing less than the input and
+/// then add the bias in a second pass), and a backward that returns only `∂L/∂x = ∂L/∂y · W`:
+/// candle's matmul backward also computes `∂L/∂W` (a third of a linear layer's cost) even when
+/// `W` is not trained.
+struct FrozenLinear {
+    /// `(out, in)`, contiguous.
     weight: Tensor,
+    /// `(out)`, contiguous.
+    bias: Option<Tensor>,
 }
 
-impl candle_core::CustomOp1 for FrozenMatmul {
+/// The contiguous f32 data of a CPU tensor, read in place.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (lo, hi) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("frozen-linear needs contiguous tensors".into()))?;
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => Ok(f(&cpu.as_slice::<f32>()?[lo..hi])),
+        _ => candle_core::bail!("frozen-linear runs on the CPU only"),
+    }
+}
+
+impl candle_core::CustomOp1 for FrozenLinear {
     fn name(&self) -> &'static str {
-        "frozen-matmul"
+        "frozen-linear"
     }
 
     fn cpu_fwd(
@@ -148,15 +168,57 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let data = storage.as_slice::<f32>()?;
         let (lo, hi) = layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("frozen-matmul needs a contiguous input".into())
+            candle_core::Error::Msg("frozen-linear needs a contiguous input".into())
         })?;
-        let x = Tensor::from_slice(&data[lo..hi], layout.shape(), &Device::Cpu)?;
-        let y = x.matmul(&self.weight.t()?)?;
-        let shape = y.shape().clone();
-        Ok((
-            candle_core::CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
-            shape,
-        ))
+        let x = &data[lo..hi];
+        let (out, inp) = self.weight.dims2()?;
+        let rows = x.len() / inp.max(1);
+        let mut y = vec![0f32; rows * out];
+        let read_dst = match &self.bias {
+            Some(b) => {
+                with_f32(b, |b| {
+                    for row in y.chunks_exact_mut(out) {
+                        row.copy_from_slice(b);
+                    }
+                })?;
+                true
+            }
+            None => false,
+        };
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        with_f32(&self.weight, |w| {
+            // SAFETY: y is rows × out, x rows × inp and w out × inp, all row-major and
+            // contiguous; the strides below address exactly those elements.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    out,
+                    inp,
+                    y.as_mut_ptr(),
+                    1,
+                    out as isize,
+                    read_dst,
+                    x.as_ptr(),
+                    1,
+                    inp as isize,
+                    w.as_ptr(),
+                    inp as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                )
+            }
+        })?;
+        Ok((candle_core::CpuStorage::F32(y), (rows, out).into()))
     }
 
     fn bwd(
@@ -169,7 +231,7 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 }
 
-/// Layer norm from tensor ops, so it has a backward pass.
+/// Layer norm with a backward pass (candle-nn's fused one has none: TOOLCHAIN.md).
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
     pub weight: Tensor,
@@ -205,23 +267,20 @@ impl LayerNorm {
 }
 
 impl Module for LayerNorm {
+    /// The fused kernel on the CPU (`fused::layer_norm`, with its own backward), candle's tensor
+    /// ops elsewhere.
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let mean = xs.mean_keepdim(D::Minus1)?;
-        let centred = xs.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        crate::fused::layer_norm(xs, &self.weight, &self.bias, self.eps)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
-    fn frozen_matmul_gradient_matches_the_plain_matmul() {
+    fn frozen_linear_matches_the_plain_linear() {
         let dev = Device::Cpu;
         let w = Tensor::arange(0f32, 12.0, &dev)
             .unwrap()
@@ -229,10 +288,11 @@ mod tests {
             .unwrap()
             .affine(0.1, -0.5)
             .unwrap();
+        let b = Tensor::new(&[0.3f32, -1.0, 2.5], &dev).unwrap();
         let x = candle_core::Var::from_tensor(
-            &Tensor::arange(0f32, 8.0, &dev)
+            &Tensor::arange(0f32, 40.0, &dev)
                 .unwrap()
-                .reshape((1, 2, 4))
+                .reshape((2, 5, 4))
                 .unwrap()
                 .cos()
                 .unwrap(),
@@ -240,7 +300,7 @@ mod tests {
         .unwrap();
         let frozen = Linear {
             weight: w.clone(),
-            bias: None,
+            bias: Some(b.clone()),
             path: TensorPath::root(),
         };
         let plain = Linear {
@@ -248,21 +308,31 @@ mod tests {
                 .unwrap()
                 .as_tensor()
                 .clone(),
-            bias: None,
+            bias: Some(b.clone()),
             path: TensorPath::root(),
         };
         let (yf, yp) = (frozen.forward(&x).unwrap(), plain.forward(&x).unwrap());
-        assert_eq!(yf.to_vec3::<f32>().unwrap(), yp.to_vec3::<f32>().unwrap());
+        let close = |a: &Tensor, b: &Tensor| {
+            let (a, b) = (
+                a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        };
+        assert_eq!(yf.dims(), &[2, 5, 3]);
+        close(&yf, &yp);
         let gf = yf.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         let gp = yp.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let (a, b) = (
+        close(
             gf.get(x.as_tensor()).unwrap(),
             gp.get(x.as_tensor()).unwrap(),
         );
-        assert_eq!(a.to_vec3::<f32>().unwrap(), b.to_vec3::<f32>().unwrap());
         assert!(
-            gf.get(&w).is_none(),
-            "no gradient is computed for the frozen weight"
+            gf.get(&w).is_none() && gf.get(&b).is_none(),
+            "no gradient is computed for the frozen weight and bias"
         );
     }
 }

@@ -9,9 +9,12 @@ use rand_chacha::ChaCha8Rng;
 pub const ADAPTER_INIT: u64 = 1;
 /// Classification-head initialisation, from `TrainConfig::seed`.
 pub const HEAD_INIT: u64 = 2;
-/// Training, from `TrainConfig::seed`: the batch order of every epoch and the adapter-dropout
-/// masks, drawn interleaved from this one stream.
+/// Training, from `TrainConfig::seed`: the dropout masks, and, unless `paired_order` is set, the
+/// batch order of every epoch too, drawn interleaved with them.
 pub const TRAINING: u64 = 3;
+/// The batch order of every epoch when `TrainConfig::paired_order` is set, from
+/// `TrainConfig::seed`: the same for every method of a seed, whatever dropout each draws.
+pub const BATCH_ORDER: u64 = 4;
 /// The stratified train/validation/test split, from `TrainConfig::split_seed`.
 pub const SPLIT: u64 = 10;
 /// The stratified training subset, from `TrainConfig::seed`.
@@ -36,6 +39,7 @@ mod tests {
             ADAPTER_INIT,
             HEAD_INIT,
             TRAINING,
+            BATCH_ORDER,
             SPLIT,
             SUBSET,
             RANDOM_ENCODER,

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::adapter_dir::AdapterContext;
@@ -17,7 +18,8 @@ use crate::encoder::BertEncoder;
 use crate::error::{FinetuneError, Result};
 use crate::metrics::{accuracy, macro_f1, majority_rate};
 use crate::model::{head_path, Classifier, Dropouts};
-use crate::rng::{init_rng, TRAINING};
+use crate::optim::FusedAdamW;
+use crate::rng::{init_rng, BATCH_ORDER, TRAINING};
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct EpochMetrics {
@@ -55,6 +57,22 @@ pub fn device() -> Device {
         }
     }
     Device::Cpu
+}
+
+/// Keep freed memory in the process. A training step allocates and frees hundreds of buffers of
+/// 0.1–50 MB; glibc's defaults hand each large one back to the kernel on free (an `munmap`, or a
+/// trim of the heap top) and take fresh zeroed pages on the next allocation, so page faults and
+/// TLB shootdowns cost about a third of a LoRA step on 2 cores (measured with `perf`). With blocks
+/// below 256 MiB served from the heap and the heap never trimmed, the pages are reused: the
+/// process keeps its peak memory (a few GB for full fine-tuning). Called by
+/// [`train_classifier`]; idempotent, and a no-op off glibc.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
 }
 
 pub fn device_name(device: &Device) -> String {
@@ -101,15 +119,45 @@ pub fn predict(
     Ok(pred)
 }
 
-/// Two optimisers, since candle's AdamW has one learning rate: the adapter and head at `lr`,
-/// the encoder weights (full fine-tuning only) at `full_lr`.
-struct Optimisers {
-    adapter: AdamW,
-    encoder: Option<AdamW>,
+/// AdamW on the CPU fused into one pass per tensor ([`FusedAdamW`]), candle-nn's elsewhere.
+enum AnyAdamW {
+    Fused(FusedAdamW),
+    Candle(AdamW),
+}
+
+impl AnyAdamW {
+    fn new(vars: Vec<candle_core::Var>, params: ParamsAdamW, device: &Device) -> Result<Self> {
+        Ok(if device.is_cpu() {
+            Self::Fused(FusedAdamW::new(vars, params)?)
+        } else {
+            Self::Candle(AdamW::new(vars, params)?)
+        })
+    }
+
+    fn step(&mut self, lr: f64, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        match self {
+            Self::Fused(o) => {
+                o.set_learning_rate(lr);
+                o.step(grads)
+            }
+            Self::Candle(o) => {
+                o.set_learning_rate(lr);
+                Ok(o.step(grads)?)
+            }
+        }
+    }
+}
+
+/// Two optimisers, since AdamW has one learning rate: the adapter and head at `lr`, the encoder
+/// weights (full fine-tuning only) at `full_lr`. Public so that the step-time benchmark
+/// (`examples/step_time.rs`) times exactly the training loop's step.
+pub struct Optimisers {
+    adapter: AnyAdamW,
+    encoder: Option<AnyAdamW>,
 }
 
 impl Optimisers {
-    fn new(model: &Classifier, cfg: &TrainConfig) -> Result<Self> {
+    pub fn new(model: &Classifier, cfg: &TrainConfig) -> Result<Self> {
         let params = |lr| ParamsAdamW {
             lr,
             weight_decay: cfg.weight_decay,
@@ -128,17 +176,19 @@ impl Optimisers {
                 .collect::<Vec<_>>()
         };
         let encoder_vars = pick(true);
+        let device = model.base.word_embeddings.weight.device().clone();
         Ok(Self {
-            adapter: AdamW::new(pick(false), params(cfg.lr))?,
+            adapter: AnyAdamW::new(pick(false), params(cfg.lr), &device)?,
             encoder: if encoder_vars.is_empty() {
                 None
             } else {
-                Some(AdamW::new(encoder_vars, params(cfg.full_lr))?)
+                Some(AnyAdamW::new(encoder_vars, params(cfg.full_lr), &device)?)
             },
         })
     }
 
-    fn step(
+    /// Backward pass of `loss` and one AdamW update at the schedule's learning rate of `step`.
+    pub fn step(
         &mut self,
         loss: &Tensor,
         step: usize,
@@ -148,13 +198,31 @@ impl Optimisers {
     ) -> Result<()> {
         let grads = loss.backward()?;
         self.adapter
-            .set_learning_rate(lr_at(step, total, warmup, cfg.lr));
-        self.adapter.step(&grads)?;
+            .step(lr_at(step, total, warmup, cfg.lr), &grads)?;
         if let Some(enc) = &mut self.encoder {
-            enc.set_learning_rate(lr_at(step, total, warmup, cfg.full_lr));
-            enc.step(&grads)?;
+            enc.step(lr_at(step, total, warmup, cfg.full_lr), &grads)?;
         }
         Ok(())
+    }
+}
+
+/// Where each epoch's batch order comes from: its own stream (`paired_order`), or the training
+/// stream, interleaved with the dropout masks (every run before `paired_order` existed).
+pub struct BatchOrder(Option<ChaCha8Rng>);
+
+impl BatchOrder {
+    pub fn new(cfg: &TrainConfig) -> Self {
+        Self(cfg.paired_order.then(|| init_rng(cfg.seed, BATCH_ORDER)))
+    }
+
+    /// The next epoch's batches; `training` is the stream the dropout masks come from.
+    pub fn epoch(
+        &mut self,
+        train: &Encoded,
+        batch_size: usize,
+        training: &mut ChaCha8Rng,
+    ) -> Vec<Vec<usize>> {
+        train.length_batches(batch_size, self.0.as_mut().unwrap_or(training))
     }
 }
 
@@ -197,6 +265,7 @@ pub fn train_classifier(
     progress: Option<indicatif::ProgressBar>,
 ) -> Result<Trained> {
     let start = Instant::now();
+    keep_freed_memory();
     let device = device();
     let examples = load_tweets(&assets.tweets_csv)?;
     let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
@@ -208,17 +277,22 @@ pub fn train_classifier(
         cfg.test_fraction,
     )?;
     let subset = train_subset(&split.train, &labels, cfg.train_fraction, cfg.seed);
-    let cap = |v: &[usize]| -> Vec<usize> {
-        if cfg.max_eval_examples == 0 {
+    let cap = |v: &[usize], max: usize| -> Vec<usize> {
+        if max == 0 {
             v.to_vec()
         } else {
-            v[..v.len().min(cfg.max_eval_examples)].to_vec()
+            v[..v.len().min(max)].to_vec()
         }
+    };
+    let val_cap = if cfg.max_val_examples > 0 {
+        cfg.max_val_examples
+    } else {
+        cfg.max_eval_examples
     };
     let text = TextEncoder::from_file(&assets.model_dir.join("tokenizer.json"), cfg.max_len)?;
     let train = Encoded::new(&text, &examples, &subset)?;
-    let val = Encoded::new(&text, &examples, &cap(&split.val))?;
-    let test = Encoded::new(&text, &examples, &cap(&split.test))?;
+    let val = Encoded::new(&text, &examples, &cap(&split.val, val_cap))?;
+    let test = Encoded::new(&text, &examples, &cap(&split.test, cfg.max_eval_examples))?;
 
     let base = BertEncoder::load(&assets.model_dir, &device)?;
     let model = Classifier::new(base, &AdapterSpec::from_config(cfg), LABELS.len(), &device)?;
@@ -252,6 +326,7 @@ pub fn train_model(
     let warmup = (cfg.warmup_fraction * total as f64).ceil() as usize;
     let mut opt = Optimisers::new(model, cfg)?;
     let mut rng = init_rng(cfg.seed, TRAINING);
+    let mut order = BatchOrder::new(cfg);
     if let Some(pb) = &progress {
         pb.set_length(total as u64);
         pb.set_message(format!("{} r={}", cfg.method, cfg.rank));
@@ -265,7 +340,7 @@ pub fn train_model(
         let epoch_start = Instant::now();
         let mut loss_sum = 0.0;
         let mut loss_n = 0usize;
-        for rows in train.length_batches(cfg.batch_size, &mut rng) {
+        for rows in order.epoch(train, cfg.batch_size, &mut rng) {
             if step >= total {
                 break;
             }
@@ -344,4 +419,50 @@ pub fn train_model(
         seconds: start.elapsed().as_secs_f64(),
         device: device_name(device),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    fn data(n: usize) -> Encoded {
+        Encoded {
+            ids: (0..n).map(|i| vec![101; 3 + i % 7]).collect(),
+            labels: (0..n).map(|i| i % 3).collect(),
+        }
+    }
+
+    /// Two epochs of batches, with `draws` dropout draws from the training stream in between.
+    fn two_epochs(paired: bool, draws: usize) -> Vec<Vec<Vec<usize>>> {
+        let cfg = TrainConfig {
+            paired_order: paired,
+            seed: 5,
+            ..Default::default()
+        };
+        let train = data(100);
+        let mut order = BatchOrder::new(&cfg);
+        let mut training = init_rng(cfg.seed, TRAINING);
+        let first = order.epoch(&train, 8, &mut training);
+        for _ in 0..draws {
+            let _: f64 = training.random();
+        }
+        vec![first, order.epoch(&train, 8, &mut training)]
+    }
+
+    #[test]
+    fn a_paired_order_does_not_depend_on_the_dropout_draws() {
+        assert_eq!(two_epochs(true, 0), two_epochs(true, 1000));
+        // The interleaved order (every committed run) shares its stream with dropout: the
+        // second epoch moves with the number of masks drawn, the first does not.
+        let (a, b) = (two_epochs(false, 0), two_epochs(false, 1000));
+        assert_eq!(a[0], b[0]);
+        assert_ne!(a[1], b[1]);
+        // Each epoch is a permutation of the examples into batches.
+        for epoch in two_epochs(true, 0) {
+            let mut all: Vec<usize> = epoch.concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..100).collect::<Vec<_>>());
+        }
+    }
 }
