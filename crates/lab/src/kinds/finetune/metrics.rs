@@ -13,12 +13,15 @@ use std::path::PathBuf;
 
 pub(super) fn write(
     kind: &FinetuneKind,
+    profile: &str,
     done: &[Done<'_, FinetuneJob, RunRecord>],
     dirs: &Dirs,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let rows: Vec<RunRow> = done.iter().map(run_row).collect();
+    let label = |d: &Done<'_, FinetuneJob, RunRecord>| kind.method_label(profile, d.job);
+    let rows: Vec<RunRow> = done.iter().map(|d| run_row(d, label(d))).collect();
+    let methods = kind.methods(profile);
     let mut groups: Vec<GroupRow> = Vec::new();
-    for m in &kind.methods {
+    for m in methods {
         for f in fractions_of(&rows, m) {
             let g: Vec<&RunRow> = rows
                 .iter()
@@ -47,7 +50,7 @@ pub(super) fn write(
         .iter()
         .map(|d| TimingRow {
             id: d.id.to_string(),
-            method: d.job.train.method.to_string(),
+            method: label(d),
             train_fraction: d.job.train.train_fraction,
             seed: d.job.train.seed,
             steps: d.record.steps,
@@ -56,12 +59,81 @@ pub(super) fn write(
             device: d.record.device.clone(),
         })
         .collect();
-    Ok(vec![
+    let mut written = vec![
         write_table(dirs, "metrics.csv", &rows)?,
         write_table(dirs, "accuracy.csv", &groups)?,
-        write_table(dirs, PAIRED_TABLE, &paired(kind, &rows))?,
+        write_table(dirs, PAIRED_TABLE, &paired(methods, &rows))?,
         write_table(dirs, "timing.csv", &timing)?,
-    ])
+    ];
+    if kind.is_grid(profile) {
+        written.push(write_table(dirs, LR_GRID_TABLE, &lr_grid(done, &rows))?);
+    }
+    Ok(written)
+}
+
+/// The learning-rate grid's table: one row per method and rate.
+pub const LR_GRID_TABLE: &str = "lr-grid.csv";
+
+/// One method at one learning rate of a grid, over every fraction and seed it ran.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LrGridRow {
+    pub method: String,
+    /// The peak rate varied (`full_lr` for full fine-tuning).
+    pub lr: f64,
+    pub runs: usize,
+    /// Validation macro-F1 of the best epoch: mean and sd over runs.
+    pub val_macro_f1_mean: f64,
+    pub val_macro_f1_sd: f64,
+    pub test_accuracy_mean: f64,
+    /// The rate with the highest mean validation macro-F1 of its method.
+    pub chosen: bool,
+}
+
+fn lr_grid(done: &[Done<'_, FinetuneJob, RunRecord>], rows: &[RunRow]) -> Vec<LrGridRow> {
+    let mut out: Vec<LrGridRow> = Vec::new();
+    let mut labels: Vec<&str> = Vec::new();
+    for r in rows {
+        if !labels.contains(&r.method.as_str()) {
+            labels.push(&r.method);
+        }
+    }
+    for label in labels {
+        let runs: Vec<(&Done<'_, FinetuneJob, RunRecord>, &RunRow)> = done
+            .iter()
+            .zip(rows)
+            .filter(|(_, r)| r.method == label)
+            .collect();
+        let t = &runs[0].0.job.train;
+        let lr = if t.method == finetune::AdapterKind::Full {
+            t.full_lr
+        } else {
+            t.lr
+        };
+        let val: Vec<f64> = runs.iter().map(|(_, r)| r.best_val_macro_f1).collect();
+        let acc: Vec<f64> = runs.iter().map(|(_, r)| r.test_accuracy).collect();
+        out.push(LrGridRow {
+            method: label.split('@').next().unwrap_or(label).to_string(),
+            lr,
+            runs: runs.len(),
+            val_macro_f1_mean: mean(&val),
+            val_macro_f1_sd: sd(&val),
+            test_accuracy_mean: mean(&acc),
+            chosen: false,
+        });
+    }
+    let names: Vec<String> = out.iter().map(|r| r.method.clone()).collect();
+    for name in names {
+        let best = out
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.method == name)
+            .max_by(|a, b| a.1.val_macro_f1_mean.total_cmp(&b.1.val_macro_f1_mean))
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            out[i].chosen = true;
+        }
+    }
+    out
 }
 
 /// The training fractions a method ran at, ascending.
@@ -116,13 +188,13 @@ fn t_interval(d: &[f64]) -> (f64, Option<(f64, f64)>) {
     (m, Some((m - half, m + half)))
 }
 
-fn paired(kind: &FinetuneKind, rows: &[RunRow]) -> Vec<PairedRow> {
+fn paired(methods: &[String], rows: &[RunRow]) -> Vec<PairedRow> {
     let mut out = Vec::new();
     for against in ["lora", "full"] {
-        if !kind.methods.iter().any(|m| m.as_str() == against) {
+        if !methods.iter().any(|m| m.as_str() == against) {
             continue;
         }
-        for m in kind.methods.iter().filter(|m| m.as_str() != against) {
+        for m in methods.iter().filter(|m| m.as_str() != against) {
             for f in fractions_of(rows, m) {
                 let pairs: Vec<(&RunRow, &RunRow)> = rows
                     .iter()
@@ -215,11 +287,11 @@ pub struct TimingRow {
     pub device: String,
 }
 
-fn run_row(d: &Done<'_, FinetuneJob, RunRecord>) -> RunRow {
+fn run_row(d: &Done<'_, FinetuneJob, RunRecord>, method: String) -> RunRow {
     let r = &d.record;
     RunRow {
         id: d.id.to_string(),
-        method: d.job.train.method.to_string(),
+        method,
         train_fraction: d.job.train.train_fraction,
         seed: d.job.train.seed,
         train_examples: r.train_examples,

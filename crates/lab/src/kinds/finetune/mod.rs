@@ -28,8 +28,12 @@ struct FinetuneFile {
     /// `finetune::TrainConfig` fields shared by every job.
     #[serde(default)]
     train: toml::Table,
-    /// `head-only`, `lora`, `mh-lora`, `replora`, `hora`, `full`.
+    /// `head-only`, `lora`, `mh-lora`, `replora`, `hora`, `full`, or a name from `[variants]`.
     methods: Vec<String>,
+    /// Named methods: `method` (one of the six) and any `[train]` overrides, for example
+    /// `[variants.hora-r12] method = "hora", rank = 12`.
+    #[serde(default)]
+    variants: BTreeMap<String, toml::Table>,
     profiles: BTreeMap<String, ProfileFile>,
 }
 
@@ -41,6 +45,17 @@ struct ProfileFile {
     /// Overrides of `[train]` for this profile only.
     #[serde(default)]
     train: toml::Table,
+    /// The methods of this profile, when not the experiment's `methods`.
+    methods: Option<Vec<String>>,
+    /// The peak learning rate per method name (`full_lr` for full fine-tuning, whose head keeps
+    /// `lr`), for example as chosen on validation by a profile with `lr_grid`.
+    #[serde(default)]
+    lr: BTreeMap<String, f64>,
+    /// Multipliers of each method's learning rate (`full_lr` for full fine-tuning): every
+    /// method runs at each, labelled `name@lr` in the tables, and `lr-grid.csv` picks the best
+    /// on validation macro-F1. Empty: the methods' own rates.
+    #[serde(default)]
+    lr_grid: Vec<f64>,
 }
 
 /// One fine-tuning run: the model it starts from and the full training configuration.
@@ -54,9 +69,13 @@ pub struct FinetuneJob {
 
 pub struct FinetuneKind {
     pub name: String,
-    pub methods: Vec<String>,
     /// Every job of each profile, checked.
     pub profiles: BTreeMap<String, Vec<FinetuneJob>>,
+    /// Per profile, the label of every job (its method name, `name@lr` on an lr grid) by the
+    /// job's JSON, and the labels in the experiment's order.
+    labels: BTreeMap<String, (BTreeMap<String, String>, Vec<String>)>,
+    /// Per profile, whether it is an lr grid.
+    grids: BTreeMap<String, bool>,
     opts: KindOptions,
     assets: OnceLock<Assets>,
 }
@@ -92,7 +111,37 @@ impl FinetuneKind {
                 .to_string(),
             None => PINNED_MODEL.to_string(),
         };
+        for (name, v) in &file.variants {
+            if AdapterKind::from_name(name).is_ok() {
+                return Err(config_error(path, format!(
+                    "[variants.{name}]: a variant needs a name of its own (not one of the six methods)"
+                )));
+            }
+            match v.get("method").and_then(|m| m.as_str()) {
+                Some(m) if AdapterKind::from_name(m).is_ok() => {}
+                _ => {
+                    return Err(config_error(path, format!(
+                        "[variants.{name}]: `method` must be one of head-only, lora, mh-lora, replora, hora, full"
+                    )))
+                }
+            }
+        }
+        let all_methods = file
+            .profiles
+            .values()
+            .filter_map(|p| p.methods.as_ref())
+            .flatten()
+            .chain(&file.methods);
+        for m in all_methods {
+            if AdapterKind::from_name(m).is_err() && !file.variants.contains_key(m) {
+                return Err(config_error(path, format!(
+                    "method `{m}` is neither one of head-only, lora, mh-lora, replora, hora, full nor a `[variants.{m}]`"
+                )));
+            }
+        }
         let mut profiles = BTreeMap::new();
+        let mut labels = BTreeMap::new();
+        let mut grids = BTreeMap::new();
         for (pname, p) in &file.profiles {
             let at = format!("[profiles.{pname}]");
             if p.fractions.is_empty() || p.seeds.is_empty() {
@@ -101,23 +150,82 @@ impl FinetuneKind {
                     format!("{at}: `fractions` and `seeds` must be non-empty"),
                 ));
             }
+            let methods = p.methods.as_ref().unwrap_or(&file.methods);
+            if methods.is_empty() {
+                return Err(config_error(path, format!("{at}: `methods` is empty")));
+            }
+            if let Some(m) = p.lr.keys().find(|m| !methods.contains(m)) {
+                return Err(config_error(
+                    path,
+                    format!("{at}.lr: `{m}` is not in `methods`"),
+                ));
+            }
+            if let Some(x) = p.lr_grid.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+                return Err(config_error(
+                    path,
+                    format!("{at}: lr_grid entry {x} is not a number > 0"),
+                ));
+            }
             let base = merge_tables(&file.train, &p.train);
+            let grid: Vec<Option<f64>> = if p.lr_grid.is_empty() {
+                vec![None]
+            } else {
+                p.lr_grid.iter().map(|&x| Some(x)).collect()
+            };
             let mut jobs = Vec::new();
-            for method in &file.methods {
-                for &fraction in &p.fractions {
-                    for &seed in &p.seeds {
+            let mut by_job = BTreeMap::new();
+            let mut order = Vec::new();
+            for method in methods {
+                let mut t = match file.variants.get(method) {
+                    Some(v) => merge_tables(&base, v),
+                    None => {
                         let mut t = base.clone();
                         t.insert("method".into(), toml::Value::String(method.clone()));
-                        t.insert("train_fraction".into(), toml::Value::Float(fraction));
-                        t.insert("seed".into(), toml::Value::Integer(seed as i64));
-                        let what = format!("{at}, method `{method}`, fraction {fraction}, [train]");
-                        let train = from_table::<TrainConfig>(t, path, &what)?
-                            .check()
-                            .map_err(|e| config_error(path, format!("{what}: {e}")))?;
-                        jobs.push(FinetuneJob {
-                            model: model.clone(),
-                            train,
-                        });
+                        t
+                    }
+                };
+                let full =
+                    t.get("method").and_then(|m| m.as_str()) == Some(AdapterKind::Full.name());
+                let lr_key = if full { "full_lr" } else { "lr" };
+                if let Some(&lr) = p.lr.get(method) {
+                    t.insert(lr_key.into(), toml::Value::Float(lr));
+                }
+                for scale in &grid {
+                    let mut t = t.clone();
+                    let mut label = method.clone();
+                    if let Some(x) = scale {
+                        let what = format!("{at}, method `{method}`, [train]");
+                        let own: TrainConfig = from_table(t.clone(), path, &what)?;
+                        // Six significant digits: 3 × 5e-5 is 1.5e-4, not 1.5000000000000001e-4.
+                        let lr = if full { own.full_lr } else { own.lr } * x;
+                        let lr: f64 = format!("{lr:.5e}").parse().unwrap_or(lr);
+                        t.insert(lr_key.into(), toml::Value::Float(lr));
+                        label = format!("{method}@{lr}");
+                    }
+                    order.push(label.clone());
+                    for &fraction in &p.fractions {
+                        for &seed in &p.seeds {
+                            let mut t = t.clone();
+                            t.insert("train_fraction".into(), toml::Value::Float(fraction));
+                            t.insert("seed".into(), toml::Value::Integer(seed as i64));
+                            let what =
+                                format!("{at}, method `{method}`, fraction {fraction}, [train]");
+                            let train = from_table::<TrainConfig>(t, path, &what)?
+                                .check()
+                                .map_err(|e| config_error(path, format!("{what}: {e}")))?;
+                            let job = FinetuneJob {
+                                model: model.clone(),
+                                train,
+                            };
+                            let key = serde_json::to_string(&job)
+                                .map_err(|e| config_error(path, e.to_string()))?;
+                            if let Some(other) = by_job.insert(key, label.clone()) {
+                                return Err(config_error(path, format!(
+                                    "{at}: methods `{other}` and `{label}` make the same job (fraction {fraction}, seed {seed})"
+                                )));
+                            }
+                            jobs.push(job);
+                        }
                     }
                 }
             }
@@ -136,6 +244,8 @@ impl FinetuneKind {
                 )));
             }
             profiles.insert(pname.clone(), jobs);
+            labels.insert(pname.clone(), (by_job, order));
+            grids.insert(pname.clone(), !p.lr_grid.is_empty());
         }
         if profiles.is_empty() {
             return Err(config_error(
@@ -145,11 +255,30 @@ impl FinetuneKind {
         }
         Ok(FinetuneKind {
             name: info.name.clone(),
-            methods: file.methods,
             profiles,
+            labels,
+            grids,
             opts: opts.clone(),
             assets: OnceLock::new(),
         })
+    }
+
+    /// The method labels of a profile, in the experiment's order.
+    pub fn methods(&self, profile: &str) -> &[String] {
+        self.labels.get(profile).map_or(&[], |l| l.1.as_slice())
+    }
+
+    /// A job's label in a profile: its method name, or `name@lr` on an lr grid.
+    pub fn method_label(&self, profile: &str, job: &FinetuneJob) -> String {
+        serde_json::to_string(job)
+            .ok()
+            .and_then(|k| self.labels.get(profile)?.0.get(&k).cloned())
+            .unwrap_or_else(|| job.train.method.to_string())
+    }
+
+    /// Whether a profile is a learning-rate grid.
+    pub fn is_grid(&self, profile: &str) -> bool {
+        self.grids.get(profile).copied().unwrap_or(false)
     }
 
     pub fn split_path(dirs: &Dirs) -> PathBuf {
@@ -179,9 +308,14 @@ impl Kind for FinetuneKind {
     }
 
     fn label(&self, job: &FinetuneJob) -> String {
+        let method = self
+            .labels
+            .values()
+            .find_map(|(by_job, _)| by_job.get(&serde_json::to_string(job).ok()?).cloned())
+            .unwrap_or_else(|| job.train.method.to_string());
         format!(
-            "{} fraction={} seed={}",
-            job.train.method, job.train.train_fraction, job.train.seed
+            "{method} fraction={} seed={}",
+            job.train.train_fraction, job.train.seed
         )
     }
 
@@ -231,12 +365,12 @@ impl Kind for FinetuneKind {
         Ok(trained.record)
     }
 
-    fn metrics(&self, _profile: &str, done: &Records<'_, Self>, dirs: &Dirs) -> Written {
-        metrics::write(self, done, dirs)
+    fn metrics(&self, profile: &str, done: &Records<'_, Self>, dirs: &Dirs) -> Written {
+        metrics::write(self, profile, done, dirs)
     }
 
-    fn report(&self, _profile: &str, dirs: &Dirs) -> anyhow::Result<Report> {
-        report::write(self, dirs)
+    fn report(&self, profile: &str, dirs: &Dirs) -> anyhow::Result<Report> {
+        report::write(self, profile, dirs)
     }
 }
 

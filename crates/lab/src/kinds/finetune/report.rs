@@ -1,5 +1,5 @@
 //! Figures and `summary.md` of a `finetune` profile, drawn from `accuracy.csv` and `paired.csv`.
-use super::metrics::{GroupRow, PairedRow, PAIRED_TABLE};
+use super::metrics::{GroupRow, LrGridRow, PairedRow, LR_GRID_TABLE, PAIRED_TABLE};
 use super::FinetuneKind;
 use crate::kind::Report;
 use crate::layout::Dirs;
@@ -7,11 +7,12 @@ use crate::plot::{self, Axis, Curve, Panel, Scale, GREY, PALETTE};
 use crate::store::read_csv;
 use plotters::prelude::SeriesLabelPosition;
 
-pub(super) fn write(kind: &FinetuneKind, dirs: &Dirs) -> anyhow::Result<Report> {
+pub(super) fn write(kind: &FinetuneKind, profile: &str, dirs: &Dirs) -> anyhow::Result<Report> {
+    let methods = kind.methods(profile);
     let groups: Vec<GroupRow> = read_csv(&dirs.file("accuracy.csv"))?;
     let panel = |title: &str, y: &str, majority: bool, get: fn(&GroupRow) -> (f64, f64, f64)| {
         let mut curves = Vec::new();
-        for (i, m) in kind.methods.iter().enumerate() {
+        for (i, m) in methods.iter().enumerate() {
             let g: Vec<&GroupRow> = groups.iter().filter(|r| &r.method == m).collect();
             if g.is_empty() {
                 continue;
@@ -74,19 +75,23 @@ pub(super) fn write(kind: &FinetuneKind, dirs: &Dirs) -> anyhow::Result<Report> 
         let panels: Vec<Panel> = ["lora", "full"]
             .iter()
             .filter(|a| paired.iter().any(|p| p.against == **a))
-            .map(|a| paired_panel(kind, &paired, a))
+            .map(|a| paired_panel(methods, &paired, a))
             .collect();
         figures.extend(plot::save(&dirs.file("paired"), &panels, panels.len())?);
         summary += &paired_markdown(&paired);
+    }
+    if kind.is_grid(profile) {
+        let grid: Vec<LrGridRow> = read_csv(&dirs.file(LR_GRID_TABLE))?;
+        summary += &lr_grid_markdown(&grid);
     }
     Ok(Report { figures, summary })
 }
 
 /// The paired accuracy difference against one reference method, per fraction, one line per
 /// method, with its paired 95% t-interval as error bars.
-fn paired_panel(kind: &FinetuneKind, paired: &[PairedRow], against: &str) -> Panel {
+fn paired_panel(methods: &[String], paired: &[PairedRow], against: &str) -> Panel {
     let mut curves = Vec::new();
-    for (i, m) in kind.methods.iter().enumerate() {
+    for (i, m) in methods.iter().enumerate() {
         let rows: Vec<&PairedRow> = paired
             .iter()
             .filter(|p| &p.method == m && p.against == against)
@@ -195,4 +200,28 @@ fn summary_markdown(groups: &[GroupRow]) -> String {
     }
     s += "\n![accuracy](accuracy.png)\n\nTables: `metrics.csv` (one row per run), `accuracy.csv` (per method and fraction), `timing.csv`.\n\n";
     s
+}
+
+/// The learning-rate grid: validation macro-F1 per method and rate, the chosen rate marked.
+fn lr_grid_markdown(grid: &[LrGridRow]) -> String {
+    let mut out = String::from(
+        "\n## Learning-rate grid\n\nEach method at every rate of the grid (`full_lr` for full \
+         fine-tuning, whose head keeps `lr`), over the fractions and seeds of this profile; the rate \
+         with the highest mean validation macro-F1 of the best epoch is chosen (**bold**). The test \
+         split plays no part in the choice. Table: `lr-grid.csv`.\n\n\
+         | method | lr | runs | validation macro-F1 (mean ± sd) | test accuracy (mean) |\n\
+         |---|---|---|---|---|\n",
+    );
+    for r in grid {
+        let lr = if r.chosen {
+            format!("**{}**", r.lr)
+        } else {
+            r.lr.to_string()
+        };
+        out += &format!(
+            "| {} | {lr} | {} | {:.3} ± {:.3} | {:.3} |\n",
+            r.method, r.runs, r.val_macro_f1_mean, r.val_macro_f1_sd, r.test_accuracy_mean
+        );
+    }
+    out
 }
