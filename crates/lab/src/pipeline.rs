@@ -388,6 +388,14 @@ pub fn report<K: Kind>(
     if !info.description.trim().is_empty() {
         text += &format!("{}\n\n", info.description.trim());
     }
+    if prov.records < prov.jobs {
+        // A profile still running (or left unfinished) must not read as a result.
+        text += &format!(
+            "> **Incomplete: {} of {} jobs have a record** ({} missing, {} corrupt). Every number \
+             below covers only those; the profile is not finished.\n\n",
+            prov.records, prov.jobs, prov.missing, prov.corrupt
+        );
+    }
     text += &report.summary;
     text += &prov.markdown();
     let summary = dirs.file("summary.md");

@@ -241,6 +241,16 @@ fn interrupted_runs_resume_to_identical_metrics() {
     let out = lab.ok(&["metric", "tiny"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&victim) && err.contains("corrupt"), "{err}");
+    // The summary of a partial profile says so before any number.
+    lab.ok(&["plot", "tiny"]);
+    let summary = String::from_utf8(lab.read("summary.md")).unwrap();
+    let notice = format!(
+        "**Incomplete: {} of {QUICK_JOBS} jobs have a record** ({} missing, 1 corrupt)",
+        partial.len(),
+        QUICK_JOBS - partial.len() - 1
+    );
+    let at = summary.find(&notice).unwrap_or_else(|| panic!("{summary}"));
+    assert!(at < summary.find('|').unwrap(), "the notice comes before the tables");
     let out = lab.hora(&["merge", "tiny"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -256,6 +266,8 @@ fn interrupted_runs_resume_to_identical_metrics() {
     // Rerunning fills the gaps and replaces the corrupt record.
     lab.ok(&["run-all", "tiny", "--threads", "2"]);
     lab.ok(&["merge", "tiny"]);
+    let summary = String::from_utf8(lab.read("summary.md")).unwrap();
+    assert!(!summary.contains("Incomplete"), "{summary}");
     for t in TABLES {
         assert_eq!(
             lab.read(t),

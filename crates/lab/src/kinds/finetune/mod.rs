@@ -452,4 +452,96 @@ mod tests {
         );
         assert_eq!(v.as_object().unwrap().len(), 2);
     }
+
+    fn parse(text: &str) -> Result<FinetuneKind, LabError> {
+        let info = ExperimentInfo {
+            name: "t".into(),
+            path: "t.toml".into(),
+            sha256: String::new(),
+            kind: "finetune".into(),
+            description: String::new(),
+        };
+        FinetuneKind::parse(&info, toml::from_str(text).unwrap(), &KindOptions::default())
+    }
+
+    const GRID: &str = r#"
+        methods = ["lora", "full", "hora-r13"]
+        [variants.hora-r13]
+        method = "hora"
+        rank = 13
+        [profiles.quick]
+        fractions = [0.01]
+        seeds = [0]
+        [profiles.grid]
+        methods = ["lora", "full"]
+        fractions = [0.01, 0.02]
+        seeds = [0, 1]
+        lr_grid = [1.0, 3.0]
+        [profiles.paper]
+        fractions = [0.01]
+        seeds = [0]
+        [profiles.paper.lr]
+        lora = 0.003
+        full = 0.0001
+        hora-r13 = 0.01
+    "#;
+
+    /// Variants, per-profile methods and rates, and an lr grid become the jobs they say, each
+    /// labelled by its method name (name@lr on a grid).
+    #[test]
+    fn variants_rates_and_grids_make_the_jobs_they_name() {
+        let kind = parse(GRID).unwrap();
+        let quick = &kind.profiles["quick"];
+        assert_eq!(kind.methods("quick"), ["lora", "full", "hora-r13"]);
+        let variant = &quick[2].train;
+        assert_eq!((variant.method, variant.rank), (AdapterKind::Hora, 13));
+        assert_eq!(kind.method_label("quick", &quick[2]), "hora-r13");
+        assert!(!kind.is_grid("quick"));
+
+        let grid = &kind.profiles["grid"];
+        assert_eq!(grid.len(), 2 * 2 * 2 * 2);
+        assert!(kind.is_grid("grid"));
+        assert_eq!(
+            kind.methods("grid"),
+            ["lora@0.001", "lora@0.003", "full@0.00005", "full@0.00015"]
+        );
+        // full's grid moves the encoder's rate; its head keeps lr.
+        let full: Vec<&FinetuneJob> = grid
+            .iter()
+            .filter(|j| j.train.method == AdapterKind::Full)
+            .collect();
+        assert!(full.iter().all(|j| j.train.lr == 1e-3));
+        assert_eq!(kind.method_label("grid", full[full.len() - 1]), "full@0.00015");
+
+        let paper = &kind.profiles["paper"];
+        let rates: Vec<(f64, f64)> = paper.iter().map(|j| (j.train.lr, j.train.full_lr)).collect();
+        assert_eq!(rates, [(0.003, 5e-5), (1e-3, 1e-4), (0.01, 5e-5)]);
+    }
+
+    #[test]
+    fn bad_variants_and_rates_are_named() {
+        let err = |text: &str| parse(text).err().expect("must fail").to_string();
+        let base = "[profiles.quick]\nfractions = [0.01]\nseeds = [0]\n";
+        let e = err(&format!("methods = [\"lora\", \"hora-x\"]\n{base}"));
+        assert!(e.contains("hora-x"), "{e}");
+        let e = err(&format!(
+            "methods = [\"v\"]\n[variants.v]\nmethod = \"lorax\"\n{base}"
+        ));
+        assert!(e.contains("[variants.v]"), "{e}");
+        let e = err(&format!(
+            "methods = [\"lora\"]\n[variants.lora]\nmethod = \"hora\"\n{base}"
+        ));
+        assert!(e.contains("name of its own"), "{e}");
+        let e = err(&format!(
+            "methods = [\"lora\"]\n{base}[profiles.quick.lr]\nhora = 0.01\n"
+        ));
+        assert!(e.contains("`hora` is not in `methods`"), "{e}");
+        let e = err(&format!("methods = [\"lora\"]\n{base}lr_grid = [0.0]\n"));
+        assert!(e.contains("lr_grid"), "{e}");
+        // Two names for one job (a variant that changes nothing) would share a record.
+        let e = err(&format!(
+            "methods = [\"lora\", \"same\"]\n[variants.same]\nmethod = \"lora\"\n{base}"
+        ));
+        assert!(e.contains("make the same job"), "{e}");
+    }
 }
