@@ -250,7 +250,10 @@ fn interrupted_runs_resume_to_identical_metrics() {
         QUICK_JOBS - partial.len() - 1
     );
     let at = summary.find(&notice).unwrap_or_else(|| panic!("{summary}"));
-    assert!(at < summary.find('|').unwrap(), "the notice comes before the tables");
+    assert!(
+        at < summary.find('|').unwrap(),
+        "the notice comes before the tables"
+    );
     let out = lab.hora(&["merge", "tiny"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);

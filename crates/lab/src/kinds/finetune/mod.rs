@@ -461,7 +461,11 @@ mod tests {
             kind: "finetune".into(),
             description: String::new(),
         };
-        FinetuneKind::parse(&info, toml::from_str(text).unwrap(), &KindOptions::default())
+        FinetuneKind::parse(
+            &info,
+            toml::from_str(text).unwrap(),
+            &KindOptions::default(),
+        )
     }
 
     const GRID: &str = r#"
@@ -511,10 +515,16 @@ mod tests {
             .filter(|j| j.train.method == AdapterKind::Full)
             .collect();
         assert!(full.iter().all(|j| j.train.lr == 1e-3));
-        assert_eq!(kind.method_label("grid", full[full.len() - 1]), "full@0.00015");
+        assert_eq!(
+            kind.method_label("grid", full[full.len() - 1]),
+            "full@0.00015"
+        );
 
         let paper = &kind.profiles["paper"];
-        let rates: Vec<(f64, f64)> = paper.iter().map(|j| (j.train.lr, j.train.full_lr)).collect();
+        let rates: Vec<(f64, f64)> = paper
+            .iter()
+            .map(|j| (j.train.lr, j.train.full_lr))
+            .collect();
         assert_eq!(rates, [(0.003, 5e-5), (1e-3, 1e-4), (0.01, 5e-5)]);
     }
 
