@@ -12,6 +12,7 @@ pub mod error;
 pub mod fit;
 pub mod geometry;
 pub mod kernel;
+pub mod lm;
 pub mod loss;
 pub mod method;
 pub mod model;
