@@ -25,7 +25,8 @@ pub mod truth;
 
 pub use atoms::Atoms;
 pub use config::{
-    Checked, DataConfig, FitConfig, LossConfig, ModelConfig, ParamGuard, TruthPrior, ValidLoss,
+    Checked, DataConfig, FitConfig, LossConfig, ModelConfig, ParamGuard, Solver, TruthPrior,
+    ValidLoss,
 };
 pub use error::{HmoeError, Result};
 pub use fit::run_fit;
