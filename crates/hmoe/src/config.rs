@@ -228,6 +228,28 @@ impl ParamGuard for TruthPrior {
     }
 }
 
+/// The solver each start of a fit runs (`[fit] solver`): both minimise the same objective
+/// `(1/n) Σ_k ‖Y_k − f_θ(X_k)‖²` over the same box, from the same starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Solver {
+    /// L-BFGS with More–Thuente line search (argmin) on the box-penalised objective.
+    #[default]
+    Lbfgs,
+    /// Levenberg–Marquardt on the residuals `(f_θ(X_k) − Y_k)/√n`, with the analytic
+    /// Gauss–Newton matrix and a step projected onto the box.
+    Lm,
+}
+
+impl std::fmt::Display for Solver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Solver::Lbfgs => "lbfgs",
+            Solver::Lm => "lm",
+        })
+    }
+}
+
 /// Settings of the least-squares estimator (THEORY.md §3): its box, starts and stopping rules.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -240,13 +262,15 @@ pub struct FitConfig {
     pub extra_restarts: usize,
     /// Standard deviation of the Gaussian noise added to the truth at initialisation.
     pub init_noise: f64,
-    /// L-BFGS iteration cap per start.
+    /// Iteration cap per start (L-BFGS iterations, or Levenberg–Marquardt Jacobian evaluations).
     pub max_iters: u64,
     /// Stop when the gradient norm falls below this.
     pub tol_grad: f64,
-    /// Stop when the objective changes by less than this between iterations.
+    /// Stop when the objective changes by less than this between iterations (L-BFGS: the
+    /// absolute change, argmin's rule; Levenberg–Marquardt: the relative decrease of an
+    /// accepted step).
     pub tol_cost: f64,
-    /// L-BFGS memory.
+    /// L-BFGS memory (unused by Levenberg–Marquardt).
     pub memory: usize,
     /// Weight of the box penalty `λ Σ max(0, |θ_j| − bound)²` (exactly zero inside the box).
     pub box_penalty: f64,
@@ -254,6 +278,11 @@ pub struct FitConfig {
     /// the best objective over all starts is kept. 0 (the default) is the behaviour of every
     /// committed record.
     pub prior_starts: usize,
+    /// The solver of every start: L-BFGS on the penalised objective (the default, the behaviour
+    /// of every committed record) or Levenberg–Marquardt on the residuals (`crate::fit`).
+    /// Omitted from a job's key while it holds the default, so no committed id moves.
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub solver: Solver,
     /// Test-only: an option added after job-key version 1, with a default equal to the old
     /// behaviour; `record::tests` shows it leaves every committed job id unchanged.
     #[cfg(test)]
@@ -274,6 +303,7 @@ impl Default for FitConfig {
             memory: 10,
             box_penalty: 1e3,
             prior_starts: 0,
+            solver: Solver::Lbfgs,
             #[cfg(test)]
             probe_option: 0,
         }

@@ -23,6 +23,7 @@ use crate::fit::{jitter, passes_guard, run_starts, BoxPenalty, Smooth, Starts};
 use crate::loss::{Losses, VoronoiParts};
 use crate::probe::{AtomState, Part, Probe, Role};
 use crate::record::{derive_seed, FitStatus, Seeds, StartLog};
+use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -260,6 +261,34 @@ impl Smooth for ControlObjective<'_> {
     }
     fn box_penalty(&self) -> &BoxPenalty {
         &self.boxed
+    }
+    /// `(1/n) Σ_k ∇f_θ(x_k) ∇f_θ(x_k)ᵀ`, one sample's gradient at a time (`p = k(2d + 2)` is
+    /// small): `∂f/∂β_j = p_j (e_j − f) x`, `∂f/∂β0_j = p_j (e_j − f)`, `∂f/∂a_j = p_j e'_j x`,
+    /// `∂f/∂b_j = p_j e'_j`, the factors of [`objective_and_grad`]'s gradient.
+    fn gauss_newton(&self, theta: &[f64]) -> Option<Array2<f64>> {
+        let (d, k, p) = (self.d, experts_of(theta, self.d), theta.len());
+        let mut ev = Eval::new(k);
+        let mut jtj = Array2::<f64>::zeros((p, p));
+        let mut row = vec![0.0; p];
+        for x in self.x.chunks_exact(d) {
+            let f = ev.forward(self.expert, d, theta, x);
+            for j in 0..k {
+                let o = slots(d, j);
+                let (gs, ge) = (ev.p[j] * (ev.e[j] - f), ev.p[j] * ev.de[j]);
+                for (i, xi) in x.iter().enumerate() {
+                    row[o.beta + i] = gs * xi;
+                    row[o.a + i] = ge * xi;
+                }
+                row[o.beta0] = gs;
+                row[o.b] = ge;
+            }
+            for (a, ra) in row.iter().enumerate() {
+                for (b, rb) in row.iter().enumerate() {
+                    jtj[[a, b]] += ra * rb;
+                }
+            }
+        }
+        Some(jtj / self.y.len() as f64)
     }
 }
 
@@ -625,7 +654,9 @@ pub fn run_control_fit(job: &ControlJob) -> Result<ControlRecord> {
     let (x, y) = sample_data(m.expert, m.d, &truth, job.data.sigma, job.n, seeds.data);
     let objective_at_truth = objective(m.expert, m.d, &truth, &x, &y);
     let obj = ControlObjective::new(m.expert, m.d, &x, &y, job.fit.bound, job.fit.box_penalty);
-    let Starts { best, starts, log } = run_starts(
+    let Starts {
+        best, starts, log, ..
+    } = run_starts(
         &obj,
         &job.fit,
         Some(objective_at_truth),

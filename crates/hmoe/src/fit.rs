@@ -1,16 +1,24 @@
-//! The least-squares estimator (THEORY.md §3): L-BFGS with More–Thuente line search (argmin),
-//! several starts near the truth, a box `[-bound, bound]` on every parameter, and the guard that a
-//! fit must end at or below the objective at the truth on its own data.
+//! The least-squares estimator (THEORY.md §3): L-BFGS with More–Thuente line search (argmin) or
+//! Levenberg–Marquardt on the residuals (`[fit] solver`, [`Solver`]), several starts near the
+//! truth, a box `[-bound, bound]` on every parameter, and the guard that a fit must end at or below
+//! the objective at the truth on its own data.
 //!
-//! The box: argmin's L-BFGS is unconstrained, so the objective carries the penalty
+//! Both solvers minimise the same objective `(1/n) Σ_k ‖Y_k − f_θ(X_k)‖²` (the kernel's value,
+//! [`Smooth::value_and_grad`]) from the same starts, and every start's end point is scored the
+//! same way, so their records compare directly. Levenberg–Marquardt is described at
+//! [`levenberg_marquardt`].
+//!
+//! The box under L-BFGS: argmin's L-BFGS is unconstrained, so the objective carries the penalty
 //! `λ Σ_j max(0, |θ_j| − bound)²`, which is exactly zero (value and gradient) inside the box, and
 //! the final estimate is projected onto the box (`θ_j ← clamp(θ_j, −bound, bound)`); the recorded
 //! objective and gradient are those of the projected point, without penalty. At a stationary point
 //! the penalty leaves an excess of at most `|∂L/∂θ_j| / (2λ)` before projection.
 use crate::atoms::Atoms;
-use crate::config::FitConfig;
+use crate::config::{FitConfig, Solver};
 use crate::data::sample_data;
 use crate::error::{HmoeError, Result};
+use crate::geometry::gauss_newton;
+use crate::lm::damped_step;
 use crate::model::{Model, Workspace};
 use crate::param::{parametrisation, Parametrisation};
 use crate::record::{derive_seed, FitJob, FitRecord, FitStatus, Seeds, StartLog, StartOrigin};
@@ -18,7 +26,7 @@ use crate::truth::{draw_params, embed, Truth};
 use argmin::core::{CostFunction, Executor, Gradient, State, TerminationReason};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
-use ndarray::{Array1, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -34,6 +42,13 @@ pub trait Smooth {
     fn value_and_grad(&self, theta: &[f64]) -> (f64, Vec<f64>);
     /// The box and its penalty, with the caches argmin needs.
     fn box_penalty(&self) -> &BoxPenalty;
+    /// The Gauss–Newton matrix `JᵀJ` of the residuals `r_k = (f_θ(X_k) − Y_k)/√n`, whose squared
+    /// norm is the objective (so `Jᵀr` is half [`Smooth::value_and_grad`]'s gradient): what
+    /// [`Solver::Lm`] needs. `None` (the default) for a family without it, which then runs
+    /// L-BFGS only.
+    fn gauss_newton(&self, _theta: &[f64]) -> Option<Array2<f64>> {
+        None
+    }
     /// Penalised objective and gradient, cached for the last point.
     fn penalised(&self, theta: &[f64]) -> (f64, Vec<f64>) {
         self.box_penalty().apply(theta, |t| self.value_and_grad(t))
@@ -157,6 +172,12 @@ impl Smooth for Objective<'_> {
     fn box_penalty(&self) -> &BoxPenalty {
         &self.boxed
     }
+
+    /// [`crate::geometry::gauss_newton`] on the fit's own inputs: accumulated in blocks of
+    /// samples at the atom level and pulled back to θ once, so no `n × p` Jacobian is stored.
+    fn gauss_newton(&self, theta: &[f64]) -> Option<Array2<f64>> {
+        Some(gauss_newton(self.model, self.param, theta, self.x))
+    }
 }
 
 /// argmin owns its problem; this borrows the objective so its scratch outlives the run.
@@ -180,6 +201,49 @@ impl<S: Smooth + ?Sized> Gradient for Borrowed<'_, S> {
     }
 }
 
+/// Why a start stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stop {
+    /// L-BFGS: argmin's convergence (its gradient or cost tolerance; argmin does not say which).
+    Tolerance,
+    /// Levenberg–Marquardt: an accepted step lowered the objective by less than `tol_cost`
+    /// relative to it.
+    Cost,
+    /// Levenberg–Marquardt: the gradient, projected on the box, fell below `tol_grad`.
+    Grad,
+    /// The iteration cap `max_iters`.
+    MaxIters,
+    /// L-BFGS: the line search could not progress (the best point seen is kept).
+    LineSearch,
+    /// Levenberg–Marquardt: the damping reached its cap with no step lowering the objective,
+    /// a minimum to working precision (or a corner of the box).
+    Stalled,
+    /// L-BFGS: any other of argmin's termination reasons.
+    Other,
+}
+
+impl Stop {
+    /// A stop on a tolerance, which the record calls converged (not the iteration cap, a failed
+    /// line search or a damping that ran away).
+    pub fn converged(self) -> bool {
+        matches!(self, Stop::Tolerance | Stop::Cost | Stop::Grad)
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::Tolerance => "tolerance",
+            Stop::Cost => "tol_cost",
+            Stop::Grad => "tol_grad",
+            Stop::MaxIters => "max_iters",
+            Stop::LineSearch => "line search",
+            Stop::Stalled => "stalled",
+            Stop::Other => "other",
+        })
+    }
+}
+
 /// The outcome of one start.
 pub struct Start {
     pub theta: Vec<f64>,
@@ -187,6 +251,7 @@ pub struct Start {
     pub grad_norm: f64,
     pub iterations: u64,
     pub converged: bool,
+    pub stop: Stop,
 }
 
 /// Project θ onto the box `[-bound, bound]`.
@@ -203,8 +268,32 @@ pub fn jitter(theta: &mut [f64], fit: &FitConfig, rng: &mut impl rand::Rng) {
     clamp_to_box(theta, fit.bound);
 }
 
-/// One L-BFGS run from `init` under `fit`'s stopping rules, projected onto the objective's box.
+/// One run of `fit.solver` from `init` under `fit`'s stopping rules, ending in the objective's
+/// box; the recorded objective and gradient are [`Smooth::value_and_grad`]'s at the end point.
 pub fn one_start<S: Smooth + ?Sized>(obj: &S, init: Vec<f64>, fit: &FitConfig) -> Result<Start> {
+    let (mut theta, iterations, stop) = match fit.solver {
+        Solver::Lbfgs => lbfgs(obj, init, fit)?,
+        Solver::Lm => levenberg_marquardt(obj, init, fit)?,
+    };
+    clamp_to_box(&mut theta, obj.box_penalty().bound);
+    let (objective, g) = obj.value_and_grad(&theta);
+    let grad_norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+    Ok(Start {
+        theta,
+        objective,
+        grad_norm,
+        iterations,
+        converged: stop.converged(),
+        stop,
+    })
+}
+
+/// L-BFGS on the penalised objective (argmin); the end point before projection onto the box.
+fn lbfgs<S: Smooth + ?Sized>(
+    obj: &S,
+    init: Vec<f64>,
+    fit: &FitConfig,
+) -> Result<(Vec<f64>, u64, Stop)> {
     let ls = MoreThuenteLineSearch::new();
     let solver = LBFGS::new(ls, fit.memory)
         .with_tolerance_grad(fit.tol_grad)
@@ -216,33 +305,115 @@ pub fn one_start<S: Smooth + ?Sized>(obj: &S, init: Vec<f64>, fit: &FitConfig) -
                 .max_iters(fit.max_iters)
         })
         .run();
-    let (mut theta, iterations, converged) = match run {
+    Ok(match run {
         Ok(res) => {
             let st = res.state();
-            let converged = matches!(
-                st.get_termination_reason(),
-                Some(TerminationReason::SolverConverged)
-            );
+            let stop = match st.get_termination_reason() {
+                Some(TerminationReason::SolverConverged) => Stop::Tolerance,
+                Some(TerminationReason::MaxItersReached) => Stop::MaxIters,
+                _ => Stop::Other,
+            };
             let theta: Vec<f64> = st.get_best_param().map(|p| p.to_vec()).unwrap_or(init);
-            (theta, st.get_iter(), converged)
+            (theta, st.get_iter(), stop)
         }
         // A line search that cannot make progress ends the start; keep the best point it reached.
         Err(_) => (
             obj.box_penalty().best_seen().unwrap_or(init),
             fit.max_iters,
-            false,
+            Stop::LineSearch,
         ),
-    };
-    clamp_to_box(&mut theta, obj.box_penalty().bound);
-    let (objective, g) = obj.value_and_grad(&theta);
-    let grad_norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
-    Ok(Start {
-        theta,
-        objective,
-        grad_norm,
-        iterations,
-        converged,
     })
+}
+
+/// Largest damping before a start is declared stalled, and the smallest it falls to.
+const MU_MAX: f64 = 1e12;
+const MU_MIN: f64 = 1e-12;
+
+/// Levenberg–Marquardt on the residuals `r_k = (f_θ(X_k) − Y_k)/√n`, whose squared norm is the
+/// objective `L(θ)`: from θ (in the box), the step solves `(JᵀJ + μD) δ = −Jᵀr` with `JᵀJ` from
+/// [`Smooth::gauss_newton`], `Jᵀr = ∇L/2` from [`Smooth::value_and_grad`] (the same gradient
+/// L-BFGS follows) and Marquardt's scaling `D = diag(JᵀJ)` ([`crate::lm::damped_step`]). The
+/// trial point is `clamp(θ + δ)`; it is accepted if its objective is strictly lower (then
+/// `μ ← max(μ/10, 10⁻¹²)`), else rejected (`μ ← 10μ`, no new Jacobian). `μ` starts at `10⁻³`.
+///
+/// Stops: an accepted step lowered `L` by less than `tol_cost · L` ([`Stop::Cost`]); the
+/// gradient projected on the box has norm below `tol_grad` ([`Stop::Grad`]); `max_iters`
+/// Gauss–Newton matrices formed ([`Stop::MaxIters`]); `μ` above `10¹²` with no step accepted
+/// ([`Stop::Stalled`]: no descent at working precision).
+///
+/// At the boundary of the box: the step is computed as if unconstrained and then projected
+/// coordinate-wise, so a coordinate whose step points out of the box stays on its bound while the
+/// others take their unconstrained values. Such a projected step need not lower `L`; the
+/// rejection raises `μ`, which turns the step toward the scaled steepest-descent direction
+/// `−D⁻¹∇L/(2μ)`, whose projection does lower `L` for `μ` large enough, so the iteration still
+/// descends, at first-order speed only along the face of the box. The gradient test ignores the
+/// components that push out of the box on a coordinate at its bound (the first-order optimality
+/// condition of the box-constrained problem). Inside the box the solver never sees the penalty
+/// (it is zero there), so it minimises exactly what L-BFGS minimises.
+pub fn levenberg_marquardt<S: Smooth + ?Sized>(
+    obj: &S,
+    init: Vec<f64>,
+    fit: &FitConfig,
+) -> Result<(Vec<f64>, u64, Stop)> {
+    let bound = obj.box_penalty().bound;
+    let mut theta = init;
+    clamp_to_box(&mut theta, bound);
+    let (mut cost, mut grad) = obj.value_and_grad(&theta);
+    let mut mu = 1e-3;
+    let mut iterations = 0;
+    loop {
+        if projected_norm(&theta, &grad, bound) < fit.tol_grad {
+            return Ok((theta, iterations, Stop::Grad));
+        }
+        if iterations >= fit.max_iters {
+            return Ok((theta, iterations, Stop::MaxIters));
+        }
+        iterations += 1;
+        let jtj = obj.gauss_newton(&theta).ok_or(HmoeError::InvalidConfig {
+            field: "solver",
+            value: Solver::Lm.to_string(),
+            allowed: "lbfgs (this model family provides no Gauss–Newton matrix)",
+        })?;
+        let rhs: Vec<f64> = grad.iter().map(|g| -0.5 * g).collect();
+        loop {
+            if let Some(step) = damped_step(&jtj, &rhs, mu) {
+                let mut next: Vec<f64> = theta.iter().zip(&step).map(|(t, d)| t + d).collect();
+                clamp_to_box(&mut next, bound);
+                let (c, g) = obj.value_and_grad(&next);
+                if c < cost {
+                    let decrease = (cost - c) / cost;
+                    (theta, cost, grad) = (next, c, g);
+                    mu = (mu / 10.0).max(MU_MIN);
+                    if decrease < fit.tol_cost {
+                        return Ok((theta, iterations, Stop::Cost));
+                    }
+                    break;
+                }
+            }
+            mu *= 10.0;
+            if mu > MU_MAX {
+                return Ok((theta, iterations, Stop::Stalled));
+            }
+        }
+    }
+}
+
+/// The norm of the gradient without the components that push a coordinate at its bound out of
+/// the box (a descent step `−g_j` would leave it).
+fn projected_norm(theta: &[f64], grad: &[f64], bound: f64) -> f64 {
+    theta
+        .iter()
+        .zip(grad)
+        .map(|(t, g)| {
+            let blocked = (*t >= bound && *g < 0.0) || (*t <= -bound && *g > 0.0);
+            if blocked {
+                0.0
+            } else {
+                g * g
+            }
+        })
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Every start of one fit and the kept one (lowest objective, the first on ties).
@@ -251,6 +422,9 @@ pub struct Starts {
     /// Starts run.
     pub starts: usize,
     pub log: Vec<StartLog>,
+    /// Why each start stopped, in the order of `log` (kept in memory, not in the record: the
+    /// record's `converged` says whether it was on a tolerance).
+    pub stops: Vec<Stop>,
 }
 
 /// The starts of THEORY.md §3 for any [`Smooth`] objective: `fit.restarts` starts at
@@ -267,7 +441,9 @@ pub fn run_starts<S: Smooth + ?Sized>(
     let mut best: Option<Start> = None;
     let mut starts = 0;
     let mut starts_log = Vec::new();
+    let mut stops = Vec::new();
     let mut keep = |s: Start, origin: StartOrigin, best: &mut Option<Start>| {
+        stops.push(s.stop);
         starts_log.push(StartLog {
             origin,
             theta: s.theta.clone(),
@@ -300,6 +476,7 @@ pub fn run_starts<S: Smooth + ?Sized>(
         best: best.expect("at least one start runs"),
         starts,
         log: starts_log,
+        stops,
     })
 }
 
@@ -342,6 +519,11 @@ pub fn passes_guard(objective: f64, at_truth: f64) -> bool {
 
 /// Fit one job: draw the truth and the data from the job's seeds, run the starts, keep the best.
 pub fn run_fit(job: &FitJob) -> Result<FitRecord> {
+    run_fit_with_stops(job).map(|(record, _)| record)
+}
+
+/// [`run_fit`], with why each start stopped, in the order of the record's `starts_log`.
+pub fn run_fit_with_stops(job: &FitJob) -> Result<(FitRecord, Vec<Stop>)> {
     let t0 = Instant::now();
     let seeds = Seeds::for_job(job);
     let truth = Truth::draw(&job.model, &job.truth_prior, job.truth, seeds.truth);
@@ -363,6 +545,7 @@ pub fn run_fit(job: &FitJob) -> Result<FitRecord> {
         best,
         starts,
         log: starts_log,
+        stops,
     } = run_starts(
         &obj,
         &job.fit,
@@ -377,7 +560,7 @@ pub fn run_fit(job: &FitJob) -> Result<FitRecord> {
     };
     let mut est_atoms = param.new_atoms();
     param.atoms(&best.theta, &mut est_atoms);
-    Ok(FitRecord {
+    let record = FitRecord {
         job: job.clone(),
         seeds,
         truth_in_family,
@@ -395,5 +578,6 @@ pub fn run_fit(job: &FitJob) -> Result<FitRecord> {
         status,
         seconds: t0.elapsed().as_secs_f64(),
         starts_log,
-    })
+    };
+    Ok((record, stops))
 }

@@ -10,7 +10,8 @@
 use crate::atoms::Atoms;
 use crate::model::Model;
 use crate::param::Parametrisation;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{s, Array2, ArrayView2};
+use rayon::prelude::*;
 
 /// `∂atoms/∂θ` (`A × p`, atoms flattened as `dq`, `dv`, `c`), one pullback per atom coordinate.
 pub fn atoms_jacobian(param: &dyn Parametrisation, theta: &[f64]) -> Array2<f64> {
@@ -41,8 +42,18 @@ fn flat_mut(a: &mut Atoms, i: usize) -> &mut f64 {
     }
 }
 
+/// Samples per block of [`gauss_newton`]: the atom Jacobian it holds is `GN_CHUNK·q × A`, never
+/// `n·q × A`.
+pub const GN_CHUNK: usize = 2048;
+
 /// The Gauss–Newton matrix `(1/n) Σ_k J_kᵀ J_k` in θ at `theta`, over the inputs `x`, where
 /// `J_k = ∂f(X_k)/∂θ` (`q × p`).
+///
+/// Accumulated in the atoms, block by block: each block of [`GN_CHUNK`] samples forms its atom
+/// Jacobian (reference forward pass) and adds its `JᵀJ` (`A × A`); the sum, in block order, is
+/// then pulled back once through `∂atoms/∂θ` (`MᵀGM`). Memory is `O(GN_CHUNK·q·A + A²)` whatever
+/// `n`; blocks run on the caller's rayon pool, eight at a time, and are summed in index order,
+/// so the bits do not depend on the thread count.
 pub fn gauss_newton(
     model: &Model,
     param: &dyn Parametrisation,
@@ -51,8 +62,24 @@ pub fn gauss_newton(
 ) -> Array2<f64> {
     let mut atoms = param.new_atoms();
     param.atoms(theta, &mut atoms);
-    let ja = model.jacobian_reference(&atoms, x.view());
-    let ga = ja.t().dot(&ja) / x.nrows() as f64;
+    let a = atoms.dq.len() + atoms.dv.len() + atoms.c.len();
+    let n = x.nrows();
+    let starts: Vec<usize> = (0..n).step_by(GN_CHUNK).collect();
+    let mut ga = Array2::<f64>::zeros((a, a));
+    for batch in starts.chunks(8) {
+        let parts: Vec<Array2<f64>> = batch
+            .par_iter()
+            .map(|&lo| {
+                let xs = x.slice(s![lo..(lo + GN_CHUNK).min(n), ..]);
+                let ja = model.jacobian_reference(&atoms, xs);
+                ja.t().dot(&ja)
+            })
+            .collect();
+        for p in parts {
+            ga += &p;
+        }
+    }
+    let ga = ga / n as f64;
     let m = atoms_jacobian(param, theta);
     m.t().dot(&ga).dot(&m)
 }

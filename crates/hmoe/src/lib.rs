@@ -12,6 +12,7 @@ pub mod error;
 pub mod fit;
 pub mod geometry;
 pub mod kernel;
+pub mod lm;
 pub mod loss;
 pub mod method;
 pub mod model;
@@ -24,7 +25,8 @@ pub mod truth;
 
 pub use atoms::Atoms;
 pub use config::{
-    Checked, DataConfig, FitConfig, LossConfig, ModelConfig, ParamGuard, TruthPrior, ValidLoss,
+    Checked, DataConfig, FitConfig, LossConfig, ModelConfig, ParamGuard, Solver, TruthPrior,
+    ValidLoss,
 };
 pub use error::{HmoeError, Result};
 pub use fit::run_fit;

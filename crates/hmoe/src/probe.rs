@@ -14,6 +14,7 @@
 use crate::atoms::Atoms;
 use crate::config::{ModelConfig, TruthPrior};
 use crate::geometry::atoms_jacobian;
+use crate::lm::damped_step;
 use crate::loss::{frobenius_dist, voronoi_loss_and_grad};
 use crate::method::Method;
 use crate::model::Model;
@@ -649,39 +650,6 @@ fn sum_sq(v: &[f64]) -> f64 {
     v.iter().map(|x| x * x).sum()
 }
 
-/// Solve `a x = b` for a symmetric positive definite `a` (Cholesky); `None` if it is not.
-fn cholesky_solve(a: &Array2<f64>, b: &[f64]) -> Option<Vec<f64>> {
-    let n = b.len();
-    let mut l = Array2::<f64>::zeros((n, n));
-    for i in 0..n {
-        for j in 0..=i {
-            let mut s = a[[i, j]];
-            for k in 0..j {
-                s -= l[[i, k]] * l[[j, k]];
-            }
-            if i == j {
-                if s.is_nan() || s <= 0.0 {
-                    return None;
-                }
-                l[[i, i]] = s.sqrt();
-            } else {
-                l[[i, j]] = s / l[[j, j]];
-            }
-        }
-    }
-    let mut y = vec![0.0; n];
-    for i in 0..n {
-        let s: f64 = (0..i).map(|k| l[[i, k]] * y[k]).sum();
-        y[i] = (b[i] - s) / l[[i, i]];
-    }
-    let mut x = vec![0.0; n];
-    for i in (0..n).rev() {
-        let s: f64 = (i + 1..n).map(|k| l[[k, i]] * x[k]).sum();
-        x[i] = (y[i] - s) / l[[i, i]];
-    }
-    Some(x)
-}
-
 /// Levenberg–Marquardt state carried across rounds.
 struct Lm {
     theta: Vec<f64>,
@@ -717,14 +685,9 @@ impl Lm {
             let jac = jac.expect("asked for");
             let jtj = jac.t().dot(&jac);
             let g: Vec<f64> = jac.t().dot(&Array1::from(r)).to_vec();
-            let top = (0..jtj.nrows()).map(|i| jtj[[i, i]]).fold(0.0, f64::max);
             loop {
-                let mut a = jtj.clone();
-                for i in 0..a.nrows() {
-                    a[[i, i]] += self.mu * (jtj[[i, i]] + 1e-12 * top.max(1e-300));
-                }
                 let minus_g: Vec<f64> = g.iter().map(|v| -v).collect();
-                if let Some(step) = cholesky_solve(&a, &minus_g) {
+                if let Some(step) = damped_step(&jtj, &minus_g, self.mu) {
                     let mut next: Vec<f64> =
                         self.theta.iter().zip(&step).map(|(t, s)| t + s).collect();
                     clamp(&mut next, bound);

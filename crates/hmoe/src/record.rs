@@ -2,7 +2,8 @@
 //! refitting: the configuration, the seeds, the true and estimated atoms and parameters.
 use crate::atoms::Atoms;
 use crate::config::{
-    check_prior_inside_box, Checked, DataConfig, FitConfig, ModelConfig, ParamGuard, TruthPrior,
+    check_prior_inside_box, Checked, DataConfig, FitConfig, ModelConfig, ParamGuard, Solver,
+    TruthPrior,
 };
 use crate::error::{HmoeError, Result};
 use crate::method::Method;
@@ -143,6 +144,9 @@ pub struct FitV1 {
     /// Added after the first records: omitted while 0, so every committed id is unchanged.
     #[serde(default, skip_serializing_if = "fsio::key::is_default")]
     pub prior_starts: usize,
+    /// Added after the first records: omitted while `lbfgs`, so every committed id is unchanged.
+    #[serde(default, skip_serializing_if = "fsio::key::is_default")]
+    pub solver: Solver,
     /// See [`FitConfig`]'s field of the same name (compiled in unit tests only).
     #[cfg(test)]
     #[serde(default, skip_serializing_if = "fsio::key::is_default")]
@@ -180,6 +184,7 @@ impl From<FitSpec> for JobV1 {
                 memory: f.memory,
                 box_penalty: f.box_penalty,
                 prior_starts: f.prior_starts,
+                solver: f.solver,
                 #[cfg(test)]
                 probe_option: f.probe_option,
             },
@@ -222,6 +227,7 @@ impl From<JobV1> for FitSpec {
                 memory: f.memory,
                 box_penalty: f.box_penalty,
                 prior_starts: f.prior_starts,
+                solver: f.solver,
                 #[cfg(test)]
                 probe_option: f.probe_option,
             },
