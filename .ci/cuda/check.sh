@@ -16,6 +16,14 @@ fail() { echo "cuda check FAILED: $*" >&2; exit 1; }
 trap 'fail "command failed at line $LINENO (see above)"' ERR
 
 [ "$(uname -sm)" = "Linux x86_64" ] || fail "the pinned wheels are for Linux x86_64, not $(uname -sm)"
+# A new Debian machine may lack unzip and a C++ compiler (nvcc's host compiler): install them.
+need=()
+command -v unzip >/dev/null || need+=(unzip)
+command -v g++ >/dev/null || need+=(g++)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "cuda check: installing ${need[*]}"
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null || fail "apt-get install ${need[*]} failed"
+fi
 for tool in python3 unzip sha256sum g++; do
   command -v "$tool" >/dev/null || fail "$tool is missing"
 done
