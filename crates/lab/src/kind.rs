@@ -50,6 +50,12 @@ pub trait Kind: Sync + Sized {
     fn cost(&self, _job: &Self::Job) -> f64 {
         1.0
     }
+    /// Where a job comes in the order a run takes its jobs: ascending, ties in plan order (0 for
+    /// every job by default: plan order). It changes nothing but the order, so a profile that
+    /// lands over several sessions can fill whole blocks of comparable jobs first.
+    fn run_rank(&self, _job: &Self::Job) -> f64 {
+        0.0
+    }
     /// An upper estimate of the memory one job needs, in bytes (`None`: not estimated). A job
     /// above the host's memory is refused when planned; a run starts no more jobs at once than
     /// fit together.

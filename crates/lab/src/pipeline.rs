@@ -69,11 +69,13 @@ pub fn run<K: Kind>(
         .filter(|(i, _)| opts.shard.is_none_or(|s| s.takes(*i)))
         .map(|(_, p)| p)
         .collect();
-    let todo: Vec<&Planned<K::Job>> = mine
+    let mut todo: Vec<&Planned<K::Job>> = mine
         .par_iter()
         .filter(|p| !store::is_valid::<K::Job, K::Record>(&dirs.record(&p.id), &p.id))
         .copied()
         .collect();
+    // A stable sort: jobs of equal rank keep their plan order.
+    todo.sort_by(|a, b| kind.run_rank(&a.job).total_cmp(&kind.run_rank(&b.job)));
     let mut report = RunReport {
         planned: plan.jobs.len(),
         in_shard: mine.len(),

@@ -324,6 +324,12 @@ impl Kind for FinetuneKind {
         job.train.train_fraction * job.train.epochs as f64 + 0.01
     }
 
+    /// Seed by seed, and within a seed fraction by fraction (every method of a (fraction, seed)
+    /// in a row): a profile interrupted part-way leaves complete pairs for the paired table.
+    fn run_rank(&self, job: &FinetuneJob) -> f64 {
+        2.0 * job.train.seed as f64 + job.train.train_fraction
+    }
+
     /// candle already uses every core inside one run.
     fn default_threads(&self) -> Option<usize> {
         Some(1)
@@ -526,6 +532,25 @@ mod tests {
             .map(|j| (j.train.lr, j.train.full_lr))
             .collect();
         assert_eq!(rates, [(0.003, 5e-5), (1e-3, 1e-4), (0.01, 5e-5)]);
+    }
+
+    /// A run takes a grid seed by seed, fraction by fraction, every method of a pair in a row.
+    #[test]
+    fn runs_fill_whole_pairs_first() {
+        let kind = parse(GRID).unwrap();
+        let mut jobs: Vec<&FinetuneJob> = kind.profiles["grid"].iter().collect();
+        jobs.sort_by(|a, b| kind.run_rank(a).total_cmp(&kind.run_rank(b)));
+        let order: Vec<(u64, f64)> = jobs
+            .iter()
+            .map(|j| (j.train.seed, j.train.train_fraction))
+            .collect();
+        let mut expected = Vec::new();
+        for seed in [0, 1] {
+            for fraction in [0.01, 0.02] {
+                expected.extend([(seed, fraction); 4]);
+            }
+        }
+        assert_eq!(order, expected);
     }
 
     #[test]
