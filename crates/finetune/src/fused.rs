@@ -62,9 +62,9 @@ fn phi(x: f32) -> (f32, f32) {
 
 fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
-    let (lo, hi) = l.contiguous_offsets().ok_or_else(|| {
-        candle_core::Error::Msg(format!("{what} needs a contiguous input"))
-    })?;
+    let (lo, hi) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{what} needs a contiguous input")))?;
     Ok(&data[lo..hi])
 }
 
