@@ -83,6 +83,21 @@ fn map_rows(x: &[f32], width: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> V
     y
 }
 
+/// `f(a_chunk, b_chunk, out_chunk)` over fixed chunks of whole rows of two inputs, in parallel.
+fn map_rows2(
+    a: &[f32],
+    b: &[f32],
+    width: usize,
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    let chunk = rows_per_task(width) * width;
+    out.par_chunks_mut(chunk)
+        .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
+        .for_each(|(out, (a, b))| f(a, b, out));
+    out
+}
+
 fn last_dim(l: &Layout) -> usize {
     l.dims().last().copied().unwrap_or(1)
 }
@@ -129,15 +144,12 @@ impl CustomOp2 for GeluGrad {
             contiguous(s1, l1, self.name())?,
             contiguous(s2, l2, self.name())?,
         );
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(GRAIN)
-            .zip(x.par_chunks(GRAIN).zip(dy.par_chunks(GRAIN)))
-            .for_each(|(dx, (x, dy))| {
-                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                    let (cdf, pdf) = phi(x);
-                    *dx = dy * (cdf + x * pdf);
-                }
-            });
+        let dx = map_rows2(x, dy, 1, |x, dy, dx| {
+            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                let (cdf, pdf) = phi(x);
+                *dx = dy * (cdf + x * pdf);
+            }
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -194,22 +206,18 @@ impl CustomOp2 for SoftmaxGrad {
             contiguous(s2, l2, self.name())?,
         );
         let n = last_dim(l1);
-        let chunk = rows_per_task(n) * n;
-        let mut dx = vec![0f32; y.len()];
-        dx.par_chunks_mut(chunk)
-            .zip(y.par_chunks(chunk).zip(dy.par_chunks(chunk)))
-            .for_each(|(dx, (y, dy))| {
-                for ((dx, y), dy) in dx
-                    .chunks_exact_mut(n)
-                    .zip(y.chunks_exact(n))
-                    .zip(dy.chunks_exact(n))
-                {
-                    let dot: f32 = y.iter().zip(dy).map(|(y, d)| y * d).sum();
-                    for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
-                        *dx = y * (dy - dot);
-                    }
+        let dx = map_rows2(y, dy, n, |y, dy, dx| {
+            for ((dx, y), dy) in dx
+                .chunks_exact_mut(n)
+                .zip(y.chunks_exact(n))
+                .zip(dy.chunks_exact(n))
+            {
+                let dot: f32 = y.iter().zip(dy).map(|(y, d)| y * d).sum();
+                for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+                    *dx = y * (dy - dot);
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

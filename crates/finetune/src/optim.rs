@@ -4,7 +4,7 @@
 //! variable: for full fine-tuning (22.6 M parameters) that is a few GB of memory traffic per
 //! step. This one computes the same update (decoupled weight decay, bias-corrected moments,
 //! the same order of operations in f32) in one pass, with the moments kept beside it. CPU only:
-//! [`crate::train::Optimisers`] uses candle-nn's `AdamW` on other devices; the tests compare the
+//! `Optimisers` (in `train.rs`) uses candle-nn's `AdamW` on other devices; the tests compare the
 //! two.
 
 use std::sync::Mutex;

@@ -279,7 +279,7 @@ pub struct FitConfig {
     /// committed record.
     pub prior_starts: usize,
     /// The solver of every start: L-BFGS on the penalised objective (the default, the behaviour
-    /// of every committed record) or Levenberg–Marquardt on the residuals (`crate::fit`).
+    /// of every committed record) or Levenberg–Marquardt on the residuals (see `fit.rs`).
     /// Omitted from a job's key while it holds the default, so no committed id moves.
     #[serde(skip_serializing_if = "fsio::key::is_default")]
     pub solver: Solver,

@@ -1,5 +1,5 @@
 //! The linear algebra of the Levenberg–Marquardt steps (the estimator's `Solver::Lm` in
-//! `crate::fit`, the identifiability probe's search in `crate::probe`): the damped normal
+//! `fit.rs`, the identifiability probe's search in `probe.rs`): the damped normal
 //! equations with Marquardt's diagonal scaling, solved by a Cholesky factorisation written here.
 //!
 //! Why no LAPACK or faer: the systems are `p × p` with `p` the number of free parameters (tens to
