@@ -64,7 +64,6 @@ class HoraLayer(torch.nn.Module):
         self.b_seed = torch.nn.Parameter(torch.zeros(heads, dh, RANK))
         self.g_a = torch.nn.ParameterList([torch.nn.Parameter(torch.eye(RANK)) for _ in range(2)])
         self.g_b = torch.nn.ParameterList([torch.nn.Parameter(torch.eye(dh)) for _ in range(2)])
-        self._cache = None
 
     def factors(self, target):
         a = torch.tanh(self.g_a[target] @ self.a_seed)
