@@ -37,4 +37,6 @@ pub use loss::{
 pub use method::{Activation, Family, Method};
 pub use model::Model;
 pub use rates::{fit_rate, sample_complexity, RateFit, SampleComplexity};
-pub use record::{FitJob, FitRecord, FitSpec, FitStatus, JobV1, Seeds, StartLog, StartOrigin};
+pub use record::{
+    Draws, FitJob, FitRecord, FitSpec, FitStatus, JobV1, Seeds, StartLog, StartOrigin,
+};

@@ -31,6 +31,20 @@ pub struct FitSpec {
     pub method: Method,
     pub n: usize,
     pub replicate: u32,
+    /// Where the random draws come from: `None` (the default, every committed record) draws the
+    /// truth, the data and the starts under this job's own experiment and setting; `Some` draws
+    /// them under another (experiment, setting), so that settings which differ only in the
+    /// estimator (a box, a number of starts) see the same truth, the same samples and the same
+    /// first starts as each other or as a committed experiment: a paired comparison.
+    pub draws: Option<Draws>,
+}
+
+/// The (experiment, setting) a job's seeds are derived from, when not its own ([`FitSpec::draws`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Draws {
+    pub experiment: String,
+    pub setting: String,
 }
 
 impl FitSpec {
@@ -59,6 +73,7 @@ impl FitSpec {
             method,
             n,
             replicate,
+            draws: None,
         }
     }
 }
@@ -70,6 +85,18 @@ impl ParamGuard for FitSpec {
         self.truth_prior.validate()?;
         self.fit.validate()?;
         check_prior_inside_box(&self.truth_prior, &self.fit)?;
+        if let Some(d) = &self.draws {
+            if d.experiment.is_empty() || d.setting.is_empty() {
+                return Err(HmoeError::InvalidConfig {
+                    field: "draws",
+                    value: format!(
+                        "{{ experiment = {:?}, setting = {:?} }}",
+                        d.experiment, d.setting
+                    ),
+                    allowed: "a non-empty experiment and setting",
+                });
+            }
+        }
         if self.n == 0 {
             return Err(HmoeError::InvalidConfig {
                 field: "n",
@@ -106,6 +133,9 @@ pub struct JobV1 {
     pub method: Method,
     pub n: usize,
     pub replicate: u32,
+    /// Added after the first records: omitted while `None`, so every committed id is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draws: Option<Draws>,
 }
 
 /// `model` of [`JobV1`].
@@ -192,6 +222,7 @@ impl From<FitSpec> for JobV1 {
             method: s.method,
             n: s.n,
             replicate: s.replicate,
+            draws: s.draws,
         }
     }
 }
@@ -235,6 +266,7 @@ impl From<JobV1> for FitSpec {
             method: j.method,
             n: j.n,
             replicate: j.replicate,
+            draws: j.draws,
         }
     }
 }
@@ -274,11 +306,17 @@ impl Seeds {
         }
     }
 
+    /// The seeds of a job: derived from its own experiment and setting, or from those of its
+    /// [`FitSpec::draws`].
     pub fn for_job(job: &FitSpec) -> Self {
+        let (experiment, setting) = match &job.draws {
+            Some(d) => (&d.experiment, &d.setting),
+            None => (&job.experiment, &job.setting),
+        };
         Self::derive(
-            &job.experiment,
+            experiment,
             &job.method.to_string(),
-            &job.setting,
+            setting,
             job.n,
             job.replicate,
         )
@@ -410,6 +448,52 @@ mod tests {
         }
     }
 
+    /// `draws` takes the seeds of another (experiment, setting) and nothing else: a job of
+    /// experiment `x` drawing as (`e`, `s`) has the seeds of the job of `e`/`s` with the same
+    /// method, n and replicate, while its id differs (the field is in the key when set).
+    #[test]
+    fn draws_borrow_only_the_seeds() {
+        let base = FitSpec::new(
+            "e",
+            "s",
+            "hora-tanh".parse().unwrap(),
+            "lora".parse().unwrap(),
+            2,
+            100,
+            3,
+        );
+        let other = FitSpec {
+            experiment: "x".into(),
+            setting: "y".into(),
+            draws: Some(Draws {
+                experiment: "e".into(),
+                setting: "s".into(),
+            }),
+            ..base.clone()
+        };
+        assert_eq!(Seeds::for_job(&other), Seeds::for_job(&base));
+        let own = FitSpec {
+            draws: None,
+            ..other.clone()
+        };
+        assert_ne!(Seeds::for_job(&own), Seeds::for_job(&base));
+        let id = |s: &FitSpec| fsio::key::content_id(&serde_json::to_value(s).unwrap());
+        assert_ne!(id(&other), id(&own));
+        let v = serde_json::to_value(&other).unwrap();
+        assert_eq!(v["draws"]["experiment"], "e");
+        let back: FitSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(back, other);
+        let empty = FitSpec {
+            draws: Some(Draws {
+                experiment: "e".into(),
+                setting: String::new(),
+            }),
+            ..base
+        };
+        let err = empty.check().unwrap_err().to_string();
+        assert!(err.contains("draws"), "{err}");
+    }
+
     /// The version-1 layout itself: a default job serialises to exactly these keys. A new
     /// field that appears here at its default would change every committed id (see [`JobV1`]).
     #[test]
@@ -425,6 +509,7 @@ mod tests {
             method: "lora".parse().unwrap(),
             n: 10,
             replicate: 0,
+            draws: None,
         };
         let v = serde_json::to_value(spec.check().unwrap()).unwrap();
         let keys = |v: &Value| -> Vec<String> {

@@ -11,8 +11,8 @@ use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo, 
 use crate::kind::{JobContext, Kind, Records, Report, Written};
 use crate::layout::Dirs;
 use hmoe::{
-    DataConfig, FitConfig, FitJob, FitRecord, FitSpec, LossConfig, Method, ModelConfig, ParamGuard,
-    TruthPrior, ValidLoss,
+    DataConfig, Draws, FitConfig, FitJob, FitRecord, FitSpec, LossConfig, Method, ModelConfig,
+    ParamGuard, TruthPrior, ValidLoss,
 };
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +40,11 @@ struct SettingFile {
     /// The family the truth is drawn from.
     truth: Method,
     methods: Vec<Method>,
+    /// Draw the truth, the data and the starts as (experiment, setting) does instead of under
+    /// this setting's own name (`hmoe::FitSpec::draws`): settings that differ only in the
+    /// estimator then see the same truth and samples. Omitted: the setting's own draws.
+    #[serde(default)]
+    draws: Option<Draws>,
 }
 
 /// The parts of a job's configuration as TOML tables: `[model]` (`hmoe::ModelConfig`),
@@ -207,6 +212,7 @@ impl RatesKind {
                 method: s.methods[0],
                 n: 2,
                 replicate: 0,
+                draws: s.draws,
             }
             .check()
             .map_err(|e| err(format!("{at}: {e}")))?;
@@ -431,5 +437,45 @@ replicates = 2
             .unwrap()
             .to_string();
         assert!(e.contains("[model]") && e.contains("sigma"), "{e}");
+    }
+
+    fn committed(name: &str) -> RatesKind {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+        let (info, table) = crate::experiment::read(&dir, name, &["rates"]).unwrap();
+        RatesKind::parse(&info, table).unwrap()
+    }
+
+    /// The settings of `box-sweep` differ in the box only and share their draws; the jobs of
+    /// `rates-overspecified-starts` draw exactly as the committed `rates-overspecified` job of
+    /// the same setting, method, n and replicate, while their ids differ.
+    #[test]
+    fn shared_draws_give_the_same_seeds_across_settings_and_experiments() {
+        use hmoe::Seeds;
+        let key = |j: &FitJob| (j.method.to_string(), j.n, j.replicate);
+        let sweep = committed("box-sweep");
+        let jobs = sweep.jobs("paper").unwrap();
+        let bounds: BTreeSet<String> = jobs.iter().map(|j| j.fit.bound.to_string()).collect();
+        assert_eq!(bounds, ["2", "4", "8"].map(String::from).into());
+        for j in &jobs {
+            let twin = jobs
+                .iter()
+                .find(|o| o.setting == "b4" && key(o) == key(j))
+                .unwrap();
+            assert_eq!(Seeds::for_job(j), Seeds::for_job(twin), "{}", j.setting);
+        }
+        let old = committed("rates-overspecified").jobs("paper").unwrap();
+        let new = committed("rates-overspecified-starts")
+            .jobs("paper")
+            .unwrap();
+        assert_eq!(old.len(), new.len());
+        for (o, n) in old.iter().zip(&new) {
+            assert_eq!((&o.setting, key(o)), (&n.setting, key(n)));
+            assert_eq!(Seeds::for_job(o), Seeds::for_job(n));
+            assert_eq!((o.fit.prior_starts, n.fit.prior_starts), (0, 2));
+            assert_ne!(
+                crate::plan::job_id(o).unwrap(),
+                crate::plan::job_id(n).unwrap()
+            );
+        }
     }
 }
