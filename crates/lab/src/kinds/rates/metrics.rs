@@ -7,7 +7,7 @@ use crate::layout::Dirs;
 use crate::store::write_table;
 use hmoe::rates::{fit_rate, sample_complexity};
 use hmoe::record::derive_seed;
-use hmoe::stats::{mean, median, Bootstrap};
+use hmoe::stats::{mean, median, quantile, Bootstrap};
 use hmoe::RateFit;
 use hmoe::{FitJob, FitRecord, FitStatus};
 use rayon::prelude::*;
@@ -130,6 +130,37 @@ pub struct RateRow {
     /// Where the fitted power law crosses the target.
     pub n_at_target_extrapolated: Option<f64>,
 }
+
+/// One setting against the reference setting it shares its draws with (`draws` in the
+/// experiment file: the same truth, samples and starts), for one method at one n: fits paired by
+/// replicate, so every difference is the estimator's (its box, solver or starts).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PairedRow {
+    pub setting: String,
+    /// The first setting of the experiment with the same draws.
+    pub reference: String,
+    pub method: String,
+    pub n: usize,
+    /// Replicates where both fits passed the guard.
+    pub pairs: usize,
+    /// Pairs whose Voronoi losses are the same bits (the estimator change did not act).
+    pub identical: usize,
+    /// Fraction of pairs where this setting's Voronoi loss is lower than the reference's.
+    pub lower_fraction: f64,
+    /// Median over pairs of loss / reference loss, and its quartiles.
+    pub ratio_median: f64,
+    pub ratio_q25: f64,
+    pub ratio_q75: f64,
+    /// Mean loss over mean reference loss.
+    pub ratio_of_means: f64,
+    /// Fraction of pairs where this setting's objective is lower, and the median relative
+    /// difference of the objectives ((this − reference) / reference).
+    pub objective_lower_fraction: f64,
+    pub objective_rel_diff_median: f64,
+}
+
+/// The paired comparison table, written only when two settings share their draws.
+pub const PAIRED_TABLE: &str = "paired.csv";
 
 /// Replicate losses by grid point: `(n, losses of the fits at n)`, grid points in order.
 pub(crate) type Groups = [(f64, Vec<f64>)];
@@ -293,6 +324,10 @@ pub(super) fn write(
         write_table(dirs, "rates.csv", &rates)?,
         write_table(dirs, ESTIMATOR_TABLE, &estimator(kind, profile, done))?,
     ];
+    let paired = paired(kind, profile, &rows);
+    if !paired.is_empty() {
+        files.push(write_table(dirs, PAIRED_TABLE, &paired)?);
+    }
     if kind.report.timing {
         files.push(write_table(
             dirs,
@@ -301,6 +336,73 @@ pub(super) fn write(
         )?);
     }
     Ok(files)
+}
+
+/// Every setting paired with the first setting that shares its draws, per method and n.
+pub(crate) fn paired(kind: &RatesKind, profile: &Profile, rows: &[MetricRow]) -> Vec<PairedRow> {
+    let mut out = Vec::new();
+    for (k, s) in kind.settings.iter().enumerate() {
+        let Some(draws) = &s.template.draws else {
+            continue;
+        };
+        let Some(reference) = kind.settings[..k]
+            .iter()
+            .find(|r| r.template.draws.as_ref() == Some(draws))
+        else {
+            continue;
+        };
+        for m in s.methods.iter().filter(|m| reference.methods.contains(m)) {
+            let method = m.to_string();
+            let find = |setting: &str, n: usize, rep: u32| {
+                rows.iter().find(|r| {
+                    r.setting == setting
+                        && r.method == method
+                        && r.n == n
+                        && r.replicate == rep
+                        && r.status == "ok"
+                })
+            };
+            for &n in &profile.ns {
+                let pairs: Vec<(&MetricRow, &MetricRow)> = (0..profile.replicates)
+                    .filter_map(|rep| {
+                        Some((find(&s.name, n, rep)?, find(&reference.name, n, rep)?))
+                    })
+                    .collect();
+                if pairs.is_empty() {
+                    continue;
+                }
+                let count = |f: &dyn Fn(&MetricRow, &MetricRow) -> bool| {
+                    pairs.iter().filter(|(a, b)| f(a, b)).count()
+                };
+                let share = |k: usize| k as f64 / pairs.len() as f64;
+                let mut ratios: Vec<f64> =
+                    pairs.iter().map(|(a, b)| a.voronoi / b.voronoi).collect();
+                ratios.sort_by(f64::total_cmp);
+                let rel: Vec<f64> = pairs
+                    .iter()
+                    .map(|(a, b)| (a.objective - b.objective) / b.objective)
+                    .collect();
+                let mine: Vec<f64> = pairs.iter().map(|(a, _)| a.voronoi).collect();
+                let theirs: Vec<f64> = pairs.iter().map(|(_, b)| b.voronoi).collect();
+                out.push(PairedRow {
+                    setting: s.name.clone(),
+                    reference: reference.name.clone(),
+                    method: method.clone(),
+                    n,
+                    pairs: pairs.len(),
+                    identical: count(&|a, b| a.voronoi.to_bits() == b.voronoi.to_bits()),
+                    lower_fraction: share(count(&|a, b| a.voronoi < b.voronoi)),
+                    ratio_median: quantile(&ratios, 0.5),
+                    ratio_q25: quantile(&ratios, 0.25),
+                    ratio_q75: quantile(&ratios, 0.75),
+                    ratio_of_means: mean(&mine) / mean(&theirs),
+                    objective_lower_fraction: share(count(&|a, b| a.objective < b.objective)),
+                    objective_rel_diff_median: median(&rel),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The estimator's behaviour per setting × method × n.

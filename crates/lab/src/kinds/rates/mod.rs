@@ -478,4 +478,60 @@ replicates = 2
             );
         }
     }
+
+    /// Settings sharing their draws are paired with the first of them by (method, n,
+    /// replicate); a fit that failed the guard leaves its pair out; settings with their own
+    /// draws get no rows.
+    #[test]
+    fn paired_rows_compare_fits_of_the_same_draws() {
+        let text = BASE.replace(
+            "methods = [\"lora\"]\n",
+            "methods = [\"lora\"]\ndraws = { experiment = \"t\", setting = \"a\" }\n\
+             [[settings]]\nname = \"c\"\ntruth = \"hora-tanh\"\nmethods = [\"lora\"]\n\
+             fit = { bound = 2.0 }\ndraws = { experiment = \"t\", setting = \"a\" }\n",
+        );
+        let k = parse(&text).unwrap();
+        let row = |setting: &str, rep: u32, voronoi: f64, objective: f64, ok: bool| MetricRow {
+            id: String::new(),
+            setting: setting.into(),
+            truth: "hora-tanh".into(),
+            method: "lora".into(),
+            n: 100,
+            replicate: rep,
+            voronoi,
+            regression: 0.0,
+            objective,
+            objective_at_truth: 1.0,
+            grad_norm: 0.0,
+            iterations: 1,
+            converged: false,
+            starts: 2,
+            status: if ok { "ok" } else { "guard_failed" }.into(),
+            truth_in_family: true,
+        };
+        let rows = vec![
+            row("b", 0, 2.0, 1.0, true),
+            row("b", 1, 4.0, 1.0, true),
+            row("c", 0, 1.0, 0.5, true),
+            row("c", 1, 4.0, 1.0, true),
+            // `a` has its own draws: never paired.
+            row("a", 0, 9.0, 1.0, true),
+        ];
+        let p = metrics::paired(&k, k.profile("quick").unwrap(), &rows);
+        assert_eq!(p.len(), 1, "{p:?}");
+        let r = &p[0];
+        assert_eq!((r.setting.as_str(), r.reference.as_str()), ("c", "b"));
+        assert_eq!((r.n, r.pairs, r.identical), (100, 2, 1));
+        assert_eq!((r.lower_fraction, r.objective_lower_fraction), (0.5, 0.5));
+        assert_eq!(
+            (r.ratio_q25, r.ratio_median, r.ratio_q75),
+            (0.625, 0.75, 0.875)
+        );
+        assert_eq!(r.ratio_of_means, 5.0 / 6.0);
+        assert_eq!(r.objective_rel_diff_median, -0.25);
+        let mut failed = rows.clone();
+        failed[2] = row("c", 0, 1.0, 0.5, false);
+        let p = metrics::paired(&k, k.profile("quick").unwrap(), &failed);
+        assert_eq!((p[0].pairs, p[0].identical), (1, 1));
+    }
 }

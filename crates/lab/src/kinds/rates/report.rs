@@ -1,5 +1,8 @@
 //! Figures and `summary.md` of a `rates` profile, drawn from `curves.csv` and `rates.csv`.
-use super::metrics::{CurveRow, EstimatorRow, RateRow, TimingRow, ESTIMATOR_TABLE, TIMING_TABLE};
+use super::metrics::{
+    CurveRow, EstimatorRow, PairedRow, RateRow, TimingRow, ESTIMATOR_TABLE, PAIRED_TABLE,
+    TIMING_TABLE,
+};
 use super::RatesKind;
 use crate::kind::Report;
 use crate::layout::Dirs;
@@ -51,6 +54,18 @@ pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs) -> anyhow::Res
     let mut summary = summary_markdown(kind, profile, &rates, heads.len() > 1);
     let estimator: Vec<EstimatorRow> = read_csv(&dirs.file(ESTIMATOR_TABLE))?;
     summary += &estimator_markdown(&kind.report, &estimator);
+    let paired_path = dirs.file(PAIRED_TABLE);
+    if paired_path.exists() {
+        let paired: Vec<PairedRow> = read_csv(&paired_path)?;
+        if !paired.is_empty() {
+            files.extend(plot::save(
+                &dirs.file("paired"),
+                &paired_panels(&paired, &color),
+                cols.max(1),
+            )?);
+            summary += &paired_markdown(&paired);
+        }
+    }
     if kind.report.timing {
         let timing: Vec<TimingRow> = read_csv(&dirs.file(TIMING_TABLE))?;
         files.extend(plot::save(
@@ -499,6 +514,101 @@ pub(crate) fn estimator_markdown(r: &super::ReportConfig, rows: &[EstimatorRow])
         ]
     });
     s += &crate::markdown::table(&header, rows);
+    s += "\n";
+    s
+}
+
+/// One panel per setting paired with a reference: per method, the median over pairs of the
+/// Voronoi-loss ratio to the reference with its quartiles as a band, and 1 for scale.
+fn paired_panels(rows: &[PairedRow], color: &dyn Fn(&str) -> RGBColor) -> Vec<Panel> {
+    let mut settings: Vec<(&str, &str)> = Vec::new();
+    for r in rows {
+        if !settings.contains(&(&r.setting, &r.reference)) {
+            settings.push((&r.setting, &r.reference));
+        }
+    }
+    settings
+        .iter()
+        .map(|&(setting, reference)| {
+            let mine: Vec<&PairedRow> = rows.iter().filter(|r| r.setting == setting).collect();
+            let mut methods: Vec<&str> = Vec::new();
+            for r in &mine {
+                if !methods.contains(&r.method.as_str()) {
+                    methods.push(&r.method);
+                }
+            }
+            let mut curves: Vec<Curve> = methods
+                .iter()
+                .map(|m| {
+                    let mut c = Curve::new(*m, color(m));
+                    for r in mine.iter().filter(|r| r.method == *m) {
+                        c.points.push((r.n as f64, r.ratio_median));
+                        c.band.push((r.n as f64, r.ratio_q25, r.ratio_q75));
+                    }
+                    c
+                })
+                .collect();
+            let mut one = Curve::new("", GREY);
+            one.dashed = true;
+            one.markers = false;
+            one.points = mine.iter().map(|r| (r.n as f64, 1.0)).collect();
+            one.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            one.points.dedup();
+            curves.push(one);
+            Panel {
+                title: format!("{setting} against {reference} (same draws)"),
+                x: Axis::new("sample size n", Scale::Log10),
+                y: Axis::new("Voronoi loss ratio (median, quartiles)", Scale::Log10),
+                curves,
+                legend: SeriesLabelPosition::UpperRight,
+            }
+        })
+        .collect()
+}
+
+fn paired_markdown(rows: &[PairedRow]) -> String {
+    let mut s = String::from(
+        "## Paired settings\n\nSettings that share their draws (`draws` in the experiment file) see \
+         the same truth, the same samples and the same starts, so each fit is paired with the \
+         reference setting's fit of the same method, n and replicate, and every difference is the \
+         estimator's. Ratio: this setting's Voronoi loss over the reference's. Table: \
+         `paired.csv`; figure: `paired.png`.\n\n![paired](paired.png)\n\n",
+    );
+    let header = [
+        "setting",
+        "reference",
+        "method",
+        "n",
+        "pairs",
+        "identical",
+        "loss lower",
+        "loss ratio: median [quartiles]",
+        "ratio of means",
+        "objective lower",
+        "objective change (median, relative)",
+    ];
+    let pct = |v: f64| format!("{:.0}%", 100.0 * v);
+    let table = rows.iter().map(|r| {
+        vec![
+            r.setting.clone(),
+            r.reference.clone(),
+            r.method.clone(),
+            r.n.to_string(),
+            r.pairs.to_string(),
+            r.identical.to_string(),
+            pct(r.lower_fraction),
+            format!(
+                "{} [{}, {}]",
+                plot::number(r.ratio_median),
+                plot::number(r.ratio_q25),
+                plot::number(r.ratio_q75)
+            ),
+            plot::number(r.ratio_of_means),
+            pct(r.objective_lower_fraction),
+            format!("{:.1e}", r.objective_rel_diff_median),
+        ]
+    });
+    s += &crate::markdown::table(&header, table);
     s += "\n";
     s
 }
