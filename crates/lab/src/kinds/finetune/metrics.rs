@@ -62,7 +62,11 @@ pub(super) fn write(
     let mut written = vec![
         write_table(dirs, "metrics.csv", &rows)?,
         write_table(dirs, "accuracy.csv", &groups)?,
-        write_table(dirs, PAIRED_TABLE, &paired(methods, &rows))?,
+        write_table(
+            dirs,
+            PAIRED_TABLE,
+            &paired(methods, &kind.paired_references(), &rows),
+        )?,
         write_table(dirs, "timing.csv", &timing)?,
     ];
     if kind.is_grid(profile) {
@@ -148,7 +152,7 @@ fn fractions_of(rows: &[RunRow], method: &str) -> Vec<f64> {
     f
 }
 
-/// The paired comparison of every method with `lora` and with `full`.
+/// The paired comparison of every method with `lora`, each variant of lora, and `full`.
 pub const PAIRED_TABLE: &str = "paired.csv";
 
 /// A method against a reference method at one training fraction, paired by seed: every method
@@ -188,13 +192,13 @@ fn t_interval(d: &[f64]) -> (f64, Option<(f64, f64)>) {
     (m, Some((m - half, m + half)))
 }
 
-fn paired(methods: &[String], rows: &[RunRow]) -> Vec<PairedRow> {
+pub(crate) fn paired(methods: &[String], references: &[String], rows: &[RunRow]) -> Vec<PairedRow> {
     let mut out = Vec::new();
-    for against in ["lora", "full"] {
-        if !methods.iter().any(|m| m.as_str() == against) {
+    for against in references {
+        if !methods.iter().any(|m| m == against) {
             continue;
         }
-        for m in methods.iter().filter(|m| m.as_str() != against) {
+        for m in methods.iter().filter(|m| *m != against) {
             for f in fractions_of(rows, m) {
                 let pairs: Vec<(&RunRow, &RunRow)> = rows
                     .iter()
@@ -202,7 +206,7 @@ fn paired(methods: &[String], rows: &[RunRow]) -> Vec<PairedRow> {
                     .filter_map(|r| {
                         rows.iter()
                             .find(|o| {
-                                o.method == against && o.train_fraction == f && o.seed == r.seed
+                                &o.method == against && o.train_fraction == f && o.seed == r.seed
                             })
                             .map(|o| (r, o))
                     })
@@ -222,7 +226,7 @@ fn paired(methods: &[String], rows: &[RunRow]) -> Vec<PairedRow> {
                 let (fm, fi) = t_interval(&f1);
                 out.push(PairedRow {
                     method: m.clone(),
-                    against: against.into(),
+                    against: against.clone(),
                     train_fraction: f,
                     pairs: pairs.len(),
                     accuracy_diff: am,

@@ -76,6 +76,9 @@ pub struct FinetuneKind {
     labels: BTreeMap<String, (BTreeMap<String, String>, Vec<String>)>,
     /// Per profile, whether it is an lr grid.
     grids: BTreeMap<String, bool>,
+    /// The variants whose method is lora (lora at another rate or rank): the paired table
+    /// compares every method with each of them as well as with lora and full.
+    lora_variants: Vec<String>,
     opts: KindOptions,
     assets: OnceLock<Assets>,
 }
@@ -253,11 +256,20 @@ impl FinetuneKind {
                 "no `[profiles.<name>]`: at least one is needed (quick, paper)",
             ));
         }
+        let lora_variants = file
+            .variants
+            .iter()
+            .filter(|(_, v)| {
+                v.get("method").and_then(|m| m.as_str()) == Some(AdapterKind::Lora.name())
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         Ok(FinetuneKind {
             name: info.name.clone(),
             profiles,
             labels,
             grids,
+            lora_variants,
             opts: opts.clone(),
             assets: OnceLock::new(),
         })
@@ -266,6 +278,14 @@ impl FinetuneKind {
     /// The method labels of a profile, in the experiment's order.
     pub fn methods(&self, profile: &str) -> &[String] {
         self.labels.get(profile).map_or(&[], |l| l.1.as_slice())
+    }
+
+    /// The references of the paired table, in order: lora, every variant of lora, full.
+    pub fn paired_references(&self) -> Vec<String> {
+        let mut r = vec![AdapterKind::Lora.name().to_string()];
+        r.extend(self.lora_variants.iter().cloned());
+        r.push(AdapterKind::Full.name().to_string());
+        r
     }
 
     /// A job's label in a profile: its method name, or `name@lr` on an lr grid.
@@ -495,6 +515,54 @@ mod tests {
         full = 0.0001
         hora-r13 = 0.01
     "#;
+
+    /// The paired table's references: lora, every variant of lora (in name order), full; a
+    /// variant of another method is not one.
+    #[test]
+    fn variants_of_lora_are_paired_references() {
+        assert_eq!(parse(GRID).unwrap().paired_references(), ["lora", "full"]);
+        let text = GRID.replace(
+            "[profiles.quick]",
+            "[variants.lora-3e-3]\nmethod = \"lora\"\nlr = 0.003\n[profiles.quick]",
+        );
+        let kind = parse(&text).unwrap();
+        assert_eq!(kind.paired_references(), ["lora", "lora-3e-3", "full"]);
+        let rows = |m: &str, acc: [f64; 2]| -> Vec<metrics::RunRow> {
+            (0..2)
+                .map(|seed| metrics::RunRow {
+                    id: String::new(),
+                    method: m.into(),
+                    train_fraction: 0.01,
+                    seed,
+                    train_examples: 10,
+                    trainable_params: 1,
+                    base_params: 1,
+                    epochs_run: 1,
+                    best_epoch: 1,
+                    best_val_macro_f1: 0.5,
+                    steps: 1,
+                    test_accuracy: acc[seed as usize],
+                    test_macro_f1: acc[seed as usize],
+                    test_majority_rate: 0.4,
+                })
+                .collect()
+        };
+        let mut all = rows("lora", [0.4, 0.5]);
+        all.extend(rows("lora-3e-3", [0.7, 0.6]));
+        all.extend(rows("hora", [0.65, 0.65]));
+        let methods = ["lora", "lora-3e-3", "hora"].map(String::from);
+        let p = metrics::paired(&methods, &kind.paired_references(), &all);
+        let hora: Vec<(&str, f64, usize)> = p
+            .iter()
+            .filter(|r| r.method == "hora")
+            .map(|r| (r.against.as_str(), r.accuracy_diff, r.wins))
+            .collect();
+        assert_eq!(hora.len(), 2);
+        assert_eq!((hora[0].0, hora[0].2), ("lora", 2));
+        assert!((hora[0].1 - 0.2).abs() < 1e-12);
+        assert_eq!((hora[1].0, hora[1].2), ("lora-3e-3", 1));
+        assert!(hora[1].1.abs() < 1e-12);
+    }
 
     /// Variants, per-profile methods and rates, and an lr grid become the jobs they say, each
     /// labelled by its method name (name@lr on a grid).

@@ -72,9 +72,10 @@ pub(super) fn write(kind: &FinetuneKind, profile: &str, dirs: &Dirs) -> anyhow::
     let paired: Vec<PairedRow> = read_csv(&dirs.file(PAIRED_TABLE))?;
     let mut summary = summary_markdown(&groups);
     if !paired.is_empty() {
-        let panels: Vec<Panel> = ["lora", "full"]
+        let panels: Vec<Panel> = kind
+            .paired_references()
             .iter()
-            .filter(|a| paired.iter().any(|p| p.against == **a))
+            .filter(|a| paired.iter().any(|p| &p.against == *a))
             .map(|a| paired_panel(methods, &paired, a))
             .collect();
         figures.extend(plot::save(&dirs.file("paired"), &panels, panels.len())?);
