@@ -341,16 +341,7 @@ pub(super) fn write(
 /// Every setting paired with the first setting that shares its draws, per method and n.
 pub(crate) fn paired(kind: &RatesKind, profile: &Profile, rows: &[MetricRow]) -> Vec<PairedRow> {
     let mut out = Vec::new();
-    for (k, s) in kind.settings.iter().enumerate() {
-        let Some(draws) = &s.template.draws else {
-            continue;
-        };
-        let Some(reference) = kind.settings[..k]
-            .iter()
-            .find(|r| r.template.draws.as_ref() == Some(draws))
-        else {
-            continue;
-        };
+    for (s, reference) in kind.paired_settings() {
         for m in s.methods.iter().filter(|m| reference.methods.contains(m)) {
             let method = m.to_string();
             let find = |setting: &str, n: usize, rep: u32| {

@@ -278,6 +278,23 @@ impl RatesKind {
         })
     }
 
+    /// Every setting that shares its draws with an earlier one, paired with the first such
+    /// (its reference). A setting draws as its `draws`, or else as itself.
+    pub fn paired_settings(&self) -> Vec<(&Setting, &Setting)> {
+        let source = |s: &Setting| match &s.template.draws {
+            Some(d) => (d.experiment.clone(), d.setting.clone()),
+            None => (self.name.clone(), s.name.clone()),
+        };
+        let mut out = Vec::new();
+        for (k, s) in self.settings.iter().enumerate() {
+            let mine = source(s);
+            if let Some(r) = self.settings[..k].iter().find(|r| source(r) == mine) {
+                out.push((s, r));
+            }
+        }
+        out
+    }
+
     pub fn profile(&self, name: &str) -> Result<&Profile, LabError> {
         crate::kind::named_profile(&self.name, &self.profiles, name)
     }
@@ -481,16 +498,32 @@ replicates = 2
 
     /// Settings sharing their draws are paired with the first of them by (method, n,
     /// replicate); a fit that failed the guard leaves its pair out; settings with their own
-    /// draws get no rows.
+    /// draws get no rows. A setting without `draws` draws as itself, so one that names it
+    /// is paired with it.
     #[test]
     fn paired_rows_compare_fits_of_the_same_draws() {
-        let text = BASE.replace(
-            "methods = [\"lora\"]\n",
-            "methods = [\"lora\"]\ndraws = { experiment = \"t\", setting = \"a\" }\n\
-             [[settings]]\nname = \"c\"\ntruth = \"hora-tanh\"\nmethods = [\"lora\"]\n\
-             fit = { bound = 2.0 }\ndraws = { experiment = \"t\", setting = \"a\" }\n",
-        );
-        let k = parse(&text).unwrap();
+        let with = |draws: &str| {
+            BASE.replace(
+                "methods = [\"lora\"]\n",
+                &format!(
+                    "methods = [\"lora\"]\ndraws = {draws}\n[[settings]]\nname = \"c\"\n\
+                     truth = \"hora-tanh\"\nmethods = [\"lora\"]\nfit = {{ bound = 2.0 }}\n\
+                     draws = {draws}\n"
+                ),
+            )
+        };
+        let names = |k: &RatesKind| -> Vec<(String, String)> {
+            k.paired_settings()
+                .iter()
+                .map(|(s, r)| (s.name.clone(), r.name.clone()))
+                .collect()
+        };
+        let own = parse(&with("{ experiment = \"t\", setting = \"a\" }")).unwrap();
+        let pair = |s: &str, r: &str| (s.to_string(), r.to_string());
+        assert_eq!(names(&own), [pair("b", "a"), pair("c", "a")]);
+        assert!(parse(BASE).unwrap().paired_settings().is_empty());
+        let k = parse(&with("{ experiment = \"e\", setting = \"s\" }")).unwrap();
+        assert_eq!(names(&k), [pair("c", "b")]);
         let row = |setting: &str, rep: u32, voronoi: f64, objective: f64, ok: bool| MetricRow {
             id: String::new(),
             setting: setting.into(),

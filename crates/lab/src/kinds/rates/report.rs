@@ -54,8 +54,10 @@ pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs) -> anyhow::Res
     let mut summary = summary_markdown(kind, profile, &rates, heads.len() > 1);
     let estimator: Vec<EstimatorRow> = read_csv(&dirs.file(ESTIMATOR_TABLE))?;
     summary += &estimator_markdown(&kind.report, &estimator);
+    // Read only when the experiment pairs settings: a paired.csv left from an earlier version
+    // of the file is not this experiment's.
     let paired_path = dirs.file(PAIRED_TABLE);
-    if paired_path.exists() {
+    if !kind.paired_settings().is_empty() {
         let paired: Vec<PairedRow> = read_csv(&paired_path)?;
         if !paired.is_empty() {
             files.extend(plot::save(
