@@ -1,7 +1,8 @@
 //! Metric tables of a `finetune` profile, from raw records only: `metrics.csv` (one row per
 //! run), `accuracy.csv` (per method and fraction: mean, sd and range over seeds), `paired.csv`
-//! (each method against lora and full, paired by seed: mean difference, t-interval, wins) and
-//! `timing.csv` (timings vary from run to run, so they stay out of the other two).
+//! (each method against lora and full, paired by seed: mean difference, t-interval, wins),
+//! `scarcity.csv` (whether a paired difference is larger at the small fractions than at the
+//! large ones) and `timing.csv` (timings vary from run to run, so they stay out of the others).
 use super::{FinetuneJob, FinetuneKind};
 use crate::kind::Done;
 use crate::layout::Dirs;
@@ -59,14 +60,12 @@ pub(super) fn write(
             device: d.record.device.clone(),
         })
         .collect();
+    let references = kind.paired_references();
     let mut written = vec![
         write_table(dirs, "metrics.csv", &rows)?,
         write_table(dirs, "accuracy.csv", &groups)?,
-        write_table(
-            dirs,
-            PAIRED_TABLE,
-            &paired(methods, &kind.paired_references(), &rows),
-        )?,
+        write_table(dirs, PAIRED_TABLE, &paired(methods, &references, &rows))?,
+        write_table(dirs, SCARCITY_TABLE, &scarcity(methods, &references, &rows))?,
         write_table(dirs, "timing.csv", &timing)?,
     ];
     if kind.is_grid(profile) {
@@ -245,6 +244,101 @@ pub(crate) fn paired(methods: &[String], references: &[String], rows: &[RunRow])
     out
 }
 
+/// Whether each method's advantage over a reference is larger when data is scarce.
+pub const SCARCITY_TABLE: &str = "scarcity.csv";
+
+/// A method against a reference: per seed, the mean paired difference over the smaller half of
+/// the fractions minus that over the larger half (the middle fraction of an odd count is left
+/// out), then the mean over seeds with a paired 95% t-interval. Positive: the method's
+/// advantage is larger, or its deficit smaller, when data is scarce. Only seeds with a run of
+/// both methods at every fraction count.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScarcityRow {
+    pub method: String,
+    pub against: String,
+    /// The fractions of each half, space-separated.
+    pub small_fractions: String,
+    pub large_fractions: String,
+    pub seeds: usize,
+    pub accuracy_contrast: f64,
+    pub accuracy_contrast_lo: Option<f64>,
+    pub accuracy_contrast_hi: Option<f64>,
+    pub macro_f1_contrast: f64,
+    pub macro_f1_contrast_lo: Option<f64>,
+    pub macro_f1_contrast_hi: Option<f64>,
+}
+
+pub(crate) fn scarcity(
+    methods: &[String],
+    references: &[String],
+    rows: &[RunRow],
+) -> Vec<ScarcityRow> {
+    let mut out = Vec::new();
+    let run = |m: &str, f: f64, seed: u64| {
+        rows.iter()
+            .find(|r| r.method == m && r.train_fraction == f && r.seed == seed)
+    };
+    for against in references.iter().filter(|a| methods.contains(a)) {
+        for m in methods.iter().filter(|m| *m != against) {
+            let fractions = fractions_of(rows, m);
+            let half = fractions.len() / 2;
+            if half == 0 {
+                continue;
+            }
+            let (small, large) = (&fractions[..half], &fractions[fractions.len() - half..]);
+            let mut seeds: Vec<u64> = rows.iter().map(|r| r.seed).collect();
+            seeds.sort();
+            seeds.dedup();
+            let mut acc = Vec::new();
+            let mut f1 = Vec::new();
+            for seed in seeds {
+                let diffs: Option<Vec<(f64, f64)>> = fractions
+                    .iter()
+                    .map(|&f| {
+                        let (a, b) = (run(m, f, seed)?, run(against, f, seed)?);
+                        Some((
+                            a.test_accuracy - b.test_accuracy,
+                            a.test_macro_f1 - b.test_macro_f1,
+                        ))
+                    })
+                    .collect();
+                let Some(d) = diffs else { continue };
+                let part = |range: std::ops::Range<usize>, pick: fn(&(f64, f64)) -> f64| {
+                    mean(&d[range].iter().map(pick).collect::<Vec<f64>>())
+                };
+                let n = d.len();
+                acc.push(part(0..half, |x| x.0) - part(n - half..n, |x| x.0));
+                f1.push(part(0..half, |x| x.1) - part(n - half..n, |x| x.1));
+            }
+            if acc.is_empty() {
+                continue;
+            }
+            let list = |f: &[f64]| {
+                f.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let (am, ai) = t_interval(&acc);
+            let (fm, fi) = t_interval(&f1);
+            out.push(ScarcityRow {
+                method: m.clone(),
+                against: against.clone(),
+                small_fractions: list(small),
+                large_fractions: list(large),
+                seeds: acc.len(),
+                accuracy_contrast: am,
+                accuracy_contrast_lo: ai.map(|i| i.0),
+                accuracy_contrast_hi: ai.map(|i| i.1),
+                macro_f1_contrast: fm,
+                macro_f1_contrast_lo: fi.map(|i| i.0),
+                macro_f1_contrast_hi: fi.map(|i| i.1),
+            });
+        }
+    }
+    out
+}
+
 #[derive(Serialize, Deserialize)]
 pub struct RunRow {
     pub id: String,
@@ -317,7 +411,66 @@ fn run_row(d: &Done<'_, FinetuneJob, RunRecord>, method: String) -> RunRow {
 
 #[cfg(test)]
 mod tests {
-    use super::t_interval;
+    use super::{scarcity, t_interval, RunRow};
+
+    fn run(method: &str, fraction: f64, seed: u64, accuracy: f64) -> RunRow {
+        RunRow {
+            id: String::new(),
+            method: method.into(),
+            train_fraction: fraction,
+            seed,
+            train_examples: 10,
+            trainable_params: 1,
+            base_params: 1,
+            epochs_run: 1,
+            best_epoch: 1,
+            best_val_macro_f1: 0.5,
+            steps: 1,
+            test_accuracy: accuracy,
+            test_macro_f1: accuracy / 2.0,
+            test_majority_rate: 0.4,
+        }
+    }
+
+    /// Three fractions: the middle one is left out, and a seed without every fraction does not
+    /// count. hora − lora is +0.10 then +0.04 (seed 0) and +0.06 then +0.02 (seed 1) at the small
+    /// and large fraction: contrasts 0.06 and 0.04.
+    #[test]
+    fn the_scarcity_contrast_is_small_half_minus_large_half_per_seed() {
+        let mut rows = Vec::new();
+        for (seed, lora, hora) in [
+            (0, [0.50, 0.60, 0.70], [0.60, 0.90, 0.74]),
+            (1, [0.52, 0.61, 0.71], [0.58, 0.10, 0.73]),
+        ] {
+            for (k, f) in [0.01, 0.02, 0.04].into_iter().enumerate() {
+                rows.push(run("lora", f, seed, lora[k]));
+                rows.push(run("hora", f, seed, hora[k]));
+            }
+        }
+        rows.push(run("hora", 0.01, 2, 0.9)); // seed 2 has no lora run
+        let methods = ["lora", "hora"].map(String::from);
+        let out = scarcity(&methods, &["lora".to_string()], &rows);
+        assert_eq!(out.len(), 1);
+        let r = &out[0];
+        assert_eq!(
+            (r.method.as_str(), r.against.as_str(), r.seeds),
+            ("hora", "lora", 2)
+        );
+        assert_eq!(
+            (r.small_fractions.as_str(), r.large_fractions.as_str()),
+            ("0.01", "0.04")
+        );
+        assert!((r.accuracy_contrast - 0.05).abs() < 1e-12, "{r:?}");
+        assert!((r.macro_f1_contrast - 0.025).abs() < 1e-12, "{r:?}");
+        let (m, ci) = t_interval(&[0.06, 0.04]);
+        assert!((r.accuracy_contrast_lo.unwrap() - ci.unwrap().0).abs() < 1e-12 && m > 0.0);
+        // One fraction: no contrast.
+        let one: Vec<RunRow> = rows
+            .into_iter()
+            .filter(|r| r.train_fraction == 0.01)
+            .collect();
+        assert!(scarcity(&methods, &["lora".to_string()], &one).is_empty());
+    }
 
     #[test]
     fn the_paired_t_interval_has_the_textbook_width() {

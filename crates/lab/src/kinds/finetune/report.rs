@@ -1,5 +1,7 @@
 //! Figures and `summary.md` of a `finetune` profile, drawn from `accuracy.csv` and `paired.csv`.
-use super::metrics::{GroupRow, LrGridRow, PairedRow, LR_GRID_TABLE, PAIRED_TABLE};
+use super::metrics::{
+    GroupRow, LrGridRow, PairedRow, ScarcityRow, LR_GRID_TABLE, PAIRED_TABLE, SCARCITY_TABLE,
+};
 use super::FinetuneKind;
 use crate::kind::Report;
 use crate::layout::Dirs;
@@ -80,6 +82,10 @@ pub(super) fn write(kind: &FinetuneKind, profile: &str, dirs: &Dirs) -> anyhow::
             .collect();
         figures.extend(plot::save(&dirs.file("paired"), &panels, panels.len())?);
         summary += &paired_markdown(&paired);
+    }
+    let scarcity: Vec<ScarcityRow> = read_csv(&dirs.file(SCARCITY_TABLE))?;
+    if !scarcity.is_empty() {
+        summary += &scarcity_markdown(&scarcity);
     }
     if kind.is_grid(profile) {
         let grid: Vec<LrGridRow> = read_csv(&dirs.file(LR_GRID_TABLE))?;
@@ -225,4 +231,49 @@ fn lr_grid_markdown(grid: &[LrGridRow]) -> String {
         );
     }
     out
+}
+
+fn scarcity_markdown(rows: &[ScarcityRow]) -> String {
+    let mut s = "## Is the difference largest when data is scarce?\n\nPer seed, the mean paired \
+                 difference (method − reference) over the smaller half of the fractions minus the \
+                 same over the larger half; then the mean over seeds with a paired 95% \
+                 t-interval. Positive: the method gains more (or loses less) against the \
+                 reference when data is scarce. Seeds count only with runs of both methods at \
+                 every fraction. Table: `scarcity.csv`.\n\n"
+        .to_string();
+    let ci = |m: f64, lo: Option<f64>, hi: Option<f64>| match (lo, hi) {
+        (Some(lo), Some(hi)) => format!("{m:+.3} [{lo:+.3}, {hi:+.3}]"),
+        _ => format!("{m:+.3}"),
+    };
+    let header = [
+        "method",
+        "against",
+        "small fractions",
+        "large fractions",
+        "seeds",
+        "accuracy contrast [95% CI]",
+        "macro-F1 contrast [95% CI]",
+    ];
+    let table = rows.iter().map(|r| {
+        vec![
+            r.method.clone(),
+            r.against.clone(),
+            r.small_fractions.clone(),
+            r.large_fractions.clone(),
+            r.seeds.to_string(),
+            ci(
+                r.accuracy_contrast,
+                r.accuracy_contrast_lo,
+                r.accuracy_contrast_hi,
+            ),
+            ci(
+                r.macro_f1_contrast,
+                r.macro_f1_contrast_lo,
+                r.macro_f1_contrast_hi,
+            ),
+        ]
+    });
+    s += &crate::markdown::table(&header, table);
+    s += "\n";
+    s
 }
