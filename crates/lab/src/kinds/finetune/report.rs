@@ -148,10 +148,6 @@ fn paired_markdown(paired: &[PairedRow]) -> String {
                  (none for a single pair), and the pairs won, tied and lost on test accuracy. \
                  Table: `paired.csv`.\n\n"
         .to_string();
-    let ci = |m: f64, lo: Option<f64>, hi: Option<f64>| match (lo, hi) {
-        (Some(lo), Some(hi)) => format!("{m:+.3} [{lo:+.3}, {hi:+.3}]"),
-        _ => format!("{m:+.3}"),
-    };
     let header = [
         "method",
         "against",
@@ -167,8 +163,8 @@ fn paired_markdown(paired: &[PairedRow]) -> String {
             p.against.clone(),
             p.train_fraction.to_string(),
             p.pairs.to_string(),
-            ci(p.accuracy_diff, p.accuracy_diff_lo, p.accuracy_diff_hi),
-            ci(p.macro_f1_diff, p.macro_f1_diff_lo, p.macro_f1_diff_hi),
+            signed_ci(p.accuracy_diff, p.accuracy_diff_lo, p.accuracy_diff_hi),
+            signed_ci(p.macro_f1_diff, p.macro_f1_diff_lo, p.macro_f1_diff_hi),
             format!("{} / {} / {}", p.wins, p.ties, p.losses),
         ]
     });
@@ -241,10 +237,6 @@ fn scarcity_markdown(rows: &[ScarcityRow]) -> String {
                  reference when data is scarce. Seeds count only with runs of both methods at \
                  every fraction. Table: `scarcity.csv`.\n\n"
         .to_string();
-    let ci = |m: f64, lo: Option<f64>, hi: Option<f64>| match (lo, hi) {
-        (Some(lo), Some(hi)) => format!("{m:+.3} [{lo:+.3}, {hi:+.3}]"),
-        _ => format!("{m:+.3}"),
-    };
     let header = [
         "method",
         "against",
@@ -261,12 +253,12 @@ fn scarcity_markdown(rows: &[ScarcityRow]) -> String {
             r.small_fractions.clone(),
             r.large_fractions.clone(),
             r.seeds.to_string(),
-            ci(
+            signed_ci(
                 r.accuracy_contrast,
                 r.accuracy_contrast_lo,
                 r.accuracy_contrast_hi,
             ),
-            ci(
+            signed_ci(
                 r.macro_f1_contrast,
                 r.macro_f1_contrast_lo,
                 r.macro_f1_contrast_hi,
@@ -276,4 +268,12 @@ fn scarcity_markdown(rows: &[ScarcityRow]) -> String {
     s += &crate::markdown::table(&header, table);
     s += "\n";
     s
+}
+
+/// A signed difference with its interval, `+0.012 [-0.003, +0.027]` (without one: `+0.012`).
+fn signed_ci(m: f64, lo: Option<f64>, hi: Option<f64>) -> String {
+    match (lo, hi) {
+        (Some(lo), Some(hi)) => format!("{m:+.3} [{lo:+.3}, {hi:+.3}]"),
+        _ => format!("{m:+.3}"),
+    }
 }
