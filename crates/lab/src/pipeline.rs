@@ -54,6 +54,10 @@ pub fn run<K: Kind>(
     dirs: &Dirs,
     opts: &RunOptions,
 ) -> anyhow::Result<RunReport> {
+    // The checkout as the user left it: the plan below rewrites the profile's manifest, which
+    // may be committed, and a record must not call its tree modified for that (nor for any other
+    // output of this run).
+    let git = crate::provenance::git_state(info.path.parent().unwrap_or(Path::new(".")));
     let plan = plan(info, kind, dirs, opts.dry_run)?;
     // One run per experiment and shard at a time; held until this function returns (and released
     // by the OS if the process dies, however it dies).
@@ -134,7 +138,7 @@ pub fn run<K: Kind>(
             threads = fit;
         }
     }
-    let prov = RunProvenance::collect(&info.path, &info.sha256, threads);
+    let prov = RunProvenance::collect(&info.path, &info.sha256, threads, git);
     eprintln!(
         "{} / {}{shard_note}: running {} of {} jobs on {threads} thread(s) ({} already done)",
         info.name,

@@ -44,8 +44,15 @@ pub struct RunProvenance {
 }
 
 impl RunProvenance {
-    pub fn collect(experiment_file: &Path, experiment_sha256: &str, run_threads: usize) -> Self {
-        let git = git_state(experiment_file.parent().unwrap_or(Path::new(".")));
+    /// The provenance of a run, with the checkout's state `git` (from [`git_state`]) taken by the
+    /// caller: `hora run` takes it before it writes anything, since the manifest it rewrites may
+    /// be a tracked file.
+    pub fn collect(
+        experiment_file: &Path,
+        experiment_sha256: &str,
+        run_threads: usize,
+        git: GitState,
+    ) -> Self {
         RunProvenance {
             experiment_file: repo_path(experiment_file),
             experiment_sha256: experiment_sha256.to_string(),

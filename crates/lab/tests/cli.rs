@@ -839,3 +839,45 @@ fn timing_tables_are_drawn_and_never_count_as_a_mismatch() {
     );
     assert!(said.contains("every table is byte-identical"), "{said}");
 }
+
+/// A committed manifest that `hora run` rewrites (the profile grew) is the run's own output, not
+/// a change to the code: the records still name a clean tree, because the checkout's state is
+/// taken before anything is written.
+#[test]
+fn rewriting_a_committed_manifest_does_not_mark_records_dirty() {
+    let lab = Lab::new(TINY);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(&lab.root)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    git(&["init", "-q"]);
+    let manifest = lab.results().join("tiny/other/manifest.json");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    std::fs::write(&manifest, "{}\n").unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "tiny"]);
+    lab.ok(&["run", "tiny", "--profile", "other", "--threads", "2"]);
+    // The run did rewrite the tracked manifest ...
+    assert!(git(&["status", "--porcelain", "--untracked-files=no"]).contains("manifest.json"));
+    // ... and every record still names the commit, clean.
+    let head = git(&["rev-parse", "HEAD"]).trim().to_string();
+    let records = lab.records();
+    assert!(!records.is_empty());
+    for r in records {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(lab.raw().join(&r)).unwrap()).unwrap();
+        let p = &v["provenance"];
+        assert_eq!(p["git_revision"], head.as_str(), "{r}");
+        assert_eq!(p["git_dirty"], false, "{r}: {p}");
+        assert!(
+            p.get("git_diff_sha256").is_none_or(|d| d.is_null()),
+            "{r}: {p}"
+        );
+    }
+}
