@@ -529,22 +529,7 @@ mod tests {
         assert_eq!(kind.paired_references(), ["lora", "lora-3e-3", "full"]);
         let rows = |m: &str, acc: [f64; 2]| -> Vec<metrics::RunRow> {
             (0..2)
-                .map(|seed| metrics::RunRow {
-                    id: String::new(),
-                    method: m.into(),
-                    train_fraction: 0.01,
-                    seed,
-                    train_examples: 10,
-                    trainable_params: 1,
-                    base_params: 1,
-                    epochs_run: 1,
-                    best_epoch: 1,
-                    best_val_macro_f1: 0.5,
-                    steps: 1,
-                    test_accuracy: acc[seed as usize],
-                    test_macro_f1: acc[seed as usize],
-                    test_majority_rate: 0.4,
-                })
+                .map(|seed| metrics::tests::run(m, 0.01, seed, acc[seed as usize]))
                 .collect()
         };
         let mut all = rows("lora", [0.4, 0.5]);
