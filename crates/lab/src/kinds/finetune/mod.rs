@@ -282,9 +282,15 @@ impl FinetuneKind {
 
     /// The references of the paired table, in order: lora, every variant of lora, full.
     pub fn paired_references(&self) -> Vec<String> {
+        let mut r = self.lora_family();
+        r.push(AdapterKind::Full.name().to_string());
+        r
+    }
+
+    /// lora and every variant of it (the same adapter at other settings).
+    pub fn lora_family(&self) -> Vec<String> {
         let mut r = vec![AdapterKind::Lora.name().to_string()];
         r.extend(self.lora_variants.iter().cloned());
-        r.push(AdapterKind::Full.name().to_string());
         r
     }
 

@@ -24,6 +24,8 @@ pub(super) fn write(kind: &FinetuneKind, profile: &str, dirs: &Dirs) -> anyhow::
                 format!("{m} ({} trainable)", plot::number(params as f64)),
                 PALETTE[i % PALETTE.len()],
             );
+            // Past the palette a colour comes round again: a dashed line tells the two apart.
+            c.dashed = i >= PALETTE.len();
             c.points = g.iter().map(|r| (r.train_fraction, get(r).0)).collect();
             c.band = g
                 .iter()
@@ -78,7 +80,7 @@ pub(super) fn write(kind: &FinetuneKind, profile: &str, dirs: &Dirs) -> anyhow::
             .paired_references()
             .iter()
             .filter(|a| paired.iter().any(|p| &p.against == *a))
-            .map(|a| paired_panel(methods, &paired, a))
+            .map(|a| paired_panel(methods, &paired, a, &kind.lora_family()))
             .collect();
         figures.extend(plot::save(&dirs.file("paired"), &panels, panels.len())?);
         summary += &paired_markdown(&paired);
@@ -94,28 +96,49 @@ pub(super) fn write(kind: &FinetuneKind, profile: &str, dirs: &Dirs) -> anyhow::
     Ok(Report { figures, summary })
 }
 
+/// Log10 units between the error bars of neighbouring methods at one fraction, so that
+/// overlapping intervals stay apart (the points are drawn dodged about their fraction).
+const DODGE: f64 = 0.012;
+
 /// The paired accuracy difference against one reference method, per fraction, one line per
-/// method, with its paired 95% t-interval as error bars.
-fn paired_panel(methods: &[String], paired: &[PairedRow], against: &str) -> Panel {
+/// method, with its paired 95% t-interval as error bars. Methods of `family` other than the
+/// reference are left out when the reference is one of them: lora at another learning rate
+/// against lora is a choice of rate, not of adapter (it stays in the table), and one lora that
+/// failed to train would set the scale of the whole panel.
+fn paired_panel(
+    methods: &[String],
+    paired: &[PairedRow],
+    against: &str,
+    family: &[String],
+) -> Panel {
+    let shown: Vec<(usize, &String)> = methods
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !(family.contains(m) && family.iter().any(|f| f == against)))
+        .filter(|(_, m)| {
+            paired
+                .iter()
+                .any(|p| &p.method == *m && p.against == against)
+        })
+        .collect();
     let mut curves = Vec::new();
-    for (i, m) in methods.iter().enumerate() {
+    for (j, &(i, m)) in shown.iter().enumerate() {
         let rows: Vec<&PairedRow> = paired
             .iter()
             .filter(|p| &p.method == m && p.against == against)
             .collect();
-        if rows.is_empty() {
-            continue;
-        }
+        let shift = 10f64.powf(DODGE * (j as f64 - (shown.len() as f64 - 1.0) / 2.0));
         let mut c = Curve::new(m.clone(), PALETTE[i % PALETTE.len()]);
+        c.dashed = i >= PALETTE.len();
         c.points = rows
             .iter()
-            .map(|p| (p.train_fraction, p.accuracy_diff))
+            .map(|p| (p.train_fraction * shift, p.accuracy_diff))
             .collect();
         c.errors = rows
             .iter()
             .filter_map(|p| {
                 Some((
-                    p.train_fraction,
+                    p.train_fraction * shift,
                     p.accuracy_diff_lo?,
                     p.accuracy_diff,
                     p.accuracy_diff_hi?,
@@ -127,8 +150,9 @@ fn paired_panel(methods: &[String], paired: &[PairedRow], against: &str) -> Pane
     let (lo, hi) = paired.iter().fold((f64::INFINITY, 0f64), |(a, b), p| {
         (a.min(p.train_fraction), b.max(p.train_fraction))
     });
+    let reach = 10f64.powf(DODGE * (shown.len().max(1) as f64 - 1.0) / 2.0);
     let mut zero = Curve::new("", GREY);
-    zero.points = vec![(lo, 0.0), (hi, 0.0)];
+    zero.points = vec![(lo / reach, 0.0), (hi * reach, 0.0)];
     zero.dashed = true;
     zero.markers = false;
     curves.push(zero);
@@ -275,5 +299,74 @@ fn signed_ci(m: f64, lo: Option<f64>, hi: Option<f64>) -> String {
     match (lo, hi) {
         (Some(lo), Some(hi)) => format!("{m:+.3} [{lo:+.3}, {hi:+.3}]"),
         _ => format!("{m:+.3}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(method: &str, against: &str, f: f64, diff: f64) -> PairedRow {
+        PairedRow {
+            method: method.into(),
+            against: against.into(),
+            train_fraction: f,
+            pairs: 3,
+            accuracy_diff: diff,
+            accuracy_diff_lo: Some(diff - 0.01),
+            accuracy_diff_hi: Some(diff + 0.01),
+            macro_f1_diff: diff,
+            macro_f1_diff_lo: None,
+            macro_f1_diff_hi: None,
+            wins: 0,
+            ties: 0,
+            losses: 3,
+        }
+    }
+
+    #[test]
+    fn paired_panel_leaves_out_the_references_family_and_dodges_about_each_fraction() {
+        let methods: Vec<String> = ["lora", "hora", "full", "lora-3e-3"]
+            .map(String::from)
+            .to_vec();
+        let family = vec!["lora".to_string(), "lora-3e-3".to_string()];
+        let paired: Vec<PairedRow> = ["lora", "hora", "full"]
+            .iter()
+            .map(|m| row(m, "lora-3e-3", 0.01, -0.2))
+            .chain(["lora", "hora", "lora-3e-3"].map(|m| row(m, "full", 0.01, -0.05)))
+            .collect();
+        let labels = |p: &Panel| -> Vec<String> {
+            p.curves
+                .iter()
+                .filter(|c| !c.label.is_empty())
+                .map(|c| c.label.clone())
+                .collect()
+        };
+        let against_variant = paired_panel(&methods, &paired, "lora-3e-3", &family);
+        assert_eq!(labels(&against_variant), ["hora", "full"]);
+        let against_full = paired_panel(&methods, &paired, "full", &family);
+        assert_eq!(labels(&against_full), ["lora", "hora", "lora-3e-3"]);
+        // Three methods at one fraction: one left of it, one on it, one right, equally spaced in
+        // log10, and each error bar at its own point's x with the row's interval.
+        let xs: Vec<f64> = against_full.curves[..3]
+            .iter()
+            .map(|c| c.points[0].0)
+            .collect();
+        assert!((xs[0] * xs[2] - 0.01 * 0.01).abs() < 1e-15 && xs[1] == 0.01);
+        assert!(((xs[2] / xs[1]).log10() - DODGE).abs() < 1e-12);
+        for c in &against_full.curves[..3] {
+            assert_eq!(
+                c.errors[0],
+                (c.points[0].0, -0.05 - 0.01, -0.05, -0.05 + 0.01)
+            );
+        }
+        // The zero line reaches past the outermost bars.
+        let zero = against_full.curves.last().unwrap();
+        assert!(zero.points[0].0 <= xs[0] && zero.points[1].0 >= xs[2]);
+        // A ninth method comes round to the first colour: it is dashed.
+        let many: Vec<String> = (0..9).map(|i| format!("m{i}")).collect();
+        let rows: Vec<PairedRow> = many.iter().map(|m| row(m, "ref", 0.01, 0.0)).collect();
+        let p = paired_panel(&many, &rows, "ref", &family);
+        assert!(p.curves[..8].iter().all(|c| !c.dashed) && p.curves[8].dashed);
     }
 }
