@@ -381,10 +381,12 @@ impl BertEncoder {
             let q = split(ctx.project(&layer.query, dq.as_ref(), &xs)?)?;
             let k = split(layer.key.forward(&xs)?)?;
             let v = split(ctx.project(&layer.value, dv.as_ref(), &xs)?)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&additive)?;
+            let scores = (crate::fused::matmul(&q, &k.t()?)? * scale)?.broadcast_add(&additive)?;
             let probs = crate::fused::softmax_last_dim(&scores)?;
             let probs = ctx.drop(&probs, ctx.attention_dropout)?;
-            let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
+            let context = crate::fused::matmul(&probs, &v)?
+                .transpose(1, 2)?
+                .reshape((b, t, h))?;
             let attn = layer.attn_norm.forward(
                 &(ctx.drop(&layer.attn_out.forward(&context)?, ctx.hidden_dropout)? + &xs)?,
             )?;

@@ -1,5 +1,6 @@
 //! Fused CPU kernels, each with its own backward pass, for the three elementwise-heavy pieces of
-//! a BERT layer: layer norm, the row softmax of attention, and GELU (erf form).
+//! a BERT layer: layer norm, the row softmax of attention, and GELU (erf form); and attention's
+//! batched matrix products spread over the threads ([`matmul`]).
 //!
 //! Built from candle's tensor ops, these are 9–20 small ops each (every one a fresh buffer and a
 //! pass over memory, and in the backward a zero tensor per node that the gradient is added to),
@@ -367,6 +368,155 @@ impl CustomOp3 for LayerNormGrad {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Batched matrix product over the heads of attention
+
+/// `C[i] = A[i] · B[i]` for every batch index `i` (the batch dimensions flattened). candle's CPU
+/// matmul runs the batch as a loop of gemm calls one after the other; attention's products are
+/// 16 × 12 = 192 small ones (48 × 48 × 32) per call, too small for gemm to split, so one core
+/// works while the other waits. Here each product is one single-threaded gemm call and the batch
+/// is spread over the threads: every product is computed the same way on any thread count.
+struct BatchedMatmul;
+
+/// A rank ≥ 2 f32 operand seen as a batch of matrices: batch count and stride, rows, columns,
+/// row and column strides, and the offset of the first element.
+struct Batch {
+    count: usize,
+    stride: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+    offset: usize,
+}
+
+impl Batch {
+    /// The batch dimensions must flatten into one stride (true of a contiguous tensor and of one
+    /// with its last two dimensions transposed).
+    fn of(l: &Layout, what: &str) -> candle_core::Result<Batch> {
+        let (dims, strides) = (l.dims(), l.stride());
+        let r = dims.len();
+        if r < 2 {
+            return Err(candle_core::Error::Msg(format!(
+                "{what}: rank {r} is not a batch of matrices"
+            )));
+        }
+        // Dimensions of size 1 take no steps, whatever their stride says.
+        let batch: Vec<(usize, usize)> = (0..r - 2)
+            .filter(|&i| dims[i] > 1)
+            .map(|i| (dims[i], strides[i]))
+            .collect();
+        if batch.windows(2).any(|w| w[0].1 != w[1].1 * w[1].0) {
+            return Err(candle_core::Error::Msg(format!(
+                "{what}: batch dimensions {dims:?} with strides {strides:?} do not flatten"
+            )));
+        }
+        let count: usize = batch.iter().map(|d| d.0).product();
+        let stride = batch.last().map_or(0, |d| d.1);
+        Ok(Batch {
+            count,
+            stride,
+            rows: dims[r - 2],
+            cols: dims[r - 1],
+            rs: strides[r - 2],
+            cs: strides[r - 1],
+            offset: l.start_offset(),
+        })
+    }
+
+    /// One past the largest index the batch reads.
+    fn end(&self) -> usize {
+        if self.count == 0 || self.rows == 0 || self.cols == 0 {
+            return self.offset;
+        }
+        self.offset
+            + (self.count - 1) * self.stride
+            + (self.rows - 1) * self.rs
+            + (self.cols - 1) * self.cs
+            + 1
+    }
+}
+
+impl CustomOp2 for BatchedMatmul {
+    fn name(&self) -> &'static str {
+        "batched-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, b) = (s1.as_slice::<f32>()?, s2.as_slice::<f32>()?);
+        let (la, lb) = (Batch::of(l1, self.name())?, Batch::of(l2, self.name())?);
+        let (r1, r2) = (l1.dims().len(), l2.dims().len());
+        if r1 != r2 || l1.dims()[..r1 - 2] != l2.dims()[..r2 - 2] || la.cols != lb.rows {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: shapes {:?} and {:?} do not multiply",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            )));
+        }
+        if la.end() > a.len() || lb.end() > b.len() {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: a layout reaches past its storage",
+                self.name()
+            )));
+        }
+        let (m, k, n) = (la.rows, la.cols, lb.cols);
+        let mut c = vec![0f32; la.count * m * n];
+        if m * n > 0 {
+            c.par_chunks_mut(m * n).enumerate().for_each(|(i, c)| {
+                // SAFETY: c is one m × n row-major block; the reads of A[i] (m × k) and B[i]
+                // (k × n) at their strides stay below `end()`, checked against the slices above.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        c.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        a.as_ptr().add(la.offset + i * la.stride),
+                        la.cs as isize,
+                        la.rs as isize,
+                        b.as_ptr().add(lb.offset + i * lb.stride),
+                        lb.cs as isize,
+                        lb.rs as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            });
+        }
+        let mut dims = l1.dims().to_vec();
+        dims[r1 - 1] = n;
+        Ok((CpuStorage::F32(c), Shape::from(dims)))
+    }
+
+    /// `∂A = ∂C · Bᵀ`, `∂B = Aᵀ · ∂C`, both by this op on transposed views (no copies).
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _c: &Tensor,
+        dc: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let dc = dc.contiguous()?;
+        let da = dc.apply_op2_no_bwd(&b.t()?, &BatchedMatmul)?;
+        let db = a.t()?.apply_op2_no_bwd(&dc, &BatchedMatmul)?;
+        Ok((Some(da), Some(db)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The ops as functions
 
 fn on_cpu(xs: &Tensor) -> bool {
@@ -387,6 +537,16 @@ pub fn softmax_last_dim(xs: &Tensor) -> candle_core::Result<Tensor> {
         return reference::softmax_last_dim(xs);
     }
     xs.contiguous()?.apply_op1(Softmax)
+}
+
+/// The batched matrix product `a · b` of two tensors with the same batch dimensions (rank ≥ 3):
+/// on the CPU one single-threaded gemm per matrix, the batch spread over the threads; elsewhere
+/// candle's `matmul`.
+pub fn matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if !(on_cpu(a) && on_cpu(b)) || a.rank() < 3 {
+        return a.matmul(b);
+    }
+    a.apply_op2(b, BatchedMatmul)
 }
 
 /// Layer norm over the last dimension with gain and bias `(hidden)`.

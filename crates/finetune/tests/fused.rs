@@ -1,7 +1,7 @@
 //! The fused CPU kernels (`finetune::fused`, f32) against candle's tensor-op forms
 //! (`fused::reference`, each with candle's own backward) evaluated in f64: values and every
 //! gradient, on shapes whose rows do not fill a parallel chunk, and bit-identical results on 1, 2
-//! and 3 threads.
+//! and 3 threads. The batched matmul is checked the same way against candle's `matmul`.
 
 use candle_core::{DType, Device, Tensor, Var};
 use finetune::fused::{self, exp_f32, reference};
@@ -139,6 +139,63 @@ fn layer_norm_matches_candle() {
 }
 
 #[test]
+fn batched_matmul_matches_candle() {
+    // Attention's two products (the second operand a transposed view, as `q · kᵀ` has it, and
+    // contiguous, as `probs · v`), odd sizes, a batch of one and a rank-3 batch.
+    let cases: [(&[usize], &[usize], bool); 4] = [
+        (&[2, 3, 5, 4], &[2, 3, 7, 4], true),
+        (&[2, 12, 48, 48], &[2, 12, 48, 32], false),
+        (&[1, 1, 3, 9], &[1, 1, 9, 2], false),
+        (&[5, 6, 1], &[5, 1, 7], false),
+    ];
+    for (i, (a, b, transposed)) in cases.into_iter().enumerate() {
+        let (x, y) = (random(a, 2.0, 20 + i as u64), random(b, 2.0, 30 + i as u64));
+        let t = move |y: &Tensor| {
+            if transposed {
+                y.t().unwrap()
+            } else {
+                y.clone()
+            }
+        };
+        check(
+            "batched matmul",
+            &|v| fused::matmul(&v[0], &t(&v[1])).unwrap(),
+            &|v| v[0].matmul(&t(&v[1])).unwrap(),
+            &[x.clone(), y.clone()],
+            // f32 sums of up to 48 products of magnitude up to 4 against the f64 reference.
+            1e-5,
+        );
+        // Against candle's own f32 product and its backward: the same gemm calls, so the same
+        // bits (a training run does not move when attention switches to this op).
+        let w = random(
+            &[
+                a[..a.len() - 1].to_vec(),
+                vec![b[b.len() - 1 - transposed as usize]],
+            ]
+            .concat(),
+            1.0,
+            40,
+        );
+        let (ours, g_ours) = value_and_grads(
+            &|v| fused::matmul(&v[0], &t(&v[1])).unwrap(),
+            &[x.clone(), y.clone()],
+            &w,
+        );
+        let (candles, g_candle) =
+            value_and_grads(&|v| v[0].matmul(&t(&v[1])).unwrap(), &[x, y], &w);
+        assert_eq!(flat(&ours), flat(&candles), "case {i}: values");
+        for (g, h) in g_ours.iter().zip(&g_candle) {
+            assert_eq!(flat(g), flat(h), "case {i}: gradients");
+        }
+    }
+    // Operands that do not multiply, or whose batches differ, are an error, not a wrong answer.
+    let (x, y) = (random(&[2, 3, 4], 1.0, 1), random(&[2, 5, 6], 1.0, 2));
+    assert!(fused::matmul(&x, &y).is_err());
+    let (x, y) = (random(&[2, 3, 4], 1.0, 1), random(&[3, 4, 6], 1.0, 2));
+    assert!(fused::matmul(&x, &y).is_err());
+}
+
+#[test]
 fn frozen_layer_norm_parameters_get_no_gradient() {
     let x = Var::from_tensor(&random(&[4, 6], 1.0, 7)).unwrap();
     let (gain, bias) = (random(&[6], 1.0, 8), random(&[6], 1.0, 9));
@@ -163,7 +220,10 @@ fn results_do_not_depend_on_the_thread_count() {
             let w = random(&[64, 48, 384], 1.0, 14);
             let f = |t: &[Tensor]| {
                 let y = fused::layer_norm(&t[0], &t[1], &t[2], 1e-12).unwrap();
-                fused::softmax_last_dim(&fused::gelu_erf(&y).unwrap()).unwrap()
+                let y = fused::softmax_last_dim(&fused::gelu_erf(&y).unwrap()).unwrap();
+                // A batch of 64 products of 48 × 384 by 384 × 48, then back to the shape of w.
+                let s = fused::matmul(&y, &y.t().unwrap()).unwrap();
+                fused::matmul(&s, &y).unwrap()
             };
             let (y, g) = value_and_grads(&f, &inputs, &w);
             let mut out = flat(&y);
