@@ -111,10 +111,11 @@ fn paired_panel(
     against: &str,
     family: &[String],
 ) -> Panel {
+    let against_family = family.iter().any(|f| f == against);
     let shown: Vec<(usize, &String)> = methods
         .iter()
         .enumerate()
-        .filter(|(_, m)| !(family.contains(m) && family.iter().any(|f| f == against)))
+        .filter(|(_, m)| !(against_family && family.contains(m)))
         .filter(|(_, m)| {
             paired
                 .iter()
