@@ -1,7 +1,8 @@
 //! The batched kernel against its oracle, the per-sample reference loop: objective, gradient and
 //! predictions to 1e-12 relative for every parametrisation over H ∈ {1, 2, 8}, m ∈ {1, 2, 3},
 //! d, q ∈ {2, 3}, with n never a multiple of the block; the same bits on every instruction set this
-//! CPU has and at any thread count; its `exp` against the standard library's.
+//! CPU has and at any thread count; its `exp` against the standard library's; and its bits pinned by
+//! digest, so that speed work cannot silently move the committed fits.
 use hmoe::atoms::Atoms;
 use hmoe::data::sample_data;
 use hmoe::kernel::{exp_lane, Isa, CHUNK, LANES};
@@ -250,4 +251,99 @@ fn any_thread_count_gives_the_same_bits() {
     for threads in [2, 3, 4] {
         assert_eq!(run(threads), one, "{threads} threads");
     }
+}
+
+/// One case of the frozen-bits test: a model, atoms and data drawn uniformly from a seed by plain
+/// arithmetic (no libm call, so the inputs have the same bits on every machine).
+fn uniform_case(cfg: &ModelConfig, n: usize, seed: u64) -> Case {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut draw =
+        |k: usize, s: f64| -> Vec<f64> { (0..k).map(|_| rng.random_range(-s..s)).collect() };
+    let (h, sl, m, d, q) = (cfg.heads, cfg.slots, cfg.atoms, cfg.d, cfg.q);
+    let model = Model {
+        cfg: cfg.clone(),
+        p: draw(h * sl * d * d, 1.0),
+        e: draw(h * sl * q * d, 1.0),
+        gamma: cfg.outer_gate.then(|| draw(h * d, 1.0)),
+    };
+    let mut atoms = Atoms::zeros(h, sl, m, d, q);
+    atoms.dq = draw(atoms.dq.len(), 0.5);
+    atoms.dv = draw(atoms.dv.len(), 0.5);
+    atoms.c = draw(atoms.c.len(), 0.5);
+    let w = (sl + 1) * d;
+    let x = Array2::from_shape_vec((n, w), draw(n * w, 1.5)).unwrap();
+    let y = Array2::from_shape_vec((n, q), draw(n * q, 1.0)).unwrap();
+    Case { model, atoms, x, y }
+}
+
+/// SHA-256 of the little-endian bits, first 16 hex digits.
+fn digest(bits: impl IntoIterator<Item = u64>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for b in bits {
+        h.update(b.to_le_bytes());
+    }
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The bits of the batched kernel are part of every committed rates record: a fit is a path of
+/// the optimiser, and one changed rounding moves it (results/kernel-rerun.md shows by how much).
+/// So a change to `hmoe::kernel` that moves any bit of the objective, the gradient or the
+/// predictions must fail here, and land only with a rerun of the committed profiles and new
+/// digests. The digests were taken at revision b1dbe86, the kernel every committed rates record
+/// ran on; speed work that keeps them is free.
+#[test]
+fn the_kernel_bits_of_the_committed_fits_are_frozen() {
+    // (H, m, d, q, outer gate, self-attention): the committed shapes first, then the rest of
+    // the kernel's code paths (the unrolled sizes, the generic one, the gate, self-attention).
+    let shapes = [
+        (2, 1, 2, 2, false, false),
+        (2, 2, 2, 2, false, false),
+        (2, 3, 2, 2, false, false),
+        (2, 2, 2, 2, true, false),
+        (2, 2, 2, 2, false, true),
+        (1, 2, 3, 2, false, false),
+        (8, 4, 2, 3, true, false),
+        (2, 2, 3, 3, false, true),
+        (2, 2, 4, 5, true, false),
+    ];
+    let want = [
+        "c1b65e8f8838d03b",
+        "9eb29d7380595006",
+        "d842a705874e1c2d",
+        "5986c324a93d2fb4",
+        "0b1911f9daa1235b",
+        "0e997c02c178f4bc",
+        "2e8181d08d6a7697",
+        "63de2383ec292e65",
+        "1e69bc8dea35e852",
+    ];
+    let n = 2 * CHUNK + 3 * LANES + 5;
+    let mut got = Vec::new();
+    for (k, &(heads, atoms, d, q, outer_gate, self_attention)) in shapes.iter().enumerate() {
+        let cfg = ModelConfig {
+            heads,
+            atoms,
+            d,
+            q,
+            outer_gate,
+            self_attention,
+            ..ModelConfig::default()
+        };
+        let c = uniform_case(&cfg, n, 1000 + k as u64);
+        let (f, g) = grad_of(&c, Some(Isa::best()));
+        let p = c.model.predict(&c.atoms, c.x.view());
+        let all = bits(f, &g).into_iter().chain(p.iter().map(|v| v.to_bits()));
+        got.push(digest(all));
+    }
+    let report: Vec<String> = shapes
+        .iter()
+        .zip(&got)
+        .map(|(s, g)| format!("{s:?}: {g}"))
+        .collect();
+    eprintln!("kernel digests:\n{}", report.join("\n"));
+    assert_eq!(got, want, "the kernel's bits moved");
 }
