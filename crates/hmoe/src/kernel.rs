@@ -464,22 +464,22 @@ fn forward(p: &Prepared, z: Sizes, b: &mut Block) {
         let base = h * slots * m;
         let w = &ex[h * per..(h + 1) * per];
         let mut z = w[0];
-        for (k, wk) in (base..base + slots * m).zip(&w[1..]) {
-            prob[k] = *wk;
+        for wk in &w[1..] {
             z = add(z, *wk);
         }
         let mut inv = ZERO;
         for l in 0..LANES {
             inv[l] = 1.0 / z[l];
         }
-        for o in 0..q {
-            fh[h * q + o] = ZERO;
+        for (k, wk) in (base..base + slots * m).zip(&w[1..]) {
+            prob[k] = mul(*wk, inv);
         }
-        for k in base..base + slots * m {
-            prob[k] = mul(prob[k], inv);
-            for o in 0..q {
-                fh[h * q + o] = fma(prob[k], y[k * q + o], fh[h * q + o]);
+        for o in 0..q {
+            let mut acc = ZERO;
+            for k in base..base + slots * m {
+                acc = fma(prob[k], y[k * q + o], acc);
             }
+            fh[h * q + o] = acc;
         }
         for o in 0..q {
             f[o] = fma(pi_[h], fh[h * q + o], f[o]);
