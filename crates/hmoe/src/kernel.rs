@@ -25,12 +25,33 @@
 //! each available variant and compares the bits.
 //!
 //! # Where the time goes
-//! Measured on the benchmark (m = 2, n = 10⁴, AVX2): about a third in [`exp_lane`] (replacing it
-//! by an affine stub took a call from 0.78 to 0.53 ms); `perf` puts the rest in the per-atom
-//! multiply-adds (a quarter of the samples on `vfmadd`) and the loads, stores and broadcasts of
-//! 8-lane values, with no single hot spot. Wider blocks (16 samples) gained about 10% in a
-//! noisy measurement and were not kept: they would change the reduction order, and with it the
-//! bits of every committed fit.
+//! Measured on this workspace's 2-core AVX2 VM with `examples/kernel_time.rs` (best of 300 calls,
+//! lora atoms, m = 2, n = 10⁴, one thread; two builds run alternately, since the VM's speed
+//! drifts by tens of percent within minutes). The reference loop takes about 3.7 ms.
+//! - Before the changes below: 577 µs. About a third of it was in [`exp_lane`] (an affine stub
+//!   in its place took a call from 0.78 to 0.53 ms in an earlier, noisier measurement).
+//! - 483 µs: each block's softmax exps are taken side by side ([`exp_many`]: the Horner steps of
+//!   three arguments interleaved, so their 13-deep chains of multiply-adds overlap).
+//! - 435 µs: full blocks are loaded without per-value padding tests.
+//! - 414 µs: softmax weights are normalised straight from the exps, and each head's output is
+//!   summed in a register.
+//!
+//! Each of these moves no bit: every lane sees the same operations in the same order, and
+//! `tests/kernel.rs` pins the bits by digest.
+//!
+//! Tried and not kept, all bit-preserving and all slower:
+//! - groups of 2 or 4 exps (506, 565 µs against 483);
+//! - a fixed-size, fully unrolled exp group (511–579 µs);
+//! - two blocks' forward passes side by side, backward still block by block (488–558 µs
+//!   against 440);
+//! - staging eight blocks' gradient terms, so that each accumulator stays in a register
+//!   (486 µs against 436);
+//! - literal head counts, and exact-length slices so that the bounds checks fold away
+//!   (720–800 µs: the fully unrolled body ran slower).
+//!
+//! The literal-size copies from `with_sizes` gain nothing measurable on this machine: 433 µs
+//! without the (S, m, d, q) = (2, 2, 2, 2) copy, 434 µs with it. They are kept: they cost only
+//! compile time, and other CPUs may differ.
 //!
 //! # Threads
 //! The chunks of one call run on the current rayon pool. Inside a sweep that already occupies
