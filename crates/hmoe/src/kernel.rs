@@ -401,7 +401,7 @@ fn forward(p: &Prepared, z: Sizes, b: &mut Block) {
         &mut b.fh[..],
         &mut b.f[..],
     );
-    let (gate, value, cs) = (&p.gate[..], &p.value[..], &p.c[..]);
+    let (gate, value, cs) = (p.gate, p.value, p.c);
     // Outer weights.
     match p.gamma {
         None => {
