@@ -293,8 +293,10 @@ fn digest(bits: impl IntoIterator<Item = u64>) -> String {
 /// the optimiser, and one changed rounding moves it (results/kernel-rerun.md shows by how much).
 /// So a change to `hmoe::kernel` that moves any bit of the objective, the gradient or the
 /// predictions must fail here, and land only with a rerun of the committed profiles and new
-/// digests. The digests were taken at revision b1dbe86, the kernel every committed rates record
-/// ran on; speed work that keeps them is free.
+/// digests. The digests were taken at revision b1dbe86, whose kernel computes what the kernel of
+/// every committed rates record computed (the kernel rerun of results/kernel-rerun.md replaced all
+/// earlier records; the `scaling` profile, fitted at cf7c9bf, refits byte for byte at 35f0dd9).
+/// Speed work that keeps the digests is free.
 #[test]
 fn the_kernel_bits_of_the_committed_fits_are_frozen() {
     // (H, m, d, q, outer gate, self-attention): the committed shapes first, then the rest of
