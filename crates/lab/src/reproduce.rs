@@ -5,7 +5,8 @@
 //! difference per numeric column and naming any text cell that differs. Wherever a committed
 //! table has a column `X` with an interval `X_lo`, `X_hi` (a slope and its bootstrap interval in
 //! `rates.csv`, a mean and its band in `curves.csv`), the fresh `X` is checked against the
-//! committed interval.
+//! committed interval. Columns computed from per-start logs ([`LOG_COVERAGE`]) are set aside in
+//! rows where the committed records logged fewer starts than the fresh run.
 use crate::error::LabError;
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -28,6 +29,15 @@ pub enum TableStatus {
     Differs {
         columns: Vec<ColumnDiff>,
         text: Vec<String>,
+        /// Rows whose [`LOG_COVERAGE`] columns were left out: the committed records logged
+        /// fewer starts than the fresh run.
+        fuller_rows: usize,
+    },
+    /// Identical but for the [`LOG_COVERAGE`] columns of `rows` rows, where the fresh run's
+    /// records log starts that the committed ones (written before starts were logged) lack.
+    Fuller {
+        rows: usize,
+        count: String,
     },
     /// Different header or number of rows.
     Shape(String),
@@ -39,6 +49,30 @@ pub enum TableStatus {
 
 /// Tables that hold wall-clock times: they differ between machines and runs by nature.
 pub const MACHINE_DEPENDENT: &[&str] = &["timing.csv"];
+
+/// Columns of a table computed only over the fits whose record logs every start, with the
+/// column that counts those fits.
+pub struct LogCoverage {
+    pub file: &'static str,
+    pub count: &'static str,
+    pub columns: &'static [&'static str],
+}
+
+/// Records written before starts were logged (issue 11) leave these columns empty, or computed
+/// over fewer fits; a fresh run logs every start. So where a row's committed count is below the
+/// fresh one, these cells rest on logs the committed records lack: they are reported as filled
+/// in, not compared. Every other cell of the row still is.
+pub const LOG_COVERAGE: &[LogCoverage] = &[LogCoverage {
+    file: "estimator.csv",
+    count: "logged_fits",
+    columns: &[
+        "logged_fits",
+        "near_best_mean",
+        "flat_width_median",
+        "flat_wide_fraction",
+        "best_from_prior_fraction",
+    ],
+}];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TableComparison {
@@ -83,6 +117,20 @@ impl Comparison {
             })
     }
 
+    /// Every table byte-identical (wall-clock tables aside) but for start-log columns that the
+    /// fresh run fills where the committed records were written before starts were logged.
+    pub fn identical_but_fuller(&self) -> bool {
+        !self.tables.is_empty()
+            && self.tables.iter().all(|t| {
+                matches!(
+                    t.status,
+                    TableStatus::Identical
+                        | TableStatus::MachineDependent
+                        | TableStatus::Fuller { .. }
+                )
+            })
+    }
+
     /// Same tables, same shapes, and every fresh value inside its committed interval.
     pub fn within_intervals(&self) -> bool {
         !self.tables.is_empty()
@@ -91,6 +139,7 @@ impl Comparison {
                     t.status,
                     TableStatus::Identical
                         | TableStatus::Differs { .. }
+                        | TableStatus::Fuller { .. }
                         | TableStatus::MachineDependent
                 )
             })
@@ -111,7 +160,19 @@ impl Comparison {
                     writeln!(s, "  {}: not produced by the fresh run", t.file)
                 }
                 TableStatus::Shape(why) => writeln!(s, "  {}: different shape ({why})", t.file),
-                TableStatus::Differs { columns, text } => {
+                TableStatus::Fuller { rows, count } => writeln!(
+                    s,
+                    "  {}: byte-identical but for the start-log columns of {}, which the fresh \
+                     run fills (`{count}` lower in the committed table: its records were \
+                     written before starts were logged)",
+                    t.file,
+                    plural(*rows, "row")
+                ),
+                TableStatus::Differs {
+                    columns,
+                    text,
+                    fuller_rows,
+                } => {
                     let cols = columns
                         .iter()
                         .map(|c| format!("{} {:.1e}", c.column, c.max_rel))
@@ -128,6 +189,14 @@ impl Comparison {
                     }
                     if text.len() > 5 {
                         let _ = writeln!(s, "    ... and {} more text cells", text.len() - 5);
+                    }
+                    if *fuller_rows > 0 {
+                        let _ = writeln!(
+                            s,
+                            "    (the start-log columns of {} are left out: the committed \
+                             records logged fewer starts)",
+                            plural(*fuller_rows, "row")
+                        );
                     }
                     Ok(())
                 }
@@ -155,6 +224,11 @@ impl Comparison {
         }
         s
     }
+}
+
+/// `1 row`, `2 rows`.
+fn plural(k: usize, noun: &str) -> String {
+    format!("{k} {noun}{}", if k == 1 { "" } else { "s" })
 }
 
 struct Table {
@@ -218,9 +292,29 @@ fn compare_table(
         .enumerate()
         .filter_map(|(i, c)| Some((i, col(&format!("{c}_lo"))?, col(&format!("{c}_hi"))?)))
         .collect();
+    // The start-log columns of this table, if it has them all.
+    let coverage = LOG_COVERAGE.iter().find(|c| c.file == file).and_then(|c| {
+        let cols = c
+            .columns
+            .iter()
+            .map(|n| col(n))
+            .collect::<Option<Vec<_>>>()?;
+        Some((c.count, col(c.count)?, cols))
+    });
     let mut max_rel = vec![0.0f64; h.len()];
     let mut text = Vec::new();
+    let mut fuller_rows = 0;
     for (k, (a, b)) in committed.rows.iter().zip(&fresh.rows).enumerate() {
+        let skip: &[usize] = match &coverage {
+            Some((_, count, cols)) => match (number(&a[*count]), number(&b[*count])) {
+                (Some(c), Some(f)) if c < f => {
+                    fuller_rows += 1;
+                    cols
+                }
+                _ => &[],
+            },
+            None => &[],
+        };
         // A row is named by its text cells and its n.
         let label = a
             .iter()
@@ -230,6 +324,9 @@ fn compare_table(
             .collect::<Vec<_>>()
             .join(" ");
         for (j, (x, y)) in a.iter().zip(b).enumerate() {
+            if skip.contains(&j) {
+                continue;
+            }
             match (number(x), number(y)) {
                 (Some(u), Some(v)) => max_rel[j] = max_rel[j].max(rel_diff(u, v)),
                 _ if x != y => text.push(format!("{} (row {}): {x} → {y}", h[j], k + 1)),
@@ -260,8 +357,20 @@ fn compare_table(
             column: c.clone(),
             max_rel: *m,
         })
-        .collect();
-    TableStatus::Differs { columns, text }
+        .collect::<Vec<_>>();
+    match &coverage {
+        Some((count, _, _)) if columns.is_empty() && text.is_empty() && fuller_rows > 0 => {
+            TableStatus::Fuller {
+                rows: fuller_rows,
+                count: count.to_string(),
+            }
+        }
+        _ => TableStatus::Differs {
+            columns,
+            text,
+            fuller_rows,
+        },
+    }
 }
 
 /// The `.csv` tables of a committed profile folder, sorted; a user error when there are none
@@ -309,4 +418,103 @@ pub fn compare_dirs(committed: &Path, fresh: &Path) -> anyhow::Result<Comparison
         out.tables.push(TableComparison { file, status });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(rows: &[&str]) -> Table {
+        let mut it = rows
+            .iter()
+            .map(|r| r.split(',').map(String::from).collect());
+        Table {
+            header: it.next().unwrap(),
+            rows: it.collect(),
+        }
+    }
+
+    const HEADER: &str = "setting,method,n,fits,logged_fits,near_best_mean,flat_width_median,\
+                          flat_wide_fraction,best_from_prior_fraction,voronoi_mean";
+
+    #[test]
+    fn start_log_columns_count_only_where_both_runs_logged_the_same_fits() {
+        let committed = table(&[
+            HEADER,
+            "a,lora,100,2,0,,,,,0.5",
+            "a,lora,1000,2,2,2.0,0.1,0.0,0.5,0.25",
+        ]);
+        // The fresh run logs every start: the first row's start-log columns fill in.
+        let fresh = table(&[
+            HEADER,
+            "a,lora,100,2,2,1.5,0.2,0.5,0.0,0.5",
+            "a,lora,1000,2,2,2.0,0.1,0.0,0.5,0.25",
+        ]);
+        let mut out = Comparison::default();
+        let st = compare_table("estimator.csv", &committed, &fresh, &mut out);
+        assert_eq!(
+            st,
+            TableStatus::Fuller {
+                rows: 1,
+                count: "logged_fits".into()
+            }
+        );
+        // The same difference in a table without the rule is a difference.
+        let st = compare_table("other.csv", &committed, &fresh, &mut out);
+        assert!(
+            matches!(st, TableStatus::Differs { fuller_rows: 0, .. }),
+            "{st:?}"
+        );
+        // A loss that moved in a filled-in row is still reported, and so is a start-log
+        // column where both runs logged the same fits.
+        let moved = table(&[
+            HEADER,
+            "a,lora,100,2,2,1.5,0.2,0.5,0.0,0.6",
+            "a,lora,1000,2,2,3.0,0.1,0.0,0.5,0.25",
+        ]);
+        match compare_table("estimator.csv", &committed, &moved, &mut out) {
+            TableStatus::Differs {
+                columns,
+                text,
+                fuller_rows,
+            } => {
+                let names: Vec<&str> = columns.iter().map(|c| c.column.as_str()).collect();
+                assert_eq!(names, ["near_best_mean", "voronoi_mean"]);
+                assert!(text.is_empty(), "{text:?}");
+                assert_eq!(fuller_rows, 1);
+            }
+            st => panic!("{st:?}"),
+        }
+        // Fewer logged fits in the fresh run is not a fuller run: compared as usual.
+        let fewer = table(&[
+            HEADER,
+            "a,lora,100,2,0,,,,,0.5",
+            "a,lora,1000,2,1,2.0,0.1,0.0,0.5,0.25",
+        ]);
+        assert!(matches!(
+            compare_table("estimator.csv", &committed, &fewer, &mut out),
+            TableStatus::Differs { fuller_rows: 0, .. }
+        ));
+        let cmp = Comparison {
+            tables: vec![
+                TableComparison {
+                    file: "estimator.csv".into(),
+                    status: TableStatus::Fuller {
+                        rows: 1,
+                        count: "logged_fits".into(),
+                    },
+                },
+                TableComparison {
+                    file: "metrics.csv".into(),
+                    status: TableStatus::Identical,
+                },
+            ],
+            intervals: Vec::new(),
+        };
+        assert!(!cmp.identical());
+        assert!(cmp.identical_but_fuller());
+        assert!(cmp
+            .report()
+            .contains("byte-identical but for the start-log columns of 1 row,"));
+    }
 }
