@@ -106,44 +106,38 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    /// At least one table, and every table's status passes `ok`.
+    fn all_tables(&self, ok: impl Fn(&TableStatus) -> bool) -> bool {
+        !self.tables.is_empty() && self.tables.iter().all(|t| ok(&t.status))
+    }
+
     /// Every table byte-identical (wall-clock tables aside).
     pub fn identical(&self) -> bool {
-        !self.tables.is_empty()
-            && self.tables.iter().all(|t| {
-                matches!(
-                    t.status,
-                    TableStatus::Identical | TableStatus::MachineDependent
-                )
-            })
+        self.all_tables(|s| matches!(s, TableStatus::Identical | TableStatus::MachineDependent))
     }
 
     /// Every table byte-identical (wall-clock tables aside) but for start-log columns that the
     /// fresh run fills where the committed records were written before starts were logged.
     pub fn identical_but_fuller(&self) -> bool {
-        !self.tables.is_empty()
-            && self.tables.iter().all(|t| {
-                matches!(
-                    t.status,
-                    TableStatus::Identical
-                        | TableStatus::MachineDependent
-                        | TableStatus::Fuller { .. }
-                )
-            })
+        self.all_tables(|s| {
+            matches!(
+                s,
+                TableStatus::Identical | TableStatus::MachineDependent | TableStatus::Fuller { .. }
+            )
+        })
     }
 
     /// Same tables, same shapes, and every fresh value inside its committed interval.
     pub fn within_intervals(&self) -> bool {
-        !self.tables.is_empty()
-            && self.tables.iter().all(|t| {
-                matches!(
-                    t.status,
-                    TableStatus::Identical
-                        | TableStatus::Differs { .. }
-                        | TableStatus::Fuller { .. }
-                        | TableStatus::MachineDependent
-                )
-            })
-            && self.intervals.iter().all(IntervalCheck::inside)
+        self.all_tables(|s| {
+            matches!(
+                s,
+                TableStatus::Identical
+                    | TableStatus::Differs { .. }
+                    | TableStatus::Fuller { .. }
+                    | TableStatus::MachineDependent
+            )
+        }) && self.intervals.iter().all(IntervalCheck::inside)
     }
 
     /// A plain-text report: one line per table, the interval checks per table and column, and
