@@ -115,6 +115,19 @@ pub enum Command {
         #[arg(long = "sbatch-arg", allow_hyphen_values = true)]
         sbatch_arg: Vec<String>,
     },
+    /// Check that every committed number is traceable: every raw record of the experiments
+    /// (all when none is named) is valid, sealed by its checksum, made at a revision of this
+    /// repository's history from a clean tree (or one whose only change was a manifest), and
+    /// every committed metric table equals `hora metric` on the records. Exit 1 on any failure.
+    Verify {
+        /// Experiments to verify (default: every experiment file).
+        #[arg(value_name = "EXPERIMENT")]
+        names: Vec<String>,
+        /// Seal the valid records of formats 1 and 2 that have no checksum (adds that one field
+        /// to each file, no other byte), then verify.
+        #[arg(long)]
+        seal: bool,
+    },
     /// Check that every job of the manifest has a valid record; list the missing ones.
     Merge {
         experiment: String,
@@ -129,8 +142,11 @@ pub enum Command {
         adapter: String,
         #[arg(long, value_enum)]
         to: crate::kinds::finetune::adapters::ExportFormat,
-        /// The folder to write.
+        /// The folder to write (new or empty, unless --force).
         out: PathBuf,
+        /// Write into a folder that already holds files (those an export writes are replaced).
+        #[arg(long)]
+        force: bool,
     },
     /// Classify the lines of standard input with a saved adapter (a job id or a folder):
     /// one line out per text, `label<TAB>logit per label<TAB>text`.
@@ -167,6 +183,7 @@ const SUBCOMMANDS: &[&str] = &[
     "list",
     "slurm",
     "merge",
+    "verify",
     "export",
     "predict",
     "assets",
@@ -232,6 +249,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
     if g.threads == Some(0) {
         return Err(LabError::Usage("--threads must be at least 1".into()).into());
     }
+    crate::provenance::check_environment()?;
     let (root, experiments, results) = locate(&g);
     let opts = KindOptions {
         model_dir: g.model_dir.clone(),
@@ -244,6 +262,9 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
     });
     let name = match &command {
         Command::List => return list(&experiments, &results, &opts),
+        Command::Verify { names, seal } => {
+            return verify(&root, &experiments, &results, &opts, names, *seal)
+        }
         Command::Assets {
             command: AssetsCommand::Fetch { dir },
         } => {
@@ -256,7 +277,12 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
             );
             return Ok(true);
         }
-        Command::Export { adapter, to, out } => {
+        Command::Export {
+            adapter,
+            to,
+            out,
+            force,
+        } => {
             if g.dry_run {
                 println!(
                     "dry run: would export {adapter} as {to:?} to {}",
@@ -264,8 +290,9 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
                 );
                 return Ok(true);
             }
-            let what =
-                crate::kinds::finetune::adapters::export(adapter, *to, out, &results, &opts)?;
+            let what = crate::kinds::finetune::adapters::export(
+                adapter, *to, out, *force, &results, &opts,
+            )?;
             println!("exported {what}");
             return Ok(true);
         }
@@ -571,6 +598,7 @@ fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<b
             Ok(true)
         }
         Command::List
+        | Command::Verify { .. }
         | Command::Assets { .. }
         | Command::Export { .. }
         | Command::Predict { .. } => {
@@ -618,6 +646,81 @@ fn list(experiments: &Path, results: &Path, opts: &KindOptions) -> anyhow::Resul
         println!("{name:<width$}  {line}");
     }
     Ok(true)
+}
+
+/// `hora verify [X...] [--seal]`: the archive checked as a whole (`crate::verify`).
+fn verify(
+    root: &Path,
+    experiments: &Path,
+    results: &Path,
+    opts: &KindOptions,
+    names: &[String],
+    seal: bool,
+) -> anyhow::Result<bool> {
+    use crate::verify::{self, History, Tally, Verification};
+    let all = experiment::available(experiments);
+    let chosen: Vec<String> = if names.is_empty() {
+        all.clone()
+    } else {
+        names.to_vec()
+    };
+    let mut v = Verification::default();
+    let history = match History::open(root) {
+        Ok(h) => Some(h),
+        Err(why) => {
+            v.history = Some(why.clone());
+            v.findings.push(verify::Finding {
+                experiment: "-".into(),
+                subject: "-".into(),
+                check: "history",
+                detail: why,
+                note: false,
+            });
+            None
+        }
+    };
+    let scratch = tempfile::tempdir()?;
+    for name in &chosen {
+        let exp = kinds::load(experiments, name, opts)?;
+        let mut records = exp.audit_records(results)?;
+        if seal {
+            let n = verify::seal(&records)?;
+            if n > 0 {
+                eprintln!("{name}: sealed {n} records with their checksum");
+                records = exp.audit_records(results)?;
+            }
+        }
+        let mut tally = Tally::default();
+        verify::check_records(
+            name,
+            &records,
+            history.as_ref(),
+            &mut tally,
+            &mut v.findings,
+        );
+        verify::check_tables(
+            exp.as_ref(),
+            results,
+            scratch.path(),
+            &mut tally,
+            &mut v.findings,
+        )?;
+        eprintln!(
+            "{name}: {} records, {}/{} tables identical",
+            tally.records, tally.tables_identical, tally.tables
+        );
+        v.tallies.insert(name.clone(), tally);
+    }
+    if names.is_empty() {
+        v.findings.extend(verify::unclaimed_folders(results, &all));
+    }
+    print!("{}", v.report());
+    if v.passed() {
+        println!("verified: every record and every committed table checks out");
+    } else {
+        println!("NOT verified: see the failures above");
+    }
+    Ok(v.passed())
 }
 
 fn statuses(exp: &dyn Experiment, results: &Path) -> String {

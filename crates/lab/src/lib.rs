@@ -22,6 +22,7 @@ pub mod provenance;
 pub mod reproduce;
 pub mod slurm;
 pub mod store;
+pub mod verify;
 
 pub use error::LabError;
 pub use kind::Kind;

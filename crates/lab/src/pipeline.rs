@@ -126,7 +126,7 @@ pub fn run<K: Kind>(
         .max(1);
     // No more jobs at once than fit in memory together (the largest job counts for each).
     let largest = todo.iter().filter_map(|p| kind.memory_bytes(&p.job)).max();
-    if let (Some(job), Some(have)) = (largest, crate::provenance::host_memory()) {
+    if let (Some(job), Some(have)) = (largest, crate::provenance::host_memory()?) {
         let fit = (have / job.max(1)).max(1) as usize;
         if threads > fit {
             eprintln!(
@@ -181,8 +181,10 @@ pub fn run<K: Kind>(
                         job: &p.job,
                         record,
                         provenance: prov.for_job(t0.elapsed().as_secs_f64()),
+                        checksum: None,
                     };
-                    store::write_json(&dirs.record(&p.id), &env)
+                    env.sealed()
+                        .and_then(|env| store::write_json(&dirs.record(&p.id), &env))
                         .err()
                         .map(|e| format!("{e:#}"))
                 }
@@ -484,4 +486,78 @@ pub fn status<K: Kind>(
         .filter(|p| store::is_valid::<K::Job, K::Record>(&dirs.record(&p.id), &p.id))
         .count();
     Ok((done, plan.jobs.len()))
+}
+
+/// What one raw record file is, read as its experiment's kind.
+#[derive(Clone, Debug)]
+pub struct RecordCheck {
+    /// The file's stem (the id it claims).
+    pub id: String,
+    pub path: PathBuf,
+    /// Whether some profile of the experiment plans this job.
+    pub planned: bool,
+    /// `Err(why)`: the record is corrupt (it does not parse, names another job, its job does not
+    /// hash to its id, or its checksum does not match).
+    pub valid: Result<(), String>,
+    /// The record's `format` (1 when absent).
+    pub format: u64,
+    /// Whether the record carries a checksum (checked when `valid` is `Ok`).
+    pub sealed: bool,
+    /// The record's provenance, as stored.
+    pub provenance: serde_json::Value,
+}
+
+/// Read every `raw/*.json` of an experiment as its kind's records.
+pub fn audit_records<K: Kind>(
+    info: &crate::experiment::ExperimentInfo,
+    kind: &K,
+    results: &Path,
+) -> anyhow::Result<Vec<RecordCheck>> {
+    let mut planned = std::collections::BTreeSet::new();
+    for profile in kind.profiles() {
+        for p in plan::build(info, kind, &profile)?.jobs {
+            planned.insert(p.id);
+        }
+    }
+    let raw = Dirs::new(results, &info.name, "-").raw();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&raw) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => anyhow::bail!("cannot list {}: {e}", raw.display()),
+    };
+    files.sort();
+    Ok(files
+        .par_iter()
+        .map(|path| {
+            let id = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let value: serde_json::Value = std::fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let valid = match store::read::<K::Job, K::Record>(path, &id) {
+                Stored::Valid(_) => Ok(()),
+                Stored::Corrupt(why) => Err(why),
+                Stored::Missing => Err("vanished while being read".into()),
+            };
+            RecordCheck {
+                planned: planned.contains(&id),
+                format: value.get("format").and_then(|f| f.as_u64()).unwrap_or(1),
+                sealed: value.get("checksum").is_some_and(|c| c.is_string()),
+                provenance: value
+                    .get("provenance")
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+                id,
+                path: path.clone(),
+                valid,
+            }
+        })
+        .collect())
 }

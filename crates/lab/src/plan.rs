@@ -52,7 +52,7 @@ pub fn build<K: Kind>(
     profile: &str,
 ) -> Result<Plan<K::Job>, LabError> {
     let jobs = kind.jobs(profile)?;
-    let memory = crate::provenance::host_memory();
+    let memory = crate::provenance::host_memory()?;
     let mut seen = std::collections::HashMap::new();
     let mut planned = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -71,7 +71,7 @@ pub fn build<K: Kind>(
                     &info.path,
                     format!(
                         "profile `{profile}`: job {label} needs about {} of memory, more than this \
-                         machine's {} (set HORA_MEMORY_LIMIT in bytes to change the limit); \
+                         machine's {} (set HORA_MEMORY_LIMIT, in bytes or as 16G, to change the limit); \
                          use a smaller grid value",
                         crate::provenance::gib(need),
                         crate::provenance::gib(have)

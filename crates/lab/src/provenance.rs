@@ -91,18 +91,82 @@ pub fn host_threads() -> usize {
 }
 
 /// Physical memory of the host in bytes (`MemTotal` of /proc/meminfo; `None` elsewhere), or the
-/// limit in `$HORA_MEMORY_LIMIT` (bytes) when set, e.g. a cluster job's share of a node.
-pub fn host_memory() -> Option<u64> {
-    if let Some(v) = std::env::var("HORA_MEMORY_LIMIT")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        return Some(v);
+/// limit in `$HORA_MEMORY_LIMIT` when set, e.g. a cluster job's share of a node. A value that is
+/// not a size is an error naming the variable, never silently ignored.
+pub fn host_memory() -> Result<Option<u64>, crate::LabError> {
+    if let Some(limit) = memory_limit_env()? {
+        return Ok(Some(limit));
     }
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let Ok(text) = std::fs::read_to_string("/proc/meminfo") else {
+        return Ok(None);
+    };
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024))
+}
+
+/// `$HORA_MEMORY_LIMIT`: bytes, or a number with a binary suffix (`512M`, `16G`, `1T`, also
+/// `16GiB`); unset or empty means "the machine's memory".
+pub fn memory_limit_env() -> Result<Option<u64>, crate::LabError> {
+    let Some(raw) = std::env::var_os("HORA_MEMORY_LIMIT") else {
+        return Ok(None);
+    };
+    let raw = raw.to_string_lossy();
+    let v = raw.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    parse_size(v).map(Some).ok_or_else(|| {
+        crate::LabError::Usage(format!(
+            "HORA_MEMORY_LIMIT={raw} is not a memory size: give bytes (17179869184) or a number \
+             with K, M, G or T (16G), above 0"
+        ))
+    })
+}
+
+/// A size in bytes: digits, optionally followed by K, M, G or T (powers of 1024, with or without
+/// `iB`/`B`).
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let digits = v.chars().take_while(|c| c.is_ascii_digit()).count();
+    let (num, unit) = v.split_at(digits);
+    let num: u64 = num.parse().ok()?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return None,
+    };
+    num.checked_mul(1u64 << shift).filter(|b| *b > 0)
+}
+
+/// Every environment variable `hora` reads, checked as a flag is, before a command starts:
+/// `HORA_MEMORY_LIMIT` (a size), `HORA_ASSETS` (a folder, when it exists), `PYTHON` (a
+/// command, when set). The Slurm array variables are checked where `run` reads them.
+pub fn check_environment() -> Result<(), crate::LabError> {
+    memory_limit_env()?;
+    if let Some(dir) = std::env::var_os("HORA_ASSETS").filter(|d| !d.is_empty()) {
+        let path = Path::new(&dir);
+        if path.exists() && !path.is_dir() {
+            return Err(crate::LabError::Usage(format!(
+                "HORA_ASSETS={} is a file, not the assets folder",
+                path.display()
+            )));
+        }
+    }
+    if let Some(py) = std::env::var_os("PYTHON") {
+        if py.to_string_lossy().trim().is_empty() {
+            return Err(crate::LabError::Usage(
+                "PYTHON is set but empty: unset it (python3 is used) or name a Python".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Bytes in GiB, for messages.

@@ -552,7 +552,7 @@ seeds = [0, 1]
 
 /// Records are checked on read: a stored job edited by hand no longer hashes to the record's id
 /// and is reported as corrupt (then rerun); a format newer than this build is named as such; a
-/// format-1 record (no `format` field) still reads.
+/// format-1 record (no `format` field, no checksum) still reads.
 #[test]
 fn edited_and_foreign_records_are_reported_and_format_1_still_reads() {
     let lab = reference();
@@ -565,7 +565,8 @@ fn edited_and_foreign_records_are_reported_and_format_1_still_reads() {
         std::fs::write(path(n), serde_json::to_vec_pretty(v).unwrap()).unwrap()
     };
     let v = json(&names[0]);
-    assert_eq!(v["format"], 2);
+    assert_eq!(v["format"], 3);
+    assert!(v["checksum"].as_str().is_some_and(|c| c.len() == 64));
     assert!(v["provenance"]["experiment_file"]
         .as_str()
         .unwrap()
@@ -581,6 +582,7 @@ fn edited_and_foreign_records_are_reported_and_format_1_still_reads() {
     write(&names[1], &newer);
     let mut old = json(&names[2]);
     old.as_object_mut().unwrap().remove("format");
+    old.as_object_mut().unwrap().remove("checksum");
     write(&names[2], &old);
 
     let out = lab.hora(&["merge", "tiny"]);
@@ -878,6 +880,282 @@ fn rewriting_a_committed_manifest_does_not_mark_records_dirty() {
         assert!(
             p.get("git_diff_sha256").is_none_or(|d| d.is_null()),
             "{r}: {p}"
+        );
+    }
+}
+
+/// `git` in the lab's root, as a test's committer.
+fn git_in(lab: &Lab, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(&lab.root)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `hora verify` traces every record and table to the history: records from a clean tree, and
+/// from a tree whose only change was a manifest that was committed later, pass; a record of
+/// another change, an edited result field, a record without its checksum and a stale table each
+/// fail, named; `--seal` seals an old-format record and nothing else.
+#[test]
+fn verify_traces_every_record_and_table_to_the_history() {
+    let lab = Lab::new(TINY);
+    // Outside a checkout nothing can be traced.
+    let out = lab.hora(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("is not a git checkout"),
+        "{}",
+        text(&out)
+    );
+
+    std::fs::write(lab.root.join("README"), "tiny\n").unwrap();
+    let manifest = lab.results().join("tiny/other/manifest.json");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    std::fs::write(&manifest, "{}\n").unwrap();
+    git_in(&lab, &["init", "-q"]);
+    git_in(&lab, &["add", "."]);
+    git_in(&lab, &["commit", "-q", "-m", "tiny"]);
+    // The other profile from a tree whose only change is its manifest (as a run before 6d1f991
+    // left it when it grew a committed manifest), committed with the records afterwards.
+    lab.ok(&["plan", "tiny", "--profile", "other"]);
+    lab.ok(&["run", "tiny", "--profile", "other", "--threads", "2"]);
+    lab.ok(&["metric", "tiny", "--profile", "other"]);
+    git_in(&lab, &["add", "."]);
+    git_in(&lab, &["commit", "-q", "-m", "other"]);
+    // Then the quick profile (which holds the other's jobs) from a clean tree.
+    lab.ok(&["tiny", "--threads", "2"]);
+    git_in(&lab, &["add", "."]);
+    git_in(&lab, &["commit", "-q", "-m", "quick"]);
+    let other_records: Vec<String> = lab
+        .records()
+        .into_iter()
+        .filter(|r| {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(lab.raw().join(r)).unwrap()).unwrap();
+            v["provenance"]["git_dirty"] == true
+        })
+        .collect();
+    assert!(
+        !other_records.is_empty(),
+        "the other profile ran from a modified tree"
+    );
+
+    let out = lab.ok(&["verify"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("verified: every record"), "{said}");
+    let total = lab.records().len();
+    let traced = other_records.len();
+    // records, valid, sealed, in history, clean, traced.
+    assert!(
+        said.contains(&format!(
+            "| tiny | {total} | {total} | {total} | {total} | {} | {traced} |",
+            total - traced
+        )),
+        "{said}"
+    );
+
+    // Three faults at once: an edited result, an old record without a checksum, a stale table.
+    let names: Vec<String> = lab.records().into_iter().collect();
+    let path = |n: &str| lab.raw().join(n);
+    let id = |n: &str| n.trim_end_matches(".json").to_string();
+    let json = |n: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path(n)).unwrap()).unwrap()
+    };
+    let clean: Vec<&String> = names
+        .iter()
+        .filter(|n| !other_records.contains(n))
+        .collect();
+    let (edited, unsealed) = (clean[0].clone(), clean[1].clone());
+    let mut v = json(&edited);
+    let objective = v["record"]["objective"].as_f64().unwrap();
+    v["record"]["objective"] = serde_json::json!(objective * 0.5);
+    std::fs::write(path(&edited), serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let mut v = json(&unsealed);
+    v.as_object_mut().unwrap().remove("checksum");
+    v["format"] = serde_json::json!(2);
+    let mut bytes = serde_json::to_vec_pretty(&v).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(path(&unsealed), &bytes).unwrap();
+    let metrics = lab.out("metrics.csv");
+    let table = std::fs::read_to_string(&metrics).unwrap();
+    std::fs::write(&metrics, table.replacen(",", ";", 1)).unwrap();
+    // (Committed, as an archive that was edited would be: the reruns below are from clean trees.)
+    git_in(&lab, &["commit", "-q", "-am", "faults"]);
+    let out = lab.hora(&["verify", "tiny"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        format!("{}  [record] its checksum does not match", id(&edited)),
+        format!("{}  [checksum] format 2 without a checksum", id(&unsealed)),
+        "quick/metrics.csv  [tables] differs".to_string(),
+    ] {
+        assert!(said.contains(&needle), "`{needle}` not in\n{said}");
+    }
+    // The readers name the edited record too, and a run replaces it.
+    let out = lab.hora(&["merge", "tiny"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("corrupt  {}", id(&edited))),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&metrics, &table).unwrap();
+    git_in(&lab, &["commit", "-q", "-am", "table restored"]);
+    lab.ok(&["run", "tiny"]);
+    // (The new record names a new revision, so the tables move with it.)
+    lab.ok(&["metric", "tiny"]);
+    // `--seal` seals the old record, adding one line and changing no other byte.
+    let out = lab.ok(&["verify", "tiny", "--seal"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("verified: every record"),
+        "{}",
+        text(&out)
+    );
+    let sealed = std::fs::read(path(&unsealed)).unwrap();
+    assert_eq!(
+        sealed.len() - bytes.len(),
+        ",\n  \"checksum\": \"\"".len() + 64
+    );
+    assert_eq!(json(&unsealed)["format"], 2);
+
+    // A record made from a tree with another change is not traceable.
+    std::fs::write(lab.root.join("README"), "tiny, changed\n").unwrap();
+    std::fs::remove_file(path(&edited)).unwrap();
+    lab.ok(&["run", "tiny"]);
+    let out = lab.hora(&["verify", "tiny"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("{}  [tree] ran from a modified tree", id(&edited)))
+            && said.contains("is not a manifest-only change"),
+        "{said}"
+    );
+}
+
+/// Every environment variable `hora` reads is checked like a flag: a memory limit that is not a
+/// size is an error that names it, not silently the machine's memory.
+#[test]
+fn environment_variables_are_checked_like_flags() {
+    let lab = Lab::new(TINY);
+    for (var, value) in [
+        ("HORA_MEMORY_LIMIT", "lots"),
+        ("HORA_MEMORY_LIMIT", "0"),
+        ("HORA_MEMORY_LIMIT", "16Q"),
+        ("PYTHON", " "),
+    ] {
+        let out = lab
+            .command(&["plan", "tiny"])
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(var),
+            "{var}={value}: {}",
+            text(&out)
+        );
+        assert!(!lab.results().exists(), "{var}={value} wrote results");
+    }
+    let file = lab.root.join("not-a-folder");
+    std::fs::write(&file, "").unwrap();
+    let out = lab
+        .command(&["plan", "tiny"])
+        .env("HORA_ASSETS", &file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HORA_ASSETS"));
+    // A size with a unit is a size.
+    let out = lab
+        .command(&["plan", "tiny"])
+        .env("HORA_MEMORY_LIMIT", "16G")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// A full disk (a 64 KiB tmpfs in a private mount namespace) fails the jobs it hits, by name,
+/// and leaves no partial record: every record on it reads as valid, and a run with room
+/// afterwards completes the profile to the metrics of an uninterrupted run. Needs `unshare`
+/// and the right to mount (root, or unprivileged user namespaces); it says so when it cannot.
+#[test]
+fn a_full_disk_fails_jobs_by_name_and_leaves_no_partial_record() {
+    let lab = Lab::new(TINY);
+    let small = lab.root.join("small");
+    let copy = lab.root.join("copy");
+    std::fs::create_dir_all(&small).unwrap();
+    std::fs::create_dir_all(&copy).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=64k tmpfs small || exit 97; echo mounted; \
+         '{}' run tiny --threads 2 --results small; echo \"exit=$?\"; cp -a small/. copy/",
+        env!("CARGO_BIN_EXE_hora")
+    );
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n");
+    let ns: &[&str] = if root.unwrap_or(false) {
+        &["-m"]
+    } else {
+        &["-r", "-m"]
+    };
+    let out = Command::new("unshare")
+        .args(ns)
+        .args(["sh", "-c", &script])
+        .current_dir(&lab.root)
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("SLURM_ARRAY_TASK_COUNT")
+        .output();
+    let out = match out {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).contains("mounted") => o,
+        other => {
+            eprintln!("SKIPPED: cannot mount a tmpfs here ({other:?})");
+            return;
+        }
+    };
+    let said = text(&out);
+    assert!(said.contains("exit=1"), "{said}");
+    assert!(said.contains("No space left on device"), "{said}");
+    assert!(said.contains("jobs failed"), "{said}");
+    let raw = copy.join("tiny/raw");
+    let on_disk: Vec<_> = std::fs::read_dir(&raw)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        on_disk.iter().all(|n| n.ends_with(".json")),
+        "a temporary file was left: {on_disk:?}"
+    );
+    let written = on_disk.len();
+    assert!(written > 0 && written < QUICK_JOBS, "{written} records fit");
+    // Every record that landed is whole: merge finds no corrupt one.
+    let out = lab.hora(&["merge", "tiny", "--results", copy.to_str().unwrap()]);
+    let merged = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        merged.contains(&format!(
+            "{written} of {QUICK_JOBS} jobs have a valid record"
+        )) && merged.contains(" 0 corrupt"),
+        "{}",
+        text(&out)
+    );
+    // With room, the same run completes to the uninterrupted run's metrics.
+    lab.ok(&[
+        "tiny",
+        "--threads",
+        "2",
+        "--results",
+        copy.to_str().unwrap(),
+    ]);
+    let reference = reference();
+    for t in TABLES {
+        assert_eq!(
+            std::fs::read(copy.join("tiny/quick").join(t)).unwrap(),
+            reference.read(t),
+            "{t}"
         );
     }
 }

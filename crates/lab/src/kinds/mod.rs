@@ -85,6 +85,8 @@ pub trait Experiment {
     fn merge(&self, dirs: &Dirs, from: &[PathBuf]) -> anyhow::Result<MergeReport>;
     /// (jobs with a valid record, jobs) of a profile, writing nothing.
     fn status(&self, results: &Path, profile: &str) -> anyhow::Result<(usize, usize)>;
+    /// Every raw record file of the experiment, read as this kind's records (`hora verify`).
+    fn audit_records(&self, results: &Path) -> anyhow::Result<Vec<pipeline::RecordCheck>>;
 }
 
 struct Loaded<K> {
@@ -121,6 +123,9 @@ impl<K: Kind> Experiment for Loaded<K> {
     }
     fn status(&self, results: &Path, profile: &str) -> anyhow::Result<(usize, usize)> {
         pipeline::status(&self.info, &self.kind, results, profile)
+    }
+    fn audit_records(&self, results: &Path) -> anyhow::Result<Vec<pipeline::RecordCheck>> {
+        pipeline::audit_records(&self.info, &self.kind, results)
     }
 }
 

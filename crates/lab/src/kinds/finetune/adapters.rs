@@ -2,6 +2,7 @@
 //! `hora export` writes one as a peft LoRA folder or as a merged `BertModel` checkpoint, and
 //! `hora predict` classifies lines of text with one. Nothing here touches the network.
 use super::assets;
+use crate::error::LabError;
 use crate::experiment::KindOptions;
 use crate::layout::ADAPTER_SUFFIX;
 use anyhow::{bail, Context};
@@ -97,10 +98,12 @@ pub fn export(
     target: &str,
     to: ExportFormat,
     out: &Path,
+    force: bool,
     results: &Path,
     opts: &KindOptions,
 ) -> anyhow::Result<String> {
     let dir = resolve(target, results)?;
+    check_export_target(out, &dir, force)?;
     let (saved, model_dir) = load(&dir, opts)?;
     let meta = saved.metadata.clone();
     let model_path = std::fs::canonicalize(&model_dir).unwrap_or(model_dir.clone());
@@ -150,6 +153,52 @@ pub fn export(
     }
 }
 
+/// An export writes into an empty or new folder; a folder with files in it (another adapter, a
+/// checkpoint) is overwritten only with `--force`, and never the adapter's own folder.
+fn check_export_target(out: &Path, source: &Path, force: bool) -> anyhow::Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(LabError::Usage(format!(
+            "{} exists and is not a folder: export writes a folder",
+            out.display()
+        ))
+        .into());
+    }
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same(out, source) {
+        return Err(LabError::Usage(format!(
+            "{} is the adapter's own folder: export to another one",
+            out.display()
+        ))
+        .into());
+    }
+    let mut entries: Vec<String> = std::fs::read_dir(out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if entries.is_empty() || force {
+        return Ok(());
+    }
+    entries.sort();
+    let shown = entries
+        .iter()
+        .take(4)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = if entries.len() > 4 { ", ..." } else { "" };
+    Err(LabError::Usage(format!(
+        "{} is not empty (it holds {shown}{more}): export to a new or empty folder, or pass \
+         --force to overwrite the files an export writes there",
+        out.display()
+    ))
+    .into())
+}
+
 /// `hora predict DIR`: one line of output per line of input, `label<TAB>logit…<TAB>text`.
 pub fn predict(
     target: &str,
@@ -196,6 +245,44 @@ pub fn predict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An export goes to a new or empty folder; one holding files (another adapter) only with
+    /// `--force`, which names them when refused; never to the adapter's own folder, nor a file.
+    #[test]
+    fn export_refuses_a_folder_with_files_unless_forced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = tmp.path().join("x.adapter");
+        std::fs::create_dir_all(&source).unwrap();
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        check_export_target(&tmp.path().join("new"), &source, false).unwrap();
+        check_export_target(&empty, &source, false).unwrap();
+        let taken = tmp.path().join("taken");
+        std::fs::create_dir_all(&taken).unwrap();
+        std::fs::write(taken.join("adapter_config.json"), "{}").unwrap();
+        let err = check_export_target(&taken, &source, false).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("is not empty")
+                && msg.contains("adapter_config.json")
+                && msg.contains("--force"),
+            "{msg}"
+        );
+        assert!(
+            err.downcast_ref::<LabError>().is_some(),
+            "a user error (exit 2)"
+        );
+        check_export_target(&taken, &source, true).unwrap();
+        let own = check_export_target(&source, &source, true).unwrap_err();
+        assert!(format!("{own:#}").contains("own folder"), "{own:#}");
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(format!(
+            "{:#}",
+            check_export_target(&file, &source, true).unwrap_err()
+        )
+        .contains("not a folder"));
+    }
 
     #[test]
     fn a_job_id_resolves_to_its_adapter_folder_and_nothing_else() {
