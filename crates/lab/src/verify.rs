@@ -489,7 +489,19 @@ pub fn check_tables(
         let mut dirs = Dirs::new(results, name, &profile);
         let out = scratch.join(name).join(&profile);
         dirs.out = Some(out.clone());
-        let report = exp.metric(&dirs)?;
+        let report = match exp.metric(&dirs) {
+            Ok(r) => r,
+            Err(e) => {
+                findings.push(Finding {
+                    experiment: name.clone(),
+                    subject: format!("{profile}/"),
+                    check: "tables",
+                    detail: format!("`hora metric` cannot recompute the tables: {e:#}"),
+                    note: false,
+                });
+                continue;
+            }
+        };
         for file in &report.files {
             let Some(fname) = file.file_name() else {
                 continue;
