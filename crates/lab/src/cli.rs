@@ -127,6 +127,10 @@ pub enum Command {
         /// to each file, no other byte), then verify.
         #[arg(long)]
         seal: bool,
+        /// Check the records and tables only, not the git history (for an export of the
+        /// repository without its .git; the report says the history was not checked).
+        #[arg(long)]
+        skip_history: bool,
     },
     /// Check that every job of the manifest has a valid record; list the missing ones.
     Merge {
@@ -262,8 +266,20 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
     });
     let name = match &command {
         Command::List => return list(&experiments, &results, &opts),
-        Command::Verify { names, seal } => {
-            return verify(&root, &experiments, &results, &opts, names, *seal)
+        Command::Verify {
+            names,
+            seal,
+            skip_history,
+        } => {
+            return verify(
+                &root,
+                &experiments,
+                &results,
+                &opts,
+                names,
+                *seal,
+                *skip_history,
+            )
         }
         Command::Assets {
             command: AssetsCommand::Fetch { dir },
@@ -656,6 +672,7 @@ fn verify(
     opts: &KindOptions,
     names: &[String],
     seal: bool,
+    skip_history: bool,
 ) -> anyhow::Result<bool> {
     use crate::verify::{self, History, Tally, Verification};
     let all = experiment::available(experiments);
@@ -666,6 +683,10 @@ fn verify(
     };
     let mut v = Verification::default();
     let history = match History::open(root) {
+        _ if skip_history => {
+            v.history = Some("--skip-history was given".into());
+            None
+        }
         Ok(h) => Some(h),
         Err(why) => {
             v.history = Some(why.clone());

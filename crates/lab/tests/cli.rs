@@ -911,6 +911,16 @@ fn verify_traces_every_record_and_table_to_the_history() {
         "{}",
         text(&out)
     );
+    // Records and tables alone can still be checked, and the report says what was not.
+    lab.ok(&["tiny", "--threads", "2"]);
+    let out = lab.ok(&["verify", "--skip-history"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("history checks not run: --skip-history was given"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_dir_all(lab.results()).unwrap();
 
     std::fs::write(lab.root.join("README"), "tiny\n").unwrap();
     let manifest = lab.results().join("tiny/other/manifest.json");
