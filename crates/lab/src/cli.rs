@@ -132,6 +132,14 @@ pub enum Command {
         #[arg(long)]
         skip_history: bool,
     },
+    /// The paper's figures (PDF with the font embedded, and 300-dpi PNG, at one or two columns'
+    /// width) and tables (LaTeX with booktabs, and Markdown), from the committed tables of the
+    /// paper profiles, into results/paper/ (or --out). Names choose some of them.
+    Paper {
+        /// Figures or tables to write (default: all).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
     /// Check that every job of the manifest has a valid record; list the missing ones.
     Merge {
         experiment: String,
@@ -188,6 +196,7 @@ const SUBCOMMANDS: &[&str] = &[
     "slurm",
     "merge",
     "verify",
+    "paper",
     "export",
     "predict",
     "assets",
@@ -280,6 +289,15 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
                 *seal,
                 *skip_history,
             )
+        }
+        Command::Paper { names } => {
+            let out = g.out.clone().unwrap_or_else(|| results.join("paper"));
+            let w = crate::paper::write(&results, &experiments, &out, names)?;
+            print_files("paper figures and tables", &w.files);
+            for p in &w.problems {
+                eprintln!("figure check: {p}");
+            }
+            return Ok(w.problems.is_empty());
         }
         Command::Assets {
             command: AssetsCommand::Fetch { dir },
@@ -615,6 +633,7 @@ fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<b
         }
         Command::List
         | Command::Verify { .. }
+        | Command::Paper { .. }
         | Command::Assets { .. }
         | Command::Export { .. }
         | Command::Predict { .. } => {

@@ -4,8 +4,9 @@
 //!
 //! The plumbing ([`pipeline`]) knows nothing of the science: an experiment `kind` ([`kind::Kind`])
 //! expands a profile into jobs, runs one job into a record, turns records into metric tables and
-//! draws its report. The kinds are registered in [`kinds`]: `rates` (hmoe fits) and `finetune`
-//! (candle).
+//! draws its report. The kinds are registered in [`kinds`]: `rates` (hmoe fits), `finetune`
+//! (candle), `identifiability` (the probe R(ε) of THEORY.md §5a) and `controls` (the classic
+//! softmax-gated MoE). [`verify`] checks the committed archive as a whole.
 
 pub mod cli;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod kind;
 pub mod kinds;
 pub mod layout;
 pub mod markdown;
+pub mod paper;
 pub mod pipeline;
 pub mod plan;
 pub mod plot;

@@ -10,7 +10,8 @@ use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+/// The one font of every figure (DejaVu Sans, from Debian's fonts-dejavu-core).
+pub(crate) static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 /// Register the shipped font as "sans-serif" (once per process).
 pub fn ensure_font() -> anyhow::Result<()> {
