@@ -566,10 +566,19 @@ pub fn figures(results: &Path, experiments: &Path) -> anyhow::Result<Vec<FigureS
         }
         let (c, r) = (read(&e, "curves.csv")?, read(&e, "rates.csv")?);
         let panels = rate_panels(&c, &r, &|s| format!("{e}: {s}"), None);
-        let cols = panels.len().clamp(1, 2);
+        // Three panels in one row (their legends wrap below them), otherwise two a row.
+        let cols = if panels.len() == 3 {
+            3
+        } else {
+            panels.len().clamp(1, 2)
+        };
         out.push(FigureSpec {
             name: format!("{e}-voronoi"),
-            width_in: figure::TWO_COLUMNS,
+            width_in: if panels.len() == 1 {
+                figure::ONE_COLUMN
+            } else {
+                figure::TWO_COLUMNS
+            },
             row_height_in: 2.4,
             cols,
             panels,
