@@ -153,6 +153,11 @@ pub struct TrainConfig {
     /// numbers come from the whole test split.
     #[serde(skip_serializing_if = "fsio::key::is_default")]
     pub max_val_examples: usize,
+    /// Clip the gradient of all trainable tensors together to this Euclidean norm before each
+    /// update, as `torch.nn.utils.clip_grad_norm_` does (scale `c / (‖g‖ + 10⁻⁶)` when below 1;
+    /// 1.0 in the usual PyTorch trainers). 0, the default and every committed run: no clipping.
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub grad_clip: f64,
 }
 
 impl Default for TrainConfig {
@@ -184,6 +189,7 @@ impl Default for TrainConfig {
             head_init: HeadInit::ZeroBias,
             paired_order: false,
             max_val_examples: 0,
+            grad_clip: 0.0,
         }
     }
 }
@@ -264,6 +270,13 @@ impl TrainConfig {
                 "warmup_fraction",
                 self.warmup_fraction,
                 "a number in [0, 1]",
+            ));
+        }
+        if !in_range(self.grad_clip, 0.0, 1e6) {
+            return Err(bad(
+                "grad_clip",
+                self.grad_clip,
+                "a number in [0, 1e6] (0: no clipping)",
             ));
         }
         if !(1..=10_000).contains(&self.epochs) {

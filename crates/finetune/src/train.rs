@@ -154,6 +154,8 @@ impl AnyAdamW {
 pub struct Optimisers {
     adapter: AnyAdamW,
     encoder: Option<AnyAdamW>,
+    /// Every trainable tensor (both optimisers'), for gradient clipping.
+    vars: Vec<candle_core::Var>,
 }
 
 impl Optimisers {
@@ -177,7 +179,9 @@ impl Optimisers {
         };
         let encoder_vars = pick(true);
         let device = model.base.word_embeddings.weight.device().clone();
+        let vars = names.iter().map(|n| data[*n].clone()).collect();
         Ok(Self {
+            vars,
             adapter: AnyAdamW::new(pick(false), params(cfg.lr), &device)?,
             encoder: if encoder_vars.is_empty() {
                 None
@@ -196,7 +200,10 @@ impl Optimisers {
         warmup: usize,
         cfg: &TrainConfig,
     ) -> Result<()> {
-        let grads = loss.backward()?;
+        let mut grads = loss.backward()?;
+        if cfg.grad_clip > 0.0 {
+            clip_grad_norm(&self.vars, &mut grads, cfg.grad_clip)?;
+        }
         self.adapter
             .step(lr_at(step, total, warmup, cfg.lr), &grads)?;
         if let Some(enc) = &mut self.encoder {
@@ -204,6 +211,37 @@ impl Optimisers {
         }
         Ok(())
     }
+}
+
+/// Scale the gradients of `vars` together so that their joint Euclidean norm is at most `max`,
+/// as `torch.nn.utils.clip_grad_norm_(params, max)` does: the factor `max / (norm + 10⁻⁶)`,
+/// applied only when below 1. Returns the norm before clipping.
+pub fn clip_grad_norm(
+    vars: &[candle_core::Var],
+    grads: &mut candle_core::backprop::GradStore,
+    max: f64,
+) -> Result<f64> {
+    let mut sq = 0.0f64;
+    for v in vars {
+        if let Some(g) = grads.get(v) {
+            sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
+        }
+    }
+    let norm = sq.sqrt();
+    let coef = max / (norm + 1e-6);
+    if coef < 1.0 {
+        for v in vars {
+            if let Some(g) = grads.get(v) {
+                let scaled = g.affine(coef, 0.0)?;
+                grads.insert(v.as_tensor(), scaled);
+            }
+        }
+    }
+    Ok(norm)
 }
 
 /// Where each epoch's batch order comes from: its own stream (`paired_order`), or the training
@@ -424,6 +462,39 @@ pub fn train_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Clipping scales every gradient by one factor down to the norm asked for (the direction
+    /// kept), and leaves gradients already inside the norm untouched, as torch's
+    /// `clip_grad_norm_`: here ‖(3, 4, 12)‖ = 13 is clipped to 1.
+    #[test]
+    fn gradients_are_clipped_together_to_the_norm() {
+        let dev = Device::Cpu;
+        let a = candle_core::Var::from_slice(&[1.5f32, 2.0], (2,), &dev).unwrap();
+        let b = candle_core::Var::from_slice(&[6.0f32], (1,), &dev).unwrap();
+        // loss = a·a + b·b: gradients 2a = (3, 4) and 2b = (12).
+        let loss = (a.as_tensor().sqr().unwrap().sum_all().unwrap()
+            + b.as_tensor().sqr().unwrap().sum_all().unwrap())
+        .unwrap();
+        let vars = [a.clone(), b.clone()];
+        let mut grads = loss.backward().unwrap();
+        let norm = clip_grad_norm(&vars, &mut grads, 1.0).unwrap();
+        assert!((norm - 13.0).abs() < 1e-5, "{norm}");
+        let ga: Vec<f32> = grads.get(&a).unwrap().to_vec1().unwrap();
+        let gb: Vec<f32> = grads.get(&b).unwrap().to_vec1().unwrap();
+        let k = 1.0 / (13.0 + 1e-6);
+        for (got, want) in ga.iter().chain(&gb).zip([3.0, 4.0, 12.0]) {
+            assert!(
+                (*got as f64 - want * k).abs() < 1e-6,
+                "{got} vs {}",
+                want * k
+            );
+        }
+        // Inside the norm: unchanged.
+        let mut grads = loss.backward().unwrap();
+        clip_grad_norm(&vars, &mut grads, 100.0).unwrap();
+        let ga: Vec<f32> = grads.get(&a).unwrap().to_vec1().unwrap();
+        assert_eq!(ga, vec![3.0, 4.0]);
+    }
     use rand::Rng;
 
     fn data(n: usize) -> Encoded {
