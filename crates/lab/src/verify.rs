@@ -151,12 +151,18 @@ pub struct History {
 }
 
 fn git_out(root: &Path, args: &[&str]) -> Option<Vec<u8>> {
-    Command::new("git")
-        .arg("-C")
-        .arg(root)
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
+    git_with_index(root, None, args)
+}
+
+/// `git -C root args…` (with `GIT_INDEX_FILE` set to `index` when given): its output when it
+/// succeeds.
+fn git_with_index(root: &Path, index: Option<&Path>, args: &[&str]) -> Option<Vec<u8>> {
+    let mut c = Command::new("git");
+    c.arg("-C").arg(root).args(args).stderr(Stdio::null());
+    if let Some(i) = index {
+        c.env("GIT_INDEX_FILE", i);
+    }
+    c.output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| o.stdout)
@@ -205,12 +211,11 @@ impl History {
         .is_none()
         {
             Err(format!("revision {rev} is not in this repository"))
-        } else if Command::new("git")
-            .arg("-C")
-            .arg(&self.root)
-            .args(["merge-base", "--is-ancestor", rev, &self.head])
-            .status()
-            .is_ok_and(|s| s.success())
+        } else if git_out(
+            &self.root,
+            &["merge-base", "--is-ancestor", rev, &self.head],
+        )
+        .is_some()
         {
             Ok(())
         } else {
@@ -290,18 +295,7 @@ impl History {
     /// (through a scratch index, so the checkout is not touched).
     fn diff_with(&self, rev: &str, path: &str, blob: &str) -> Option<String> {
         let index = tempfile::NamedTempFile::new().ok()?;
-        let git = |args: &[&str]| {
-            Command::new("git")
-                .arg("-C")
-                .arg(&self.root)
-                .env("GIT_INDEX_FILE", index.path())
-                .args(args)
-                .stderr(Stdio::null())
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| o.stdout)
-        };
+        let git = |args: &[&str]| git_with_index(&self.root, Some(index.path()), args);
         git(&["read-tree", rev])?;
         git(&[
             "update-index",

@@ -848,16 +848,7 @@ fn timing_tables_are_drawn_and_never_count_as_a_mismatch() {
 #[test]
 fn rewriting_a_committed_manifest_does_not_mark_records_dirty() {
     let lab = Lab::new(TINY);
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .current_dir(&lab.root)
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let git = |args: &[&str]| git_in(&lab, args);
     git(&["init", "-q"]);
     let manifest = lab.results().join("tiny/other/manifest.json");
     std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();

@@ -30,17 +30,12 @@ const LABEL_PT: f64 = 8.0;
 const TITLE_PT: f64 = 8.0;
 const LEGEND_PT: f64 = 6.5;
 
-/// Okabe–Ito's palette without its yellow (too light on white): vermillion, blue, bluish green,
-/// reddish purple, orange, sky blue, black.
-pub const COLORS: [RGBColor; 7] = [
-    RGBColor(213, 94, 0),
-    RGBColor(0, 114, 178),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 0, 0),
-];
+/// Okabe–Ito's palette (`plot::PALETTE`) without its yellow, too light on white: vermillion,
+/// blue, bluish green, reddish purple, orange, sky blue, black.
+pub const COLORS: [RGBColor; 7] = {
+    let p = crate::plot::PALETTE;
+    [p[0], p[1], p[2], p[3], p[4], p[5], p[7]]
+};
 pub const GREY: RGBColor = RGBColor(110, 110, 110);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

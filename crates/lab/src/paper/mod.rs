@@ -128,6 +128,51 @@ fn percent_ticks(values: &[f64]) -> Ticks {
     )
 }
 
+/// The distinct values of a text column, in order of first appearance.
+pub fn first_seen<'a>(
+    rows: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
+    col: &str,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in rows {
+        let v = cell(r, col);
+        if !out.iter().any(|o| o == v) {
+            out.push(v.to_string());
+        }
+    }
+    out
+}
+
+/// The distinct pairs of two text columns, in order of first appearance.
+pub fn first_seen_pairs(
+    rows: &[BTreeMap<String, String>],
+    a: &str,
+    b: &str,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for r in rows {
+        let k = (cell(r, a).to_string(), cell(r, b).to_string());
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// A series' points `(x·d, y)` and error bars `(x·d, lo, hi)` from the columns `cols = [x, y,
+/// lo, hi]` of `rows` (`d` sets methods side by side on a log axis).
+fn dodged(series: &mut Series, rows: &[&BTreeMap<String, String>], d: f64, cols: [&str; 4]) {
+    let [x, y, lo, hi] = cols;
+    series.points = rows
+        .iter()
+        .filter_map(|r| Some((num(r, x)? * d, num(r, y)?)))
+        .collect();
+    series.errors = rows
+        .iter()
+        .filter_map(|r| Some((num(r, x)? * d, num(r, lo)?, num(r, hi)?)))
+        .collect();
+}
+
 /// The distinct values of a numeric column, in ascending order.
 fn distinct(rows: &[BTreeMap<String, String>], col: &str) -> Vec<f64> {
     let mut v: Vec<f64> = rows.iter().filter_map(|r| num(r, col)).collect();
@@ -144,13 +189,10 @@ fn rate_panels(
     title: &dyn Fn(&str) -> String,
     settings: Option<&[&str]>,
 ) -> Vec<Panel> {
-    let mut order: Vec<String> = Vec::new();
-    for r in &curves.rows {
-        let s = cell(r, "setting").to_string();
-        if !order.contains(&s) && settings.is_none_or(|only| only.contains(&s.as_str())) {
-            order.push(s);
-        }
-    }
+    let order: Vec<String> = first_seen(&curves.rows, "setting")
+        .into_iter()
+        .filter(|s| settings.is_none_or(|only| only.contains(&s.as_str())))
+        .collect();
     let mut panels = Vec::new();
     for setting in order {
         let rows: Vec<&BTreeMap<String, String>> = curves
@@ -158,13 +200,7 @@ fn rate_panels(
             .iter()
             .filter(|r| cell(r, "setting") == setting && cell(r, "loss") == "voronoi")
             .collect();
-        let mut methods: Vec<String> = Vec::new();
-        for r in &rows {
-            let m = cell(r, "method").to_string();
-            if !methods.contains(&m) {
-                methods.push(m);
-            }
-        }
+        let methods = first_seen(rows.iter().copied(), "method");
         let mut used: BTreeMap<usize, usize> = BTreeMap::new();
         let mut series = Vec::new();
         for m in &methods {
@@ -389,13 +425,7 @@ pub fn figures(results: &Path, experiments: &Path) -> anyhow::Result<Vec<FigureS
     let labels = finetune_labels(experiments)?;
     let acc = read("finetune-lowdata", "accuracy.csv")?;
     let fractions = distinct(&acc.rows, "train_fraction");
-    let mut methods: Vec<String> = Vec::new();
-    for r in &acc.rows {
-        let m = cell(r, "method").to_string();
-        if !methods.contains(&m) {
-            methods.push(m);
-        }
-    }
+    let methods = first_seen(&acc.rows, "method");
     let label = |m: &str| labels.get(m).cloned().unwrap_or_else(|| m.to_string());
     let styles = finetune_styles(&methods);
     // The training split's size, from the committed split (its list of training indices).
@@ -416,21 +446,17 @@ pub fn figures(results: &Path, experiments: &Path) -> anyhow::Result<Vec<FigureS
         let rows: Vec<&BTreeMap<String, String>> =
             acc.rows.iter().filter(|r| cell(r, "method") == m).collect();
         let mut s = Series::new(label(m), styles[k]);
-        let d = dodge(k, methods.len());
-        s.points = rows
-            .iter()
-            .filter_map(|r| Some((num(r, "train_fraction")? * d, num(r, "accuracy_mean")?)))
-            .collect();
-        s.errors = rows
-            .iter()
-            .filter_map(|r| {
-                Some((
-                    num(r, "train_fraction")? * d,
-                    num(r, "accuracy_min")?,
-                    num(r, "accuracy_max")?,
-                ))
-            })
-            .collect();
+        dodged(
+            &mut s,
+            &rows,
+            dodge(k, methods.len()),
+            [
+                "train_fraction",
+                "accuracy_mean",
+                "accuracy_min",
+                "accuracy_max",
+            ],
+        );
         series.push(s);
     }
     out.push(FigureSpec {
@@ -459,26 +485,25 @@ pub fn figures(results: &Path, experiments: &Path) -> anyhow::Result<Vec<FigureS
     let shown: Vec<&String> = methods.iter().filter(|m| *m != reference).collect();
     let mut series = Vec::new();
     for (k, m) in shown.iter().enumerate() {
-        let rows: Vec<&&BTreeMap<String, String>> =
-            against.iter().filter(|r| cell(r, "method") == *m).collect();
+        let rows: Vec<&BTreeMap<String, String>> = against
+            .iter()
+            .copied()
+            .filter(|r| cell(r, "method") == *m)
+            .collect();
         let idx = methods.iter().position(|x| x == *m).unwrap_or(0);
         let mut s = Series::new(label(m), styles[idx]);
         s.line = false;
-        let d = dodge(k, shown.len());
-        s.points = rows
-            .iter()
-            .filter_map(|r| Some((num(r, "train_fraction")? * d, num(r, "accuracy_diff")?)))
-            .collect();
-        s.errors = rows
-            .iter()
-            .filter_map(|r| {
-                Some((
-                    num(r, "train_fraction")? * d,
-                    num(r, "accuracy_diff_lo")?,
-                    num(r, "accuracy_diff_hi")?,
-                ))
-            })
-            .collect();
+        dodged(
+            &mut s,
+            &rows,
+            dodge(k, shown.len()),
+            [
+                "train_fraction",
+                "accuracy_diff",
+                "accuracy_diff_lo",
+                "accuracy_diff_hi",
+            ],
+        );
         series.push(s);
     }
     let mut y = Axis::new(
@@ -508,16 +533,7 @@ pub fn figures(results: &Path, experiments: &Path) -> anyhow::Result<Vec<FigureS
     // The kernel: seconds per complete fit against n.
     let timing = read("scaling", "timing.csv")?;
     let mut series = Vec::new();
-    let mut keys: Vec<(String, String)> = Vec::new();
-    for r in &timing.rows {
-        let k = (
-            cell(r, "setting").to_string(),
-            cell(r, "method").to_string(),
-        );
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
+    let keys = first_seen_pairs(&timing.rows, "setting", "method");
     for (setting, method) in &keys {
         let rows: Vec<&BTreeMap<String, String>> = timing
             .rows
@@ -529,14 +545,12 @@ pub fn figures(results: &Path, experiments: &Path) -> anyhow::Result<Vec<FigureS
             format!("{}, {setting}", display_method(method)),
             style_of(method, variant),
         );
-        s.points = rows
-            .iter()
-            .filter_map(|r| Some((num(r, "n")?, num(r, "seconds_median")?)))
-            .collect();
-        s.errors = rows
-            .iter()
-            .filter_map(|r| Some((num(r, "n")?, num(r, "seconds_min")?, num(r, "seconds_max")?)))
-            .collect();
+        dodged(
+            &mut s,
+            &rows,
+            1.0,
+            ["n", "seconds_median", "seconds_min", "seconds_max"],
+        );
         series.push(s);
     }
     out.push(FigureSpec {

@@ -195,16 +195,7 @@ pub fn all(results: &Path, experiments: &Path) -> anyhow::Result<Vec<(&'static s
     let ratios = read("identifiability", "ratios.csv")?;
     let mut eps = super::distinct(&ratios.rows, "epsilon");
     eps.reverse();
-    let mut keys: Vec<(String, String)> = Vec::new();
-    for r in &ratios.rows {
-        let k = (
-            cell(r, "family").to_string(),
-            cell(r, "setting").to_string(),
-        );
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
+    let keys = super::first_seen_pairs(&ratios.rows, "family", "setting");
     let rows = keys
         .iter()
         .map(|(f, s)| {
@@ -250,13 +241,7 @@ pub fn all(results: &Path, experiments: &Path) -> anyhow::Result<Vec<(&'static s
         .filter(|r| cell(r, "against") == reference)
         .collect();
     let fractions = super::distinct(&paired.rows, "train_fraction");
-    let mut methods: Vec<String> = Vec::new();
-    for r in &rows_of {
-        let m = cell(r, "method").to_string();
-        if !methods.contains(&m) {
-            methods.push(m);
-        }
-    }
+    let methods = super::first_seen(rows_of.iter().copied(), "method");
     let rows = methods
         .iter()
         .map(|m| {
