@@ -4,8 +4,8 @@
 //! Figures (each as PDF with its font embedded, and as a 300-dpi PNG, at one or two columns'
 //! width): the rate curves of C2 (`c2-rates`), the identifiability ratios (`c2-identifiability`),
 //! C3's accuracy and paired differences (`c3-accuracy`, `c3-paired`), the kernel's seconds per fit
-//! (`scaling`), and the Voronoi curves of every other profile named `paper` with rate tables
-//! (`<experiment>-voronoi`). Tables (LaTeX with booktabs, and Markdown, from the same cells): the
+//! (`scaling`), and the Voronoi curves of every other experiment with rate tables, from its paper
+//! profile or, lacking one, its largest (`<experiment>-voronoi`). Tables (LaTeX with booktabs, and Markdown, from the same cells): the
 //! slopes with their intervals, R(ε), the paired C3 table and the parameter counts.
 //! Layout, typography and the checks a reader would make are in [`figure`].
 pub mod figure;
@@ -237,9 +237,20 @@ fn rate_panels(
                 .collect();
             series.push(s);
         }
+        // Powers of ten when the grid holds two of them; else the sizes run, as written.
+        let ns = distinct(&rows.iter().map(|r| (*r).clone()).collect::<Vec<_>>(), "n");
+        let powers = ns
+            .iter()
+            .filter(|n| (n.log10() - n.log10().round()).abs() < 1e-9)
+            .count();
+        let x_ticks = if powers >= 2 {
+            Ticks::Decades
+        } else {
+            Ticks::Measured(ns.iter().map(|&n| (n, plain_number(n))).collect())
+        };
         panels.push(Panel {
             title: title(&setting),
-            x: Axis::new("sample size n", Scale::Log10, Ticks::Decades),
+            x: Axis::new("sample size n", Scale::Log10, x_ticks),
             y: Axis::new(
                 "Voronoi loss D (mean, 95% band)",
                 Scale::Log10,
@@ -568,18 +579,27 @@ pub fn figures(results: &Path, experiments: &Path) -> anyhow::Result<Vec<FigureS
         }],
     });
 
-    // Every other paper profile with rate tables: its Voronoi curves.
+    // Every other experiment with rate tables: the Voronoi curves of its paper profile, or of
+    // its largest profile when it has no paper profile (named in the title).
     let taken = ["rates-exact", "rates-overspecified", "scaling"];
     for e in crate::experiment::available(experiments) {
         if taken.contains(&e.as_str()) {
             continue;
         }
-        let dir = results.join(&e).join("paper");
-        if !dir.join("curves.csv").is_file() || !dir.join("rates.csv").is_file() {
+        let has = |p: &str| {
+            let dir = results.join(&e).join(p);
+            dir.join("curves.csv").is_file() && dir.join("rates.csv").is_file()
+        };
+        let Some(profile) = ["paper", "medium", "quick"].into_iter().find(|p| has(p)) else {
             continue;
-        }
-        let (c, r) = (read(&e, "curves.csv")?, read(&e, "rates.csv")?);
-        let panels = rate_panels(&c, &r, &|s| format!("{e}: {s}"), None);
+        };
+        let at = |f: &str| Csv::read(&results.join(&e).join(profile).join(f));
+        let (c, r) = (at("curves.csv")?, at("rates.csv")?);
+        let title = |s: &str| match profile {
+            "paper" => format!("{e}: {s}"),
+            p => format!("{e} ({p} profile): {s}"),
+        };
+        let panels = rate_panels(&c, &r, &title, None);
         // Three panels in one row (their legends wrap below them), otherwise two a row.
         let cols = if panels.len() == 3 {
             3
