@@ -364,7 +364,7 @@ pub fn check_records(
                 "checksum",
                 format!(
                     "format {} without a checksum: its results cannot be shown unedited \
-                     (`hora verify --seal` seals a record that passes every other check)",
+                     (`hora verify --seal` seals every valid record that has none; the other checks still apply)",
                     r.format
                 ),
                 false,
