@@ -7,15 +7,7 @@ use sha2::{Digest, Sha256};
 /// JSON with object keys sorted at every level and no whitespace: one text per value.
 pub fn canonical_json(v: &Value) -> String {
     match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let fields: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        }
+        Value::Object(map) => canonical_object(map, None),
         Value::Array(items) => format!(
             "[{}]",
             items
@@ -26,6 +18,25 @@ pub fn canonical_json(v: &Value) -> String {
         ),
         other => other.to_string(),
     }
+}
+
+/// The canonical JSON of `v` with its top-level key `skip` left out (a record without its own
+/// checksum), written without copying `v`.
+pub fn canonical_json_without(v: &Value, skip: &str) -> String {
+    match v {
+        Value::Object(map) => canonical_object(map, Some(skip)),
+        other => canonical_json(other),
+    }
+}
+
+fn canonical_object(map: &serde_json::Map<String, Value>, skip: Option<&str>) -> String {
+    let mut keys: Vec<&String> = map.keys().filter(|k| Some(k.as_str()) != skip).collect();
+    keys.sort();
+    let fields: Vec<String> = keys
+        .into_iter()
+        .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
+        .collect();
+    format!("{{{}}}", fields.join(","))
 }
 
 /// Whether a value equals its type's default: the `skip_serializing_if` of every field added to

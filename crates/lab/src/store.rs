@@ -60,11 +60,7 @@ impl<J: Serialize, R: Serialize> Envelope<J, R> {
 /// sorted, no whitespace: [`fsio::key::canonical_json`]) of the record without its `checksum`
 /// field. Formatting, key order and the checksum itself do not enter it; every value does.
 pub fn checksum_of(record: &serde_json::Value) -> String {
-    let mut v = record.clone();
-    if let Some(map) = v.as_object_mut() {
-        map.remove("checksum");
-    }
-    fsio::key::sha256_hex(fsio::key::canonical_json(&v).as_bytes())
+    fsio::key::sha256_hex(fsio::key::canonical_json_without(record, "checksum").as_bytes())
 }
 
 /// Why a record's checksum rules it out, if it does: a format-3 record must carry one, and a
@@ -111,18 +107,27 @@ where
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Stored::Missing,
         Err(e) => return Stored::Corrupt(e.to_string()),
     };
-    let env = match serde_json::from_slice::<Envelope<J, R>>(&bytes) {
+    // Parsed once: the tree serves the checksum and the typed envelope alike.
+    let value = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v) => v,
+        Err(e) => return Stored::Corrupt(e.to_string()),
+    };
+    let env = match Envelope::<J, R>::deserialize(&value) {
         Ok(env) => env,
-        Err(e) => {
+        Err(_) => {
             // A newer format may carry fields this build cannot read: say so rather than
-            // calling it corrupt.
-            let newer = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("format").and_then(|f| f.as_u64()))
+            // calling it corrupt. Otherwise the bytes are parsed again, only on this error
+            // path, for a message that gives the line and column.
+            let newer = value
+                .get("format")
+                .and_then(|f| f.as_u64())
                 .filter(|f| *f > FORMAT as u64);
             return Stored::Corrupt(match newer {
                 Some(f) => newer_format(f),
-                None => e.to_string(),
+                None => match serde_json::from_slice::<Envelope<J, R>>(&bytes) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "does not read as a record".into(),
+                },
             });
         }
     };
@@ -145,10 +150,6 @@ where
         Err(e) => return Stored::Corrupt(e.to_string()),
     }
     // The job is keyed by its id; the rest of the record (results included) by its checksum.
-    let value = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(v) => v,
-        Err(e) => return Stored::Corrupt(e.to_string()),
-    };
     match checksum_problem(env.format, &value) {
         Some(why) => Stored::Corrupt(why),
         None => Stored::Valid(Box::new(env)),
