@@ -487,12 +487,8 @@ pub fn figures(results: &Path, experiments: &Path) -> anyhow::Result<Vec<FigureS
     });
 
     let paired = read("finetune-lowdata", "paired.csv")?;
-    let reference = "lora-3e-3";
-    let against: Vec<&BTreeMap<String, String>> = paired
-        .rows
-        .iter()
-        .filter(|r| cell(r, "against") == reference)
-        .collect();
+    let reference = C3_REFERENCE;
+    let against = paired_against(&paired, reference);
     let shown: Vec<&String> = methods.iter().filter(|m| *m != reference).collect();
     let mut series = Vec::new();
     for (k, m) in shown.iter().enumerate() {
@@ -633,6 +629,18 @@ fn thousands(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+/// The reference of C3's pre-registered comparison: lora at the rate that trains (3e-3).
+pub const C3_REFERENCE: &str = "lora-3e-3";
+
+/// The rows of a `paired.csv` taken against `reference`.
+pub fn paired_against<'a>(paired: &'a Csv, reference: &str) -> Vec<&'a BTreeMap<String, String>> {
+    paired
+        .rows
+        .iter()
+        .filter(|r| cell(r, "against") == reference)
+        .collect()
 }
 
 /// R below this is drawn at it (a flat set's R is rounding, about 10⁻¹⁶/ε).

@@ -1,7 +1,6 @@
 //! The paper's tables, from the committed tables: each cell written once (with the figures'
 //! markup: `^{…}` superscripts, typographic minus), rendered as LaTeX (booktabs) and Markdown.
 use super::{cell, num, sci, Csv};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The tables `hora paper` writes, by name.
@@ -234,12 +233,8 @@ pub fn all(results: &Path, experiments: &Path) -> anyhow::Result<Vec<(&'static s
     let labels = super::finetune_labels(experiments)?;
     let label = |m: &str| labels.get(m).cloned().unwrap_or_else(|| m.to_string());
     let paired = read("finetune-lowdata", "paired.csv")?;
-    let reference = "lora-3e-3";
-    let rows_of: Vec<&BTreeMap<String, String>> = paired
-        .rows
-        .iter()
-        .filter(|r| cell(r, "against") == reference)
-        .collect();
+    let reference = super::C3_REFERENCE;
+    let rows_of = super::paired_against(&paired, reference);
     let fractions = super::distinct(&paired.rows, "train_fraction");
     let methods = super::first_seen(rows_of.iter().copied(), "method");
     let rows = methods
