@@ -16,8 +16,10 @@ pub struct Provenance {
     pub git_revision: String,
     /// Whether tracked files differed from that revision (`None` when not a git checkout).
     pub git_dirty: Option<bool>,
-    /// SHA-256 of `git diff HEAD --binary` when tracked files differed (format 2 on): with the
-    /// revision, it names the exact code a dirty record ran.
+    /// SHA-256 of the modification when tracked files differed (format 2 on): with the revision,
+    /// it names the exact code a dirty record ran. Taken as [`diff_hash`] describes; records
+    /// written before 2026-12-03 hashed plain `git diff HEAD --binary`, whose blob names git
+    /// abbreviates to a length that depends on the clone (`hora verify` tries each length).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_diff_sha256: Option<String>,
     pub crate_versions: BTreeMap<String, String>,
@@ -192,8 +194,84 @@ pub struct GitState {
     pub revision: String,
     /// Whether tracked files differ from the revision (`None` outside a checkout).
     pub dirty: Option<bool>,
-    /// SHA-256 of `git diff HEAD --binary` when dirty.
+    /// SHA-256 of the modification ([`diff_hash`]) when dirty.
     pub diff_sha256: Option<String>,
+}
+
+/// git's default diff options, written out so that no configuration can change a diff's bytes:
+/// colour, prefixes (`diff.noprefix`, `diff.mnemonicPrefix`, `diff.srcPrefix`), context lines,
+/// the algorithm, an external or text-converting diff, an order file and submodule display are
+/// each set by a flag, which wins over any setting.
+const DIFF_OPTIONS: &[&str] = &[
+    "--binary",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+    "--unified=3",
+    "--inter-hunk-context=0",
+    "--diff-algorithm=myers",
+    "--indent-heuristic",
+    "--no-relative",
+    "-O/dev/null",
+    "--submodule=short",
+];
+
+/// Settings that change a diff's bytes and have no flag, pinned to git's defaults.
+const DIFF_CONFIG: &[&str] = &[
+    "diff.renames=true",
+    "diff.suppressBlankEmpty=false",
+    "core.quotePath=true",
+];
+
+/// How a diff names blobs on its `index` lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobNames {
+    /// All 40 hex digits (`--full-index`): the same in every clone.
+    Full,
+    /// Abbreviated to at least this many digits (`--abbrev=N`). Unpinned, git picks the length
+    /// from the number of objects in the clone (7 below 2^14 objects, 8 below 2^16, …), so the
+    /// same modification gave different bytes in a fresh clone and in a long-used one.
+    Abbreviated(usize),
+}
+
+/// The bytes of `git -C dir diff <args>` under [`DIFF_OPTIONS`] and [`DIFF_CONFIG`], with the
+/// environment variables that reshape a diff (`GIT_DIFF_OPTS`, `GIT_EXTERNAL_DIFF`) removed, and
+/// `GIT_INDEX_FILE` set to `index` when given. `None` when git fails.
+pub fn pinned_diff(
+    dir: &Path,
+    index: Option<&Path>,
+    args: &[&str],
+    names: BlobNames,
+) -> Option<Vec<u8>> {
+    let mut c = Command::new("git");
+    c.arg("-C").arg(dir);
+    for kv in DIFF_CONFIG {
+        c.arg("-c").arg(kv);
+    }
+    c.arg("diff").args(args).args(DIFF_OPTIONS);
+    match names {
+        BlobNames::Full => c.arg("--full-index"),
+        BlobNames::Abbreviated(n) => c.arg(format!("--abbrev={n}")),
+    };
+    c.env_remove("GIT_DIFF_OPTS")
+        .env_remove("GIT_EXTERNAL_DIFF")
+        .stderr(std::process::Stdio::null());
+    if let Some(i) = index {
+        c.env("GIT_INDEX_FILE", i);
+    }
+    c.output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| o.stdout)
+}
+
+/// A record's `git_diff_sha256`: SHA-256 of `git diff HEAD` in `dir` under the pinned options,
+/// with full blob names, so that the same modification hashes the same in every clone and under
+/// every user's configuration.
+pub fn diff_hash(dir: &Path) -> Option<String> {
+    pinned_diff(dir, None, &["HEAD"], BlobNames::Full).map(|d| fsio::key::sha256_hex(&d))
 }
 
 fn git(dir: &Path, args: &[&str]) -> Option<Vec<u8>> {
@@ -219,9 +297,7 @@ pub fn git_state(dir: &Path) -> GitState {
             let dirty = git_text(dir, &["status", "--porcelain", "--untracked-files=no"])
                 .map(|s| !s.is_empty());
             let diff_sha256 = match dirty {
-                Some(true) => {
-                    git(dir, &["diff", "HEAD", "--binary"]).map(|d| fsio::key::sha256_hex(&d))
-                }
+                Some(true) => diff_hash(dir),
                 _ => None,
             };
             GitState {

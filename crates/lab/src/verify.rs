@@ -10,9 +10,10 @@
 //!   ancestor of `HEAD`), and the experiment file it ran is, at that commit, the file whose hash
 //!   it recorded;
 //! - **its tree**: it ran from a clean checkout, or from one whose only modification was a
-//!   manifest of its experiment: the recorded hash of `git diff HEAD --binary` is recomputed for
-//!   every version of every manifest of the experiment that the history holds, put into the
-//!   recorded revision, and must match one of them;
+//!   manifest of its experiment: the recorded hash of the modification is recomputed for every
+//!   version of every manifest of the experiment that the history holds, put into the recorded
+//!   revision, and must match one of them (under pinned diff options, with each way git may have
+//!   written blob names: [`History::manifest_only_diffs`]);
 //! - **the tables**: every table `hora metric` writes for a committed profile is computed afresh
 //!   from the records (into a scratch folder) and must equal the committed one byte for byte.
 //!
@@ -21,6 +22,7 @@
 use crate::kinds::Experiment;
 use crate::layout::Dirs;
 pub use crate::pipeline::RecordCheck;
+use crate::provenance::{self, BlobNames};
 use crate::store;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -242,7 +244,7 @@ impl History {
         h
     }
 
-    /// The hashes of `git diff HEAD --binary` of a checkout of `rev` whose only modification is
+    /// The hashes `git_diff_sha256` can have for a checkout of `rev` whose only modification is
     /// one manifest of `experiment` (at one of the versions the history holds), each with what it
     /// was: the diff a `hora run` left when it rewrote a committed manifest before reading the
     /// tree's state (fixed in 6d1f991).
@@ -282,8 +284,15 @@ impl History {
                 }
             }
             for (blob, commit) in blobs {
-                if let Some(hash) = self.diff_with(rev, &path, &blob) {
-                    out.push((hash, format!("{path} as committed in {}", &commit[..12])));
+                for (hash, names) in self.diffs_with(rev, &path, &blob) {
+                    let names = match names {
+                        BlobNames::Full => "full blob names".to_string(),
+                        BlobNames::Abbreviated(n) => format!("blob names of {n} digits"),
+                    };
+                    out.push((
+                        hash,
+                        format!("{path} as committed in {} ({names})", &commit[..12]),
+                    ));
                 }
             }
         }
@@ -291,20 +300,40 @@ impl History {
         out
     }
 
-    /// The hash of `git diff HEAD --binary` in a checkout of `rev` with `path` replaced by `blob`
-    /// (through a scratch index, so the checkout is not touched).
-    fn diff_with(&self, rev: &str, path: &str, blob: &str) -> Option<String> {
-        let index = tempfile::NamedTempFile::new().ok()?;
+    /// The hashes `git_diff_sha256` can have for a checkout of `rev` with `path` replaced by
+    /// `blob` (through a scratch index, so the checkout is not touched): the diff under
+    /// [`provenance::pinned_diff`]'s options with full blob names (records from 2026-12-03 on),
+    /// and with the names abbreviated to each length git picks on its own for a clone of up to
+    /// 2^24 objects (7 to 12 digits: earlier records hashed plain `git diff HEAD --binary`, whose
+    /// length depended on the clone that ran them). Each names the same modification.
+    fn diffs_with(&self, rev: &str, path: &str, blob: &str) -> Vec<(String, BlobNames)> {
+        let Ok(index) = tempfile::NamedTempFile::new() else {
+            return Vec::new();
+        };
         let git = |args: &[&str]| git_with_index(&self.root, Some(index.path()), args);
-        git(&["read-tree", rev])?;
-        git(&[
-            "update-index",
-            "--add",
-            "--cacheinfo",
-            &format!("100644,{blob},{path}"),
-        ])?;
-        let diff = git(&["diff", "--cached", rev, "--binary"])?;
-        (!diff.is_empty()).then(|| fsio::key::sha256_hex(&diff))
+        if git(&["read-tree", rev]).is_none()
+            || git(&[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("100644,{blob},{path}"),
+            ])
+            .is_none()
+        {
+            return Vec::new();
+        }
+        std::iter::once(BlobNames::Full)
+            .chain((7..=12).map(BlobNames::Abbreviated))
+            .filter_map(|names| {
+                let diff = provenance::pinned_diff(
+                    &self.root,
+                    Some(index.path()),
+                    &["--cached", rev],
+                    names,
+                )?;
+                (!diff.is_empty()).then(|| (fsio::key::sha256_hex(&diff), names))
+            })
+            .collect()
     }
 }
 
@@ -423,20 +452,24 @@ pub fn check_records(
                     );
                     continue;
                 };
-                match history
-                    .manifest_only_diffs(rev, experiment)
-                    .into_iter()
-                    .find(|(h, _)| h == diff)
-                {
+                let candidates = history.manifest_only_diffs(rev, experiment);
+                match candidates.iter().find(|(h, _)| h == diff) {
                     Some(_) => tally.traced += 1,
                     None => find(
                         &r.id,
                         "tree",
                         format!(
                             "ran from a modified tree at {} whose diff ({}…) is not a \
-                             manifest-only change of this experiment: its code cannot be traced",
+                             manifest-only change of this experiment ({} candidate diffs \
+                             computed{}): its code cannot be traced",
                             &rev[..12.min(rev.len())],
-                            &diff[..12.min(diff.len())]
+                            &diff[..12.min(diff.len())],
+                            candidates.len(),
+                            if candidates.is_empty() {
+                                ": git could not build a scratch index or diff it"
+                            } else {
+                                ""
+                            }
                         ),
                         false,
                     ),
@@ -685,5 +718,100 @@ mod tests {
             first_difference(b"a\n", b"a\nb\n"),
             "1 lines committed, 2 fresh"
         );
+    }
+
+    /// `git -C dir args…`, which must succeed; its output.
+    fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {o:?}");
+        o.stdout
+    }
+
+    /// A repository with one committed manifest of experiment `x`, at revision `rev`, whose
+    /// working tree then rewrites that manifest.
+    fn repo_with_a_rewritten_manifest() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("results/x/quick/manifest.json");
+        std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+        std::fs::write(&manifest, "{\n  \"jobs\": []\n}\n").unwrap();
+        std::fs::write(dir.path().join("code.rs"), "fn main() {}\n").unwrap();
+        git(dir.path(), &["init", "-q"]);
+        git(dir.path(), &["add", "."]);
+        git(dir.path(), &["commit", "-q", "-m", "one"]);
+        let rev = String::from_utf8(git(dir.path(), &["rev-parse", "HEAD"])).unwrap();
+        std::fs::write(&manifest, "{\n  \"jobs\": [\"a\", \"b\"]\n}\n").unwrap();
+        (dir, rev.trim().to_string())
+    }
+
+    /// What a record's diff hash is, however the clone that verifies it is configured: CI failed
+    /// on 2026-12-03 because the hashes of earlier records were of plain `git diff HEAD --binary`,
+    /// which abbreviates blob names to a length that grows with the clone.
+    #[test]
+    fn a_manifest_only_diff_is_traced_under_any_configuration_and_abbreviation() {
+        let (dir, rev) = repo_with_a_rewritten_manifest();
+        let root = dir.path();
+        let pinned = provenance::diff_hash(root).unwrap();
+        // How records before 2026-12-03 hashed the modification, in clones that abbreviate to
+        // 7, 9 and 12 digits.
+        let plain: Vec<String> = [7, 9, 12]
+            .iter()
+            .map(|n| {
+                let abbrev = format!("core.abbrev={n}");
+                fsio::key::sha256_hex(&git(root, &["-c", &abbrev, "diff", "HEAD", "--binary"]))
+            })
+            .collect();
+        assert_ne!(plain[0], plain[1], "the abbreviation changes the bytes");
+        git(root, &["add", "."]);
+        git(root, &["commit", "-q", "-m", "records"]);
+        // A verifying clone with settings that reshape every diff.
+        for (k, v) in [
+            ("core.abbrev", "10"),
+            ("diff.context", "5"),
+            ("color.ui", "always"),
+            ("diff.noprefix", "true"),
+            ("diff.mnemonicPrefix", "true"),
+            ("diff.algorithm", "histogram"),
+            ("diff.suppressBlankEmpty", "true"),
+        ] {
+            git(root, &["config", k, v]);
+        }
+        let history = History::open(root).unwrap();
+        let found = history.manifest_only_diffs(&rev, "x");
+        for h in plain.iter().chain([&pinned]) {
+            assert!(found.iter().any(|(f, _)| f == h), "{h} not among {found:?}");
+        }
+        // Nothing else is traced: a diff that also touches code is not among them.
+        git(root, &["checkout", "-q", &rev]);
+        std::fs::write(root.join("code.rs"), "fn main() { }\n").unwrap();
+        let other = provenance::diff_hash(root).unwrap();
+        assert!(found.iter().all(|(f, _)| *f != other));
+    }
+
+    /// The hash a run records does not depend on the user's git settings.
+    #[test]
+    fn a_recorded_diff_hash_ignores_the_users_git_settings() {
+        let (dir, _) = repo_with_a_rewritten_manifest();
+        let root = dir.path();
+        let before = provenance::diff_hash(root).unwrap();
+        for (k, v) in [
+            ("core.abbrev", "12"),
+            ("diff.context", "1"),
+            ("color.ui", "always"),
+            ("diff.noprefix", "true"),
+            ("diff.external", "false"),
+            ("diff.orderFile", "/nonexistent"),
+        ] {
+            git(root, &["config", k, v]);
+        }
+        assert_eq!(provenance::diff_hash(root).unwrap(), before);
     }
 }
