@@ -399,8 +399,9 @@ fn clamp(theta: &mut [f64], bound: f64) {
     }
 }
 
-/// `R` and `D` at θ.
-fn ratio_at(probe: &dyn Probe, theta: &[f64]) -> (f64, f64, f64) {
+/// `R = ‖f_θ − f*‖ / D`, `D` and the misfit `‖f_θ − f*‖` at θ, on the probe's inputs (a
+/// probe of the same truth on other inputs gives the held-out values).
+pub fn ratio_at(probe: &dyn Probe, theta: &[f64]) -> (f64, f64, f64) {
     let rms = probe
         .residuals(theta)
         .iter()

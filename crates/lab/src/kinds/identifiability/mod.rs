@@ -9,13 +9,24 @@ use crate::kind::{JobContext, Kind, Records, Report, Written};
 use crate::layout::Dirs;
 use crate::plot::{self, Axis, Curve, Panel, Scale, PALETTE};
 use crate::store;
+
+pub mod phase;
 use hmoe::controls::{ControlProbe, Expert};
-use hmoe::probe::{search, HmoeProbe, Probe, Search, SearchConfig, StartKind};
+use hmoe::probe::{ratio_at, search, HmoeProbe, Probe, Search, SearchConfig, StartKind};
 use hmoe::record::derive_seed;
 use hmoe::{Method, ModelConfig, ParamGuard, TruthPrior};
 use plotters::prelude::SeriesLabelPosition;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Which sample of inputs a probe evaluates on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sample {
+    /// The sample the search fits (`inputs`).
+    Search,
+    /// The independent held-out sample (`heldout`).
+    HeldOut,
+}
 
 /// What a family is: an HMoE parametrisation fitted to a truth of another (or the same)
 /// family, or a control (THEORY.md §4a: the classic softmax-gated MoE, `experts` true experts
@@ -54,6 +65,15 @@ pub struct ProbeSettings {
     pub smooth: f64,
     /// Starts of each kind.
     pub starts: BTreeMap<StartKind, usize>,
+    /// Inputs of a second, independent sample on which every start's final point is evaluated
+    /// again (held-out `R`; issue 26). 0: none. Added after the first records: left out of the
+    /// job while 0, so no id moves.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub heldout: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for ProbeSettings {
@@ -68,6 +88,7 @@ impl Default for ProbeSettings {
             window: 5,
             smooth: 0.03,
             starts: StartKind::ALL.iter().map(|k| (*k, 2)).collect(),
+            heldout: 0,
         }
     }
 }
@@ -86,6 +107,14 @@ pub struct ProbeJob {
     pub bound: Option<f64>,
     pub epsilon: f64,
     pub probe: ProbeSettings,
+    /// The size's name when the file crosses its families with `[[sizes]]` (empty otherwise:
+    /// left out of the job, so no id of a file without sizes moves).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub size: String,
+    /// Which of the file's `truths` draws of the truth (0: the draw every file had before
+    /// `truths` existed; left out of the job while 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub truth: usize,
 }
 
 /// The raw result of a job.
@@ -96,6 +125,22 @@ pub struct ProbeRecord {
     pub dim: usize,
     pub search: Search,
     pub seconds: f64,
+    /// Every start's final point evaluated on the held-out sample, in `search.results` order
+    /// (when the job's `heldout` is not 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout: Option<HeldOut>,
+}
+
+/// The held-out evaluation of a search: its own sample of `inputs` inputs, drawn from a seed
+/// of the experiment alone (common to every family and size).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldOut {
+    pub inputs: usize,
+    /// `‖f_θ − f*‖ / D` of each start on the held-out sample.
+    pub ratios: Vec<f64>,
+    /// `‖f_θ − f*‖` of each start on the held-out sample.
+    pub misfits: Vec<f64>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +183,10 @@ fn both() -> Vec<String> {
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub epsilons: Vec<f64>,
+    /// Truth draws of this profile (the file's `truths` by default): a cheaper profile of a
+    /// phase file (its cost per size) draws one.
+    #[serde(default)]
+    pub truths: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +201,17 @@ struct File {
     bound: f64,
     families: Vec<FamilyFile>,
     profiles: BTreeMap<String, Profile>,
+    /// Independent draws of each truth family's truth: every family and size is searched
+    /// against each.
+    #[serde(default = "one")]
+    truths: usize,
+    /// Sizes to cross every family with: each a `name` and `[model]` keys over the file's.
+    #[serde(default)]
+    sizes: Vec<toml::Table>,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn four() -> f64 {
@@ -182,14 +242,20 @@ fn check_probe(p: &ProbeSettings, at: &str) -> Result<(), String> {
     if p.starts.values().all(|c| *c == 0) {
         return Err(format!("{at}: `starts` has no start"));
     }
+    if p.heldout != 0 && !(1000..=1_000_000).contains(&p.heldout) {
+        return Err(format!(
+            "{at}: invalid value for `heldout`: {} (0 for none, or 1000..=1000000)",
+            p.heldout
+        ));
+    }
     Ok(())
 }
 
 /// A family as parsed: its name, settings and what each setting's job holds.
 struct Family {
     name: String,
-    /// (setting, spec) pairs.
-    settings: Vec<(String, FamilySpec)>,
+    /// (size, setting, spec): one size named "" when the file has no `[[sizes]]`.
+    settings: Vec<(String, String, FamilySpec)>,
     bound: Option<f64>,
     probe: ProbeSettings,
 }
@@ -198,7 +264,17 @@ pub struct IdentifiabilityKind {
     name: String,
     families: Vec<Family>,
     profiles: BTreeMap<String, Profile>,
+    truths: usize,
+    /// The sizes' names in the file's order (one, "", without `[[sizes]]`).
+    sizes: Vec<String>,
 }
+
+/// Fitted atoms per true atom of each setting.
+const SETTINGS: [(&str, i64); 3] = [
+    ("exact", 1),
+    ("overspecified", 2),
+    ("overspecified-by-2", 3),
+];
 
 impl IdentifiabilityKind {
     fn parse_file(info: &ExperimentInfo, body: toml::Table) -> Result<Self, LabError> {
@@ -210,6 +286,59 @@ impl IdentifiabilityKind {
         }
         if file.families.is_empty() {
             return Err(err("no `[[families]]`: at least one is needed".into()));
+        }
+        if !(1..=100).contains(&file.truths) {
+            return Err(err(format!(
+                "invalid value for `truths`: {} (1..=100)",
+                file.truths
+            )));
+        }
+        // Each size: its name, its `[model]` keys and the settings it replaces every
+        // family's with (none: the family's own).
+        let mut sizes: Vec<(String, toml::Table, Option<Vec<String>>)> = Vec::new();
+        for (k, table) in file.sizes.iter().enumerate() {
+            let mut table = table.clone();
+            let name = match table.remove("name") {
+                Some(toml::Value::String(n)) if !n.is_empty() => n,
+                _ => {
+                    return Err(err(format!(
+                        "[[sizes]] entry {}: needs a non-empty `name`",
+                        k + 1
+                    )))
+                }
+            };
+            let settings = match table.remove("settings") {
+                None => None,
+                Some(toml::Value::Array(a)) => Some(
+                    a.iter()
+                        .map(|v| v.as_str().map(str::to_string))
+                        .collect::<Option<Vec<String>>>()
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| {
+                            err(format!(
+                                "[[sizes]] `{name}`: `settings` must be a non-empty list of names"
+                            ))
+                        })?,
+                ),
+                Some(_) => {
+                    return Err(err(format!(
+                        "[[sizes]] `{name}`: `settings` must be a non-empty list of names"
+                    )))
+                }
+            };
+            if sizes.iter().any(|(n, _, _)| *n == name) {
+                return Err(err(format!("[[sizes]]: `{name}` is named twice")));
+            }
+            if table.contains_key("atoms") {
+                return Err(err(format!(
+                    "[[sizes]] `{name}`: `atoms` is set by the setting (exact, overspecified, \
+                     overspecified-by-2), not by a size"
+                )));
+            }
+            sizes.push((name, table, settings));
+        }
+        if sizes.is_empty() {
+            sizes.push((String::new(), toml::Table::new(), None));
         }
         let mut names = BTreeSet::new();
         let mut families = Vec::new();
@@ -228,47 +357,51 @@ impl IdentifiabilityKind {
             )?;
             check_probe(&probe, &format!("{at}, [probe]")).map_err(err)?;
             let mut settings = Vec::new();
-            for s in &f.settings {
-                let atoms = match s.as_str() {
-                    "exact" => 1,
-                    "overspecified" => 2,
-                    _ => {
+            for (size, size_model, size_settings) in &sizes {
+                for s in size_settings.as_ref().unwrap_or(&f.settings) {
+                    let Some(&(_, atoms)) = SETTINGS.iter().find(|(name, _)| name == s) else {
                         return Err(err(format!(
-                            "{at}: unknown setting `{s}` (allowed: exact, overspecified)"
-                        )))
-                    }
-                };
-                let mut table = merge_tables(&file.model, &f.model);
-                table.insert("atoms".into(), toml::Value::Integer(atoms));
-                let model: ModelConfig = from_table(table, path, &format!("{at}, model"))?;
-                model
-                    .validate()
-                    .map_err(|e| err(format!("{at}, model: {e}")))?;
-                let spec = match (f.method, f.truth, f.control) {
-                    (Some(method), Some(truth), None) => FamilySpec::Hmoe {
-                        model,
-                        truth,
-                        method,
-                    },
-                    (None, None, Some(expert)) if (1..=16).contains(&f.experts) => {
-                        FamilySpec::Control {
-                            expert,
-                            d: model.d,
-                            experts: f.experts,
-                            fitted: f.experts + atoms as usize - 1,
+                            "{at}: unknown setting `{s}` (allowed: exact, overspecified, \
+                         overspecified-by-2)"
+                        )));
+                    };
+                    let at = if size.is_empty() {
+                        at.clone()
+                    } else {
+                        format!("{at}, size `{size}`")
+                    };
+                    let mut table = merge_tables(&merge_tables(&file.model, &f.model), size_model);
+                    table.insert("atoms".into(), toml::Value::Integer(atoms));
+                    let model: ModelConfig = from_table(table, path, &format!("{at}, model"))?;
+                    model
+                        .validate()
+                        .map_err(|e| err(format!("{at}, model: {e}")))?;
+                    let spec = match (f.method, f.truth, f.control) {
+                        (Some(method), Some(truth), None) => FamilySpec::Hmoe {
+                            model,
+                            truth,
+                            method,
+                        },
+                        (None, None, Some(expert)) if (1..=16).contains(&f.experts) => {
+                            FamilySpec::Control {
+                                expert,
+                                d: model.d,
+                                experts: f.experts,
+                                fitted: f.experts + atoms as usize - 1,
+                            }
                         }
-                    }
-                    (None, None, Some(_)) => {
-                        return Err(err(format!("{at}: `experts` must be in 1..=16")))
-                    }
-                    _ => {
-                        return Err(err(format!(
-                            "{at}: give either `method` and `truth` (an HMoE family) or \
+                        (None, None, Some(_)) => {
+                            return Err(err(format!("{at}: `experts` must be in 1..=16")))
+                        }
+                        _ => {
+                            return Err(err(format!(
+                                "{at}: give either `method` and `truth` (an HMoE family) or \
                              `control` (linear or tanh), not both"
-                        )))
-                    }
-                };
-                settings.push((s.clone(), spec));
+                            )))
+                        }
+                    };
+                    settings.push((size.clone(), s.clone(), spec));
+                }
             }
             families.push(Family {
                 name: f.name,
@@ -281,6 +414,14 @@ impl IdentifiabilityKind {
             return Err(err("no `[profiles.<name>]`: at least one is needed".into()));
         }
         for (name, pr) in &file.profiles {
+            if let Some(t) = pr.truths {
+                if !(1..=file.truths).contains(&t) {
+                    return Err(err(format!(
+                        "[profiles.{name}]: `truths` must be in 1..={} (the file's `truths`)",
+                        file.truths
+                    )));
+                }
+            }
             if pr.epsilons.is_empty()
                 || pr
                     .epsilons
@@ -296,24 +437,42 @@ impl IdentifiabilityKind {
             name: info.name.clone(),
             families,
             profiles: file.profiles,
+            truths: file.truths,
+            sizes: sizes.into_iter().map(|(n, _, _)| n).collect(),
         };
         // Every family must contain its truth: build each once (cheap) to say so now.
         for f in &kind.families {
-            for (setting, spec) in &f.settings {
-                kind.probe_of(spec, f.bound, 16, f.probe.rho)
-                    .map_err(|e| err(format!("family `{}`, {setting}: {e}", f.name)))?;
+            for (size, setting, spec) in &f.settings {
+                kind.probe_of(spec, f.bound, 16, f.probe.rho, 0, Sample::Search)
+                    .map_err(|e| err(format!("family `{}`, {size} {setting}: {e}", f.name)))?;
             }
         }
         Ok(kind)
     }
 
-    /// The seeds of the truth and the inputs: the experiment's alone, so every family of a
-    /// file sees the same inputs, and families with the same truth family the same truth.
-    fn seeds(&self) -> (u64, u64) {
-        (
-            derive_seed("probe-truth", &[&self.name]),
-            derive_seed("probe-inputs", &[&self.name]),
-        )
+    /// A phase file (issue 26): sizes, several truths or a held-out sample. Its tables are
+    /// [`phase`]'s; a file without any of them keeps `ratios.csv` as it always was.
+    fn is_phase(&self) -> bool {
+        self.sizes.iter().any(|s| !s.is_empty())
+            || self.truths > 1
+            || self.families.iter().any(|f| f.probe.heldout > 0)
+    }
+
+    /// The seeds of a truth draw and of a sample of inputs: the experiment's alone, so every
+    /// family and size of a file sees the same inputs, and families with the same truth family
+    /// the same truths. Draw 0 and the search sample are what every file had before `truths`
+    /// and `heldout` existed.
+    fn seeds(&self, truth: usize, sample: Sample) -> (u64, u64) {
+        let truth_seed = if truth == 0 {
+            derive_seed("probe-truth", &[&self.name])
+        } else {
+            derive_seed("probe-truth", &[&self.name, &truth.to_string()])
+        };
+        let input_seed = match sample {
+            Sample::Search => derive_seed("probe-inputs", &[&self.name]),
+            Sample::HeldOut => derive_seed("probe-heldout-inputs", &[&self.name]),
+        };
+        (truth_seed, input_seed)
     }
 
     fn probe_of(
@@ -322,8 +481,10 @@ impl IdentifiabilityKind {
         bound: Option<f64>,
         inputs: usize,
         rho: f64,
+        truth: usize,
+        sample: Sample,
     ) -> anyhow::Result<Box<dyn Probe>> {
-        let (truth_seed, input_seed) = self.seeds();
+        let (truth_seed, input_seed) = self.seeds(truth, sample);
         let bound = bound.unwrap_or(f64::INFINITY);
         match spec {
             FamilySpec::Hmoe {
@@ -372,31 +533,56 @@ impl Kind for IdentifiabilityKind {
     fn jobs(&self, profile: &str) -> Result<Vec<ProbeJob>, LabError> {
         let p = crate::kind::named_profile(&self.name, &self.profiles, profile)?;
         let mut jobs = Vec::new();
-        for f in &self.families {
-            for (setting, spec) in &f.settings {
-                for &epsilon in &p.epsilons {
-                    jobs.push(ProbeJob {
-                        experiment: self.name.clone(),
-                        family: f.name.clone(),
-                        spec: spec.clone(),
-                        setting: setting.clone(),
-                        bound: f.bound,
-                        epsilon,
-                        probe: f.probe.clone(),
-                    });
+        for truth in 0..p.truths.unwrap_or(self.truths) {
+            for f in &self.families {
+                for (size, setting, spec) in &f.settings {
+                    for &epsilon in &p.epsilons {
+                        jobs.push(ProbeJob {
+                            experiment: self.name.clone(),
+                            family: f.name.clone(),
+                            spec: spec.clone(),
+                            setting: setting.clone(),
+                            bound: f.bound,
+                            epsilon,
+                            probe: f.probe.clone(),
+                            size: size.clone(),
+                            truth,
+                        });
+                    }
                 }
             }
         }
         Ok(jobs)
     }
 
+    /// Size by size in the file's order, and within a size truth by truth: a profile that
+    /// lands over several sessions completes whole sizes first.
+    fn run_rank(&self, job: &ProbeJob) -> f64 {
+        let size = self.sizes.iter().position(|s| *s == job.size).unwrap_or(0);
+        (size * 1000 + job.truth) as f64
+    }
+
     fn label(&self, job: &ProbeJob) -> String {
-        format!("{} {} ε={}", job.family, job.setting, job.epsilon)
+        let mut l = format!("{} {} ε={}", job.family, job.setting, job.epsilon);
+        if !job.size.is_empty() {
+            l = format!("{} {l}", job.size);
+        }
+        if self.truths > 1 {
+            l += &format!(" truth {}", job.truth);
+        }
+        l
     }
 
     fn run_job(&self, job: &ProbeJob, _ctx: &JobContext<'_>) -> anyhow::Result<ProbeRecord> {
         let t = std::time::Instant::now();
-        let probe = self.probe_of(&job.spec, job.bound, job.probe.inputs, job.probe.rho)?;
+        let probe = self.probe_of(
+            &job.spec,
+            job.bound,
+            job.probe.inputs,
+            job.probe.rho,
+            job.truth,
+            Sample::Search,
+        )?;
         let p = &job.probe;
         let cfg = SearchConfig {
             epsilon: job.epsilon,
@@ -407,25 +593,68 @@ impl Kind for IdentifiabilityKind {
             rel_tol: p.rel_tol,
             window: p.window,
             smooth: p.smooth,
-            seed: derive_seed(
-                "probe-search",
-                &[
-                    &job.experiment,
+            seed: {
+                let eps = job.epsilon.to_string();
+                let truth = job.truth.to_string();
+                let mut parts = vec![
+                    job.experiment.as_str(),
                     &job.family,
                     &job.setting,
-                    &job.epsilon.to_string(),
-                ],
-            ),
+                    eps.as_str(),
+                ];
+                if !job.size.is_empty() {
+                    parts.push(&job.size);
+                }
+                if job.truth != 0 {
+                    parts.push(&truth);
+                }
+                derive_seed("probe-search", &parts)
+            },
         };
         let search = search(probe.as_ref(), &cfg);
+        let heldout = (p.heldout > 0)
+            .then(|| -> anyhow::Result<HeldOut> {
+                let fresh = self.probe_of(
+                    &job.spec,
+                    job.bound,
+                    p.heldout,
+                    p.rho,
+                    job.truth,
+                    Sample::HeldOut,
+                )?;
+                let (ratios, misfits) = search
+                    .results
+                    .iter()
+                    .map(|r| {
+                        let (ratio, _, misfit) = ratio_at(fresh.as_ref(), &r.theta);
+                        (ratio, misfit)
+                    })
+                    .unzip();
+                Ok(HeldOut {
+                    inputs: p.heldout,
+                    ratios,
+                    misfits,
+                })
+            })
+            .transpose()?;
         Ok(ProbeRecord {
             dim: probe.dim(),
             search,
             seconds: t.elapsed().as_secs_f64(),
+            heldout,
         })
     }
 
-    fn metrics(&self, _profile: &str, done: &Records<'_, Self>, dirs: &Dirs) -> Written {
+    fn metrics(&self, profile: &str, done: &Records<'_, Self>, dirs: &Dirs) -> Written {
+        if self.is_phase() {
+            let p = crate::kind::named_profile(&self.name, &self.profiles, profile)?;
+            let rows = phase::ratio_rows(done);
+            let cells = phase::cells(&rows, p.epsilons.len());
+            return Ok(vec![
+                store::write_table(dirs, "phase-ratios.csv", &rows)?,
+                store::write_table(dirs, "phase.csv", &cells)?,
+            ]);
+        }
         let rows: Vec<RatioRow> = done
             .iter()
             .map(|d| RatioRow::of(d.job, &d.record))
@@ -434,6 +663,14 @@ impl Kind for IdentifiabilityKind {
     }
 
     fn report(&self, _profile: &str, dirs: &Dirs) -> anyhow::Result<Report> {
+        if self.is_phase() {
+            let cells: Vec<phase::PhaseRow> = store::read_csv(&dirs.file("phase.csv"))?;
+            let families: Vec<&str> = self.families.iter().map(|f| f.name.as_str()).collect();
+            return Ok(Report {
+                summary: phase::summary(&cells, &self.sizes, &families),
+                figures: Vec::new(),
+            });
+        }
         let rows: Vec<RatioRow> = store::read_csv(&dirs.file("ratios.csv"))?;
         let settings = ["exact", "overspecified"];
         let families: Vec<&str> = self.families.iter().map(|f| f.name.as_str()).collect();
