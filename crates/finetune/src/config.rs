@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::Task;
 use crate::error::{FinetuneError, Result};
 
 /// Which parameters train.
@@ -158,6 +159,20 @@ pub struct TrainConfig {
     /// 1.0 in the usual PyTorch trainers). 0, the default and every committed run: no clipping.
     #[serde(skip_serializing_if = "fsio::key::is_default")]
     pub grad_clip: f64,
+    /// What is classified (issue 25): `tweets` (every committed run) or `newsgroups`.
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub task: Task,
+    /// Train on this many examples of every class (0, every committed run: `train_fraction`
+    /// of every class instead). Nested across budgets for one seed.
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub train_per_class: usize,
+    /// Evaluate on validation every this many optimiser steps, and once more at the end (0,
+    /// every committed run: at the end of every epoch). `patience` then counts evaluations.
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub eval_every: usize,
+    /// Early stopping may not end a run before this many steps (0: no minimum).
+    #[serde(skip_serializing_if = "fsio::key::is_default")]
+    pub min_steps: usize,
 }
 
 impl Default for TrainConfig {
@@ -190,6 +205,10 @@ impl Default for TrainConfig {
             paired_order: false,
             max_val_examples: 0,
             grad_clip: 0.0,
+            task: Task::Tweets,
+            train_per_class: 0,
+            eval_every: 0,
+            min_steps: 0,
         }
     }
 }
@@ -277,6 +296,22 @@ impl TrainConfig {
                 "grad_clip",
                 self.grad_clip,
                 "a number in [0, 1e6] (0: no clipping)",
+            ));
+        }
+        for (field, v) in [
+            ("train_per_class", self.train_per_class),
+            ("eval_every", self.eval_every),
+            ("min_steps", self.min_steps),
+        ] {
+            if v > 1_000_000 {
+                return Err(bad(field, v, "an integer in 0..=1000000 (0: off)"));
+            }
+        }
+        if self.min_steps > 0 && self.max_steps > 0 && self.min_steps > self.max_steps {
+            return Err(bad(
+                "min_steps",
+                self.min_steps,
+                "at most max_steps (early stopping may not wait past the last step)",
             ));
         }
         if !(1..=10_000).contains(&self.epochs) {

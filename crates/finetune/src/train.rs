@@ -13,7 +13,7 @@ use crate::adapter_dir::AdapterContext;
 use crate::adapters::AdapterSpec;
 use crate::assets::Assets;
 use crate::config::{AdapterKind, TrainConfig, ValidTrainConfig};
-use crate::data::{load_tweets, train_subset, Encoded, Split, TextEncoder, LABELS};
+use crate::data::{train_budget, Budget, Encoded, Split, TextEncoder};
 use crate::encoder::BertEncoder;
 use crate::error::{FinetuneError, Result};
 use crate::metrics::{accuracy, macro_f1, majority_rate};
@@ -21,13 +21,19 @@ use crate::model::{head_path, Classifier, Dropouts};
 use crate::optim::FusedAdamW;
 use crate::rng::{init_rng, BATCH_ORDER, TRAINING};
 
+/// One validation evaluation: at the end of an epoch, or (with `eval_every`) every so many
+/// steps, `epoch` then numbering the evaluations and `step` saying where it came.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct EpochMetrics {
     pub epoch: usize,
+    /// Mean training loss since the previous evaluation.
     pub train_loss: f64,
     pub val_accuracy: f64,
     pub val_macro_f1: f64,
     pub seconds: f64,
+    /// Optimiser steps taken when evaluated (runs with `eval_every` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -288,7 +294,14 @@ impl Trained {
         AdapterContext {
             base_model: base_model.to_string(),
             base_model_path: Some(path.display().to_string()),
-            labels: LABELS.iter().map(|l| l.to_string()).collect(),
+            labels: self
+                .record
+                .config
+                .task
+                .labels()
+                .iter()
+                .map(|l| l.to_string())
+                .collect(),
             max_len: self.record.config.max_len,
             dropout: self.record.config.dropout,
         }
@@ -305,16 +318,23 @@ pub fn train_classifier(
     let start = Instant::now();
     keep_freed_memory();
     let device = device();
-    let examples = load_tweets(&assets.tweets_csv)?;
-    let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
-    let split = Split::load_or_create(
+    let data = assets.dataset(cfg.task)?;
+    let n_classes = cfg.task.labels().len();
+    let labels: Vec<usize> = data.examples.iter().map(|e| e.label).collect();
+    let split = Split::for_dataset(
         split_path,
-        &labels,
+        &data,
         cfg.split_seed,
         cfg.val_fraction,
         cfg.test_fraction,
     )?;
-    let subset = train_subset(&split.train, &labels, cfg.train_fraction, cfg.seed);
+    let budget = if cfg.train_per_class > 0 {
+        Budget::PerClass(cfg.train_per_class)
+    } else {
+        Budget::Fraction(cfg.train_fraction)
+    };
+    let subset = train_budget(&split.train, &labels, n_classes, budget, cfg.seed);
+    let examples = data.examples;
     let cap = |v: &[usize], max: usize| -> Vec<usize> {
         if max == 0 {
             v.to_vec()
@@ -333,7 +353,7 @@ pub fn train_classifier(
     let test = Encoded::new(&text, &examples, &cap(&split.test, cfg.max_eval_examples))?;
 
     let base = BertEncoder::load(&assets.model_dir, &device)?;
-    let model = Classifier::new(base, &AdapterSpec::from_config(cfg), LABELS.len(), &device)?;
+    let model = Classifier::new(base, &AdapterSpec::from_config(cfg), n_classes, &device)?;
     let record = train_model(cfg, &model, &train, &val, &test, &device, progress, start)?;
     Ok(Trained { record, model })
 }
@@ -370,14 +390,53 @@ pub fn train_model(
         pb.set_message(format!("{} r={}", cfg.method, cfg.rank));
     }
 
-    let mut epochs = Vec::new();
+    let mut epochs: Vec<EpochMetrics> = Vec::new();
     let mut best: Option<(f64, usize, std::collections::HashMap<String, Tensor>)> = None;
     let mut step = 0;
     let mut train_seconds = 0.0;
+    // Training loss and time since the last evaluation.
+    let mut loss_sum = 0.0;
+    let mut loss_n = 0usize;
+    let mut since = Instant::now();
+    // Evaluate on validation, keep the best snapshot; true when early stopping ends the run.
+    let mut evaluate = |epochs: &mut Vec<EpochMetrics>,
+                        index: Option<usize>,
+                        step: usize,
+                        loss_sum: f64,
+                        loss_n: usize,
+                        since: Instant|
+     -> Result<bool> {
+        // Epochs number themselves; step-wise evaluations count.
+        let index = index.unwrap_or(epochs.len() + 1);
+        let pred = predict(model, val, cfg.eval_batch_size, device)?;
+        let metrics = EpochMetrics {
+            epoch: index,
+            train_loss: if loss_n > 0 {
+                loss_sum / loss_n as f64
+            } else {
+                f64::NAN
+            },
+            val_accuracy: accuracy(&pred, &val.labels),
+            val_macro_f1: macro_f1(&pred, &val.labels, n_classes),
+            seconds: since.elapsed().as_secs_f64(),
+            step: (cfg.eval_every > 0).then_some(step),
+        };
+        let improved = best
+            .as_ref()
+            .is_none_or(|(f1, _, _)| metrics.val_macro_f1 > *f1);
+        if improved {
+            best = Some((metrics.val_macro_f1, index, model.snapshot()?));
+        }
+        let best_index = best.as_ref().map_or(index, |b| b.1);
+        epochs.push(metrics);
+        Ok(cfg.patience > 0 && index - best_index >= cfg.patience && step >= cfg.min_steps)
+    };
     'epochs: for epoch in 1..=cfg.epochs {
         let epoch_start = Instant::now();
-        let mut loss_sum = 0.0;
-        let mut loss_n = 0usize;
+        if cfg.eval_every == 0 {
+            (loss_sum, loss_n, since) = (0.0, 0, epoch_start);
+        }
+        let mut step_start = Instant::now();
         for rows in order.epoch(train, cfg.batch_size, &mut rng) {
             if step >= total {
                 break;
@@ -405,31 +464,36 @@ pub fn train_model(
                     loss_sum / loss_n as f64
                 ));
             }
+            if cfg.eval_every > 0 && (step % cfg.eval_every == 0 || step >= total) {
+                train_seconds += step_start.elapsed().as_secs_f64();
+                let stop = evaluate(&mut epochs, None, step, loss_sum, loss_n, since)?;
+                (loss_sum, loss_n, since) = (0.0, 0, Instant::now());
+                step_start = Instant::now();
+                if stop || step >= total {
+                    break 'epochs;
+                }
+            }
+        }
+        if cfg.eval_every > 0 {
+            train_seconds += step_start.elapsed().as_secs_f64();
+            continue;
         }
         train_seconds += epoch_start.elapsed().as_secs_f64();
-        let pred = predict(model, val, cfg.eval_batch_size, device)?;
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss: if loss_n > 0 {
-                loss_sum / loss_n as f64
-            } else {
-                f64::NAN
-            },
-            val_accuracy: accuracy(&pred, &val.labels),
-            val_macro_f1: macro_f1(&pred, &val.labels, n_classes),
-            seconds: epoch_start.elapsed().as_secs_f64(),
-        };
-        let improved = best
-            .as_ref()
-            .is_none_or(|(f1, _, _)| metrics.val_macro_f1 > *f1);
-        if improved {
-            best = Some((metrics.val_macro_f1, epoch, model.snapshot()?));
-        }
-        let best_epoch = best.as_ref().map_or(epoch, |b| b.1);
-        epochs.push(metrics);
-        if (cfg.patience > 0 && epoch - best_epoch >= cfg.patience) || step >= total {
+        let stop = evaluate(
+            &mut epochs,
+            Some(epoch),
+            step,
+            loss_sum,
+            loss_n,
+            epoch_start,
+        )?;
+        if stop || step >= total {
             break 'epochs;
         }
+    }
+    // A run with `eval_every` whose epochs ran out between two evaluations ends with one.
+    if cfg.eval_every > 0 && epochs.last().and_then(|e| e.step) != Some(step) && step > 0 {
+        evaluate(&mut epochs, None, step, loss_sum, loss_n, since)?;
     }
     let (_, best_epoch, snapshot) =
         best.ok_or_else(|| FinetuneError::Data("no epoch ran".into()))?;

@@ -304,10 +304,13 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
         } => {
             let dir = dir.clone().or(g.assets.clone());
             let a = crate::kinds::finetune::assets::fetch(dir.as_deref())?;
+            let (train, test) = a.newsgroups()?;
             println!(
-                "assets ready: model in {}, data {}",
+                "assets ready: model in {}, data {} (tweets), {} and {} (newsgroups)",
                 a.model_dir.display(),
-                a.tweets_csv.display()
+                a.tweets_csv.display(),
+                train.display(),
+                test.display()
             );
             return Ok(true);
         }

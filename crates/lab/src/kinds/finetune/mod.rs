@@ -307,8 +307,13 @@ impl FinetuneKind {
         self.grids.get(profile).copied().unwrap_or(false)
     }
 
-    pub fn split_path(dirs: &Dirs) -> PathBuf {
-        dirs.experiment.join("split.json")
+    /// The experiment's split of a task's data, shared by every job: `split.json` for the
+    /// tweets (every committed run), `split-<task>.json` for another task.
+    pub fn split_path(dirs: &Dirs, task: finetune::data::Task) -> PathBuf {
+        match task {
+            finetune::data::Task::Tweets => dirs.experiment.join("split.json"),
+            t => dirs.experiment.join(format!("split-{}.json", t.name())),
+        }
     }
 }
 
@@ -379,7 +384,7 @@ impl Kind for FinetuneKind {
         let out = finetune::train_classifier(
             &job.train,
             &assets,
-            &Self::split_path(ctx.dirs),
+            &Self::split_path(ctx.dirs, job.train.task),
             Some(bar.clone()),
         );
         bar.finish_and_clear();
