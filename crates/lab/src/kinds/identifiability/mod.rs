@@ -70,6 +70,11 @@ pub struct ProbeSettings {
     /// job while 0, so no id moves.
     #[serde(skip_serializing_if = "is_zero")]
     pub heldout: usize,
+    /// Rounds of each start's trajectory kept in the record: evenly spaced, the first and the
+    /// last always (0: every round). A long search's full trajectories make a record of about
+    /// 300 kB; the table needs only the last round.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub keep_rounds: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -89,6 +94,7 @@ impl Default for ProbeSettings {
             smooth: 0.03,
             starts: StartKind::ALL.iter().map(|k| (*k, 2)).collect(),
             heldout: 0,
+            keep_rounds: 0,
         }
     }
 }
@@ -187,6 +193,9 @@ pub struct Profile {
     /// phase file (its cost per size) draws one.
     #[serde(default)]
     pub truths: Option<usize>,
+    /// Overrides of every family's `[probe]` in this profile's jobs.
+    #[serde(default)]
+    pub probe: toml::Table,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +251,12 @@ fn check_probe(p: &ProbeSettings, at: &str) -> Result<(), String> {
     if p.starts.values().all(|c| *c == 0) {
         return Err(format!("{at}: `starts` has no start"));
     }
+    if p.keep_rounds == 1 {
+        return Err(format!(
+            "{at}: invalid value for `keep_rounds`: 1 (0 for every round, or at least 2: the \
+             first and the last)"
+        ));
+    }
     if p.heldout != 0 && !(1000..=1_000_000).contains(&p.heldout) {
         return Err(format!(
             "{at}: invalid value for `heldout`: {} (0 for none, or 1000..=1000000)",
@@ -258,6 +273,8 @@ struct Family {
     settings: Vec<(String, String, FamilySpec)>,
     bound: Option<f64>,
     probe: ProbeSettings,
+    /// The search settings of each profile that overrides `[probe]`.
+    profile_probe: BTreeMap<String, ProbeSettings>,
 }
 
 pub struct IdentifiabilityKind {
@@ -356,6 +373,17 @@ impl IdentifiabilityKind {
                 &format!("{at}, [probe]"),
             )?;
             check_probe(&probe, &format!("{at}, [probe]")).map_err(err)?;
+            let mut profile_probe = BTreeMap::new();
+            for (name, pr) in &file.profiles {
+                if pr.probe.is_empty() {
+                    continue;
+                }
+                let what = format!("{at}, [profiles.{name}] probe");
+                let table = merge_tables(&merge_tables(&file.probe, &f.probe), &pr.probe);
+                let p: ProbeSettings = from_table(table, path, &what)?;
+                check_probe(&p, &what).map_err(err)?;
+                profile_probe.insert(name.clone(), p);
+            }
             let mut settings = Vec::new();
             for (size, size_model, size_settings) in &sizes {
                 for s in size_settings.as_ref().unwrap_or(&f.settings) {
@@ -408,6 +436,7 @@ impl IdentifiabilityKind {
                 settings,
                 bound: f.boxed.then_some(file.bound),
                 probe,
+                profile_probe,
             });
         }
         if file.profiles.is_empty() {
@@ -544,7 +573,7 @@ impl Kind for IdentifiabilityKind {
                             setting: setting.clone(),
                             bound: f.bound,
                             epsilon,
-                            probe: f.probe.clone(),
+                            probe: f.profile_probe.get(profile).unwrap_or(&f.probe).clone(),
                             size: size.clone(),
                             truth,
                         });
@@ -611,7 +640,7 @@ impl Kind for IdentifiabilityKind {
                 derive_seed("probe-search", &parts)
             },
         };
-        let search = search(probe.as_ref(), &cfg);
+        let mut search = search(probe.as_ref(), &cfg);
         let heldout = (p.heldout > 0)
             .then(|| -> anyhow::Result<HeldOut> {
                 let fresh = self.probe_of(
@@ -637,6 +666,11 @@ impl Kind for IdentifiabilityKind {
                 })
             })
             .transpose()?;
+        if p.keep_rounds > 0 {
+            for r in &mut search.results {
+                r.rounds = thin(std::mem::take(&mut r.rounds), p.keep_rounds);
+            }
+        }
         Ok(ProbeRecord {
             dim: probe.dim(),
             search,
@@ -727,6 +761,25 @@ impl Kind for IdentifiabilityKind {
             figures,
         })
     }
+}
+
+/// `keep` of `items`, evenly spaced, the first and the last always (all of them when there
+/// are no more than `keep`).
+fn thin<T>(items: Vec<T>, keep: usize) -> Vec<T> {
+    let n = items.len();
+    if keep == 0 || n <= keep {
+        return items;
+    }
+    let keep = keep.max(2);
+    let wanted: BTreeSet<usize> = (0..keep)
+        .map(|i| ((i as f64) * (n - 1) as f64 / (keep - 1) as f64).round() as usize)
+        .collect();
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| wanted.contains(i))
+        .map(|(_, x)| x)
+        .collect()
 }
 
 /// Values below this are drawn at it (a flat set's `R` is rounding, about `10⁻¹⁶/ε`).
@@ -859,4 +912,20 @@ fn summary(rows: &[RatioRow], families: &[&str], settings: [&str; 2]) -> String 
          the atom it moved most, and D/ε at the end.\n\n![R(ε)](ratios.png)\n",
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thin;
+
+    #[test]
+    fn thinning_keeps_the_first_and_the_last_evenly_spaced() {
+        let v: Vec<usize> = (0..401).collect();
+        let t = thin(v.clone(), 5);
+        assert_eq!(t, vec![0, 100, 200, 300, 400]);
+        assert_eq!(thin(v.clone(), 0), v);
+        assert_eq!(thin((0..3).collect::<Vec<_>>(), 25), vec![0, 1, 2]);
+        let t = thin((0..100).collect::<Vec<usize>>(), 25);
+        assert_eq!((t.len(), t[0], t[24]), (25, 0, 99));
+    }
 }
