@@ -156,52 +156,59 @@ pub fn run<K: Kind>(
     )?;
     let failed = Mutex::new(Vec::new());
     let started = Instant::now();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()?;
-    pool.install(|| {
-        todo.par_iter().zip(&units).for_each(|(p, &units)| {
-            let t0 = Instant::now();
-            let ctx = JobContext {
-                id: &p.id,
-                dirs,
-                progress: &progress.multi,
-            };
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                kind.run_job(&p.job, &ctx)
-            }));
-            let err = match outcome {
-                Ok(Ok(record)) => {
-                    let env = Envelope {
-                        format: store::FORMAT,
-                        id: p.id.clone(),
-                        experiment: info.name.clone(),
-                        kind: info.kind.clone(),
-                        label: p.label.clone(),
-                        job: &p.job,
-                        record,
-                        provenance: prov.for_job(t0.elapsed().as_secs_f64()),
-                        checksum: None,
-                    };
-                    env.sealed()
-                        .and_then(|env| store::write_json(&dirs.record(&p.id), &env))
-                        .err()
-                        .map(|e| format!("{e:#}"))
-                }
-                Ok(Err(e)) => Some(format!("{e:#}")),
-                Err(panic) => Some(panic_message(panic.as_ref())),
-            };
-            let failed_now = err.is_some();
-            if let Some(e) = err {
-                progress.println(format!("job {} ({}) failed: {e}", p.id, p.label));
-                failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((p.label.clone(), e));
+    let one = |(p, &units): (&&Planned<K::Job>, &u64)| {
+        let t0 = Instant::now();
+        let ctx = JobContext {
+            id: &p.id,
+            dirs,
+            progress: &progress.multi,
+        };
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run_job(&p.job, &ctx)));
+        let err = match outcome {
+            Ok(Ok(record)) => {
+                let env = Envelope {
+                    format: store::FORMAT,
+                    id: p.id.clone(),
+                    experiment: info.name.clone(),
+                    kind: info.kind.clone(),
+                    label: p.label.clone(),
+                    job: &p.job,
+                    record,
+                    provenance: prov.for_job(t0.elapsed().as_secs_f64()),
+                    checksum: None,
+                };
+                env.sealed()
+                    .and_then(|env| store::write_json(&dirs.record(&p.id), &env))
+                    .err()
+                    .map(|e| format!("{e:#}"))
             }
-            progress.job_done(units, failed_now);
-        })
-    });
+            Ok(Err(e)) => Some(format!("{e:#}")),
+            Err(panic) => Some(panic_message(panic.as_ref())),
+        };
+        let failed_now = err.is_some();
+        if let Some(e) = err {
+            progress.println(format!("job {} ({}) failed: {e}", p.id, p.label));
+            failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((p.label.clone(), e));
+        }
+        progress.job_done(units, failed_now);
+    };
+    // One job at a time runs on this thread, so whatever a job parallelises inside itself (the
+    // finetune kind's matrix products, candle's and the optimiser's kernels) has every core of
+    // the global pool. A pool of one thread here put all of that on one core: every finetune
+    // run before 2026-12-03 used one of the two cores (results do not depend on the thread
+    // count: crates/finetune/tests/fused.rs, hmoe's lm tests).
+    if threads == 1 {
+        todo.iter().zip(&units).for_each(one);
+    } else {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
+        pool.install(|| todo.par_iter().zip(&units).for_each(one));
+    }
     progress.finish();
     report.failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
     report.ran = todo.len() - report.failed.len();
