@@ -23,16 +23,17 @@ pub(super) fn write(
     let methods = kind.methods(profile);
     let mut groups: Vec<GroupRow> = Vec::new();
     for m in methods {
-        for f in fractions_of(&rows, m) {
+        for (f, (train_fraction, per_class)) in budgets_of(&rows, m) {
             let g: Vec<&RunRow> = rows
                 .iter()
-                .filter(|r| &r.method == m && r.train_fraction == f)
+                .filter(|r| &r.method == m && r.budget() == f)
                 .collect();
             let acc: Vec<f64> = g.iter().map(|r| r.test_accuracy).collect();
             let f1: Vec<f64> = g.iter().map(|r| r.test_macro_f1).collect();
             groups.push(GroupRow {
                 method: m.clone(),
-                train_fraction: f,
+                train_fraction,
+                per_class,
                 seeds: g.len(),
                 train_examples: g[0].train_examples,
                 trainable_params: g[0].trainable_params,
@@ -52,7 +53,8 @@ pub(super) fn write(
         .map(|d| TimingRow {
             id: d.id.to_string(),
             method: label(d),
-            train_fraction: d.job.train.train_fraction,
+            train_fraction: job_budget(&d.job.train).0,
+            per_class: job_budget(&d.job.train).1,
             seed: d.job.train.seed,
             steps: d.record.steps,
             steps_per_sec: d.record.steps_per_sec,
@@ -139,16 +141,56 @@ fn lr_grid(done: &[Done<'_, FinetuneJob, RunRecord>], rows: &[RunRow]) -> Vec<Lr
     out
 }
 
-/// The training fractions a method ran at, ascending.
-fn fractions_of(rows: &[RunRow], method: &str) -> Vec<f64> {
-    let mut f: Vec<f64> = rows
+/// A budget's two columns: `(train_fraction, per_class)`, one of them set.
+pub type BudgetColumns = (Option<f64>, Option<usize>);
+
+/// A row's training budget as one number: its fraction, or its examples per class.
+pub trait Budgeted {
+    fn budget_columns(&self) -> BudgetColumns;
+    fn budget(&self) -> f64 {
+        match self.budget_columns() {
+            (_, Some(k)) => k as f64,
+            (Some(f), None) => f,
+            (None, None) => f64::NAN,
+        }
+    }
+}
+
+macro_rules! budgeted {
+    ($($t:ty),*) => {$(
+        impl Budgeted for $t {
+            fn budget_columns(&self) -> BudgetColumns {
+                (self.train_fraction, self.per_class)
+            }
+        }
+    )*};
+}
+budgeted!(RunRow, GroupRow, TimingRow, PairedRow);
+
+/// The budget columns of a job: examples per class when it sets them, else its fraction.
+fn job_budget(t: &finetune::TrainConfig) -> BudgetColumns {
+    if t.train_per_class > 0 {
+        (None, Some(t.train_per_class))
+    } else {
+        (Some(t.train_fraction), None)
+    }
+}
+
+/// The budgets a method ran at, ascending, each with its columns.
+fn budgets_of(rows: &[RunRow], method: &str) -> Vec<(f64, BudgetColumns)> {
+    let mut f: Vec<(f64, BudgetColumns)> = rows
         .iter()
         .filter(|r| r.method == method)
-        .map(|r| r.train_fraction)
+        .map(|r| (r.budget(), r.budget_columns()))
         .collect();
-    f.sort_by(|a, b| a.total_cmp(b));
-    f.dedup();
+    f.sort_by(|a, b| a.0.total_cmp(&b.0));
+    f.dedup_by(|a, b| a.0 == b.0);
     f
+}
+
+/// The budgets a method ran at, ascending.
+fn fractions_of(rows: &[RunRow], method: &str) -> Vec<f64> {
+    budgets_of(rows, method).into_iter().map(|b| b.0).collect()
 }
 
 /// The paired comparison of every method with `lora`, each variant of lora, and `full`.
@@ -161,7 +203,12 @@ pub const PAIRED_TABLE: &str = "paired.csv";
 pub struct PairedRow {
     pub method: String,
     pub against: String,
-    pub train_fraction: f64,
+    /// The budget: a fraction of the training set (every tweets profile before issue 25) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_fraction: Option<f64>,
+    /// ... or examples per class (`per_class` profiles); the other column is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<usize>,
     pub pairs: usize,
     /// Mean of (method − against) over pairs, with a paired 95% t-interval (none for one pair).
     pub accuracy_diff: f64,
@@ -198,15 +245,13 @@ pub(crate) fn paired(methods: &[String], references: &[String], rows: &[RunRow])
             continue;
         }
         for m in methods.iter().filter(|m| *m != against) {
-            for f in fractions_of(rows, m) {
+            for (f, (train_fraction, per_class)) in budgets_of(rows, m) {
                 let pairs: Vec<(&RunRow, &RunRow)> = rows
                     .iter()
-                    .filter(|r| &r.method == m && r.train_fraction == f)
+                    .filter(|r| &r.method == m && r.budget() == f)
                     .filter_map(|r| {
                         rows.iter()
-                            .find(|o| {
-                                &o.method == against && o.train_fraction == f && o.seed == r.seed
-                            })
+                            .find(|o| &o.method == against && o.budget() == f && o.seed == r.seed)
                             .map(|o| (r, o))
                     })
                     .collect();
@@ -226,7 +271,8 @@ pub(crate) fn paired(methods: &[String], references: &[String], rows: &[RunRow])
                 out.push(PairedRow {
                     method: m.clone(),
                     against: against.clone(),
-                    train_fraction: f,
+                    train_fraction,
+                    per_class,
                     pairs: pairs.len(),
                     accuracy_diff: am,
                     accuracy_diff_lo: ai.map(|i| i.0),
@@ -276,7 +322,7 @@ pub(crate) fn scarcity(
     let mut out = Vec::new();
     let run = |m: &str, f: f64, seed: u64| {
         rows.iter()
-            .find(|r| r.method == m && r.train_fraction == f && r.seed == seed)
+            .find(|r| r.method == m && r.budget() == f && r.seed == seed)
     };
     for against in references.iter().filter(|a| methods.contains(a)) {
         for m in methods.iter().filter(|m| *m != against) {
@@ -343,7 +389,12 @@ pub(crate) fn scarcity(
 pub struct RunRow {
     pub id: String,
     pub method: String,
-    pub train_fraction: f64,
+    /// The budget: a fraction of the training set (every tweets profile before issue 25) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_fraction: Option<f64>,
+    /// ... or examples per class (`per_class` profiles); the other column is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<usize>,
     pub seed: u64,
     pub train_examples: usize,
     pub trainable_params: usize,
@@ -360,7 +411,12 @@ pub struct RunRow {
 #[derive(Serialize, Deserialize)]
 pub struct GroupRow {
     pub method: String,
-    pub train_fraction: f64,
+    /// The budget: a fraction of the training set (every tweets profile before issue 25) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_fraction: Option<f64>,
+    /// ... or examples per class (`per_class` profiles); the other column is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<usize>,
     pub seeds: usize,
     pub train_examples: usize,
     pub trainable_params: usize,
@@ -377,7 +433,12 @@ pub struct GroupRow {
 pub struct TimingRow {
     pub id: String,
     pub method: String,
-    pub train_fraction: f64,
+    /// The budget: a fraction of the training set (every tweets profile before issue 25) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_fraction: Option<f64>,
+    /// ... or examples per class (`per_class` profiles); the other column is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<usize>,
     pub seed: u64,
     pub steps: usize,
     pub steps_per_sec: f64,
@@ -390,7 +451,8 @@ fn run_row(d: &Done<'_, FinetuneJob, RunRecord>, method: String) -> RunRow {
     RunRow {
         id: d.id.to_string(),
         method,
-        train_fraction: d.job.train.train_fraction,
+        train_fraction: job_budget(&d.job.train).0,
+        per_class: job_budget(&d.job.train).1,
         seed: d.job.train.seed,
         train_examples: r.train_examples,
         trainable_params: r.trainable_params,
@@ -418,7 +480,8 @@ pub(crate) mod tests {
         RunRow {
             id: String::new(),
             method: method.into(),
-            train_fraction: fraction,
+            train_fraction: Some(fraction),
+            per_class: None,
             seed,
             train_examples: 10,
             trainable_params: 1,
@@ -468,7 +531,7 @@ pub(crate) mod tests {
         // One fraction: no contrast.
         let one: Vec<RunRow> = rows
             .into_iter()
-            .filter(|r| r.train_fraction == 0.01)
+            .filter(|r| r.train_fraction == Some(0.01))
             .collect();
         assert!(scarcity(&methods, &["lora".to_string()], &one).is_empty());
     }
@@ -487,5 +550,52 @@ pub(crate) mod tests {
         // One pair has no interval; two equal differences have a zero-width one.
         assert_eq!(t_interval(&[0.5]), (0.5, None));
         assert_eq!(t_interval(&[0.1, 0.1]).1, Some((0.1, 0.1)));
+    }
+
+    /// A per-class profile's tables carry `per_class` where a fraction profile carries
+    /// `train_fraction` (whose tables stay as committed), and group by it.
+    #[test]
+    fn per_class_rows_group_and_serialise_by_their_budget() {
+        let rows: Vec<RunRow> = [(4, 0, 0.5), (4, 1, 0.6), (16, 0, 0.7), (16, 1, 0.8)]
+            .iter()
+            .flat_map(|&(k, seed, acc)| {
+                ["lora", "hora"].into_iter().map(move |m| {
+                    let mut r = run(m, 0.0, seed, if m == "hora" { acc + 0.01 } else { acc });
+                    r.train_fraction = None;
+                    r.per_class = Some(k);
+                    r
+                })
+            })
+            .collect();
+        let methods = vec!["lora".to_string(), "hora".to_string()];
+        let p = super::paired(&methods, &["lora".to_string()], &rows);
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].per_class, p[1].per_class), (Some(4), Some(16)));
+        assert!(p
+            .iter()
+            .all(|r| r.pairs == 2 && (r.accuracy_diff - 0.01).abs() < 1e-12));
+        let csv_header = |rows: &[RunRow]| {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            for r in rows {
+                w.serialize(r).unwrap();
+            }
+            let bytes = w.into_inner().unwrap();
+            String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        let h = csv_header(&rows);
+        assert!(
+            h.contains(",per_class,") && !h.contains("train_fraction"),
+            "{h}"
+        );
+        let h = csv_header(&[run("lora", 0.01, 0, 0.5)]);
+        assert!(
+            h.contains(",train_fraction,") && !h.contains("per_class"),
+            "{h}"
+        );
     }
 }

@@ -40,7 +40,12 @@ struct FinetuneFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProfileFile {
+    /// The training budgets as fractions of every class ...
+    #[serde(default)]
     fractions: Vec<f64>,
+    /// ... or as examples per class (`train_per_class`; issue 25): one of the two.
+    #[serde(default)]
+    per_class: Vec<usize>,
     seeds: Vec<u64>,
     /// Overrides of `[train]` for this profile only.
     #[serde(default)]
@@ -147,12 +152,44 @@ impl FinetuneKind {
         let mut grids = BTreeMap::new();
         for (pname, p) in &file.profiles {
             let at = format!("[profiles.{pname}]");
-            if p.fractions.is_empty() || p.seeds.is_empty() {
+            if p.fractions.is_empty() == p.per_class.is_empty() || p.seeds.is_empty() {
                 return Err(config_error(
                     path,
-                    format!("{at}: `fractions` and `seeds` must be non-empty"),
+                    format!(
+                        "{at}: give the budgets as `fractions` or as `per_class` (one of the \
+                         two, non-empty), and non-empty `seeds`"
+                    ),
                 ));
             }
+            if p.per_class.contains(&0) {
+                return Err(config_error(
+                    path,
+                    format!("{at}: `per_class` budgets must be at least 1"),
+                ));
+            }
+            let budgets: Vec<(&str, toml::Value, String)> = if p.per_class.is_empty() {
+                p.fractions
+                    .iter()
+                    .map(|&f| {
+                        (
+                            "train_fraction",
+                            toml::Value::Float(f),
+                            format!("fraction {f}"),
+                        )
+                    })
+                    .collect()
+            } else {
+                p.per_class
+                    .iter()
+                    .map(|&k| {
+                        (
+                            "train_per_class",
+                            toml::Value::Integer(k as i64),
+                            format!("{k} per class"),
+                        )
+                    })
+                    .collect()
+            };
             let methods = p.methods.as_ref().unwrap_or(&file.methods);
             if methods.is_empty() {
                 return Err(config_error(path, format!("{at}: `methods` is empty")));
@@ -206,13 +243,12 @@ impl FinetuneKind {
                         label = format!("{method}@{lr}");
                     }
                     order.push(label.clone());
-                    for &fraction in &p.fractions {
+                    for (key, value, budget) in &budgets {
                         for &seed in &p.seeds {
                             let mut t = t.clone();
-                            t.insert("train_fraction".into(), toml::Value::Float(fraction));
+                            t.insert((*key).into(), value.clone());
                             t.insert("seed".into(), toml::Value::Integer(seed as i64));
-                            let what =
-                                format!("{at}, method `{method}`, fraction {fraction}, [train]");
+                            let what = format!("{at}, method `{method}`, {budget}, [train]");
                             let train = from_table::<TrainConfig>(t, path, &what)?
                                 .check()
                                 .map_err(|e| config_error(path, format!("{what}: {e}")))?;
@@ -224,7 +260,7 @@ impl FinetuneKind {
                                 .map_err(|e| config_error(path, e.to_string()))?;
                             if let Some(other) = by_job.insert(key, label.clone()) {
                                 return Err(config_error(path, format!(
-                                    "{at}: methods `{other}` and `{label}` make the same job (fraction {fraction}, seed {seed})"
+                                    "{at}: methods `{other}` and `{label}` make the same job ({budget}, seed {seed})"
                                 )));
                             }
                             jobs.push(job);
@@ -232,8 +268,15 @@ impl FinetuneKind {
                     }
                 }
             }
-            // One split file serves the experiment, so every job must ask for the same split.
+            // One split file per task serves the experiment, so every job must ask for the
+            // same split; and the tables of a profile compare runs of one task.
             let first = &jobs[0].train;
+            if let Some(j) = jobs.iter().find(|j| j.train.task != first.task) {
+                return Err(config_error(path, format!(
+                    "{at}: every job of a profile must have the same task (method {} has {}, not {})",
+                    j.train.method, j.train.task, first.task
+                )));
+            }
             if let Some(j) = jobs.iter().find(|j| {
                 (
                     j.train.split_seed,
@@ -344,21 +387,39 @@ impl Kind for FinetuneKind {
             .values()
             .find_map(|(by_job, _)| by_job.get(&serde_json::to_string(job).ok()?).cloned())
             .unwrap_or_else(|| job.train.method.to_string());
-        format!(
-            "{method} fraction={} seed={}",
-            job.train.train_fraction, job.train.seed
-        )
+        if job.train.train_per_class > 0 {
+            format!(
+                "{method} {}/class seed={}",
+                job.train.train_per_class, job.train.seed
+            )
+        } else {
+            format!(
+                "{method} fraction={} seed={}",
+                job.train.train_fraction, job.train.seed
+            )
+        }
     }
 
     /// Training time grows with the examples seen; evaluation adds a fixed part.
     fn cost(&self, job: &FinetuneJob) -> f64 {
-        job.train.train_fraction * job.train.epochs as f64 + 0.01
+        let examples = if job.train.train_per_class > 0 {
+            // Per class, as a share of the tweets' 30,526 training examples.
+            (job.train.train_per_class * job.train.task.labels().len()) as f64 / 30_526.0
+        } else {
+            job.train.train_fraction
+        };
+        examples * job.train.epochs as f64 + 0.01
     }
 
     /// Seed by seed, and within a seed fraction by fraction (every method of a (fraction, seed)
     /// in a row): a profile interrupted part-way leaves complete pairs for the paired table.
     fn run_rank(&self, job: &FinetuneJob) -> f64 {
-        2.0 * job.train.seed as f64 + job.train.train_fraction
+        let budget = if job.train.train_per_class > 0 {
+            job.train.train_per_class as f64
+        } else {
+            job.train.train_fraction
+        };
+        1e7 * job.train.seed as f64 + budget
     }
 
     /// candle already uses every core inside one run.
@@ -642,5 +703,53 @@ mod tests {
             "methods = [\"lora\", \"same\"]\n[variants.same]\nmethod = \"lora\"\n{base}"
         ));
         assert!(e.contains("make the same job"), "{e}");
+    }
+
+    /// Budgets as examples per class (issue 25): each job trains on k of every class, the
+    /// task and the step-wise protocol pass through `[train]`, and a profile takes one kind of
+    /// budget and one task.
+    #[test]
+    fn per_class_budgets_make_one_job_per_budget_and_seed() {
+        let kind = parse(
+            r#"
+            methods = ["lora", "hora"]
+            [train]
+            task = "newsgroups"
+            eval_every = 10
+            min_steps = 50
+            max_steps = 400
+            epochs = 1000
+            [profiles.quick]
+            per_class = [4, 16]
+            seeds = [0, 1]
+            "#,
+        )
+        .unwrap();
+        let jobs = &kind.profiles["quick"];
+        assert_eq!(jobs.len(), 8);
+        let budgets: std::collections::BTreeSet<usize> =
+            jobs.iter().map(|j| j.train.train_per_class).collect();
+        assert_eq!(budgets.into_iter().collect::<Vec<_>>(), vec![4, 16]);
+        assert!(jobs
+            .iter()
+            .all(|j| j.train.task == finetune::data::Task::Newsgroups
+                && j.train.train_fraction == 1.0
+                && j.train.eval_every == 10));
+        assert_eq!(kind.label(&jobs[1]), "lora 4/class seed=1");
+        // The new keys are in the job key only when set: a tweets job's key is as before.
+        let key = serde_json::to_value(&jobs[0]).unwrap();
+        assert_eq!(key["train"]["task"], "newsgroups");
+        assert_eq!(key["train"]["train_per_class"], 4);
+        let err = |t: &str| parse(t).err().map(|e| e.to_string()).unwrap_or_default();
+        let both = err(
+            "methods = [\"lora\"]\n[profiles.quick]\nfractions = [0.01]\nper_class = [4]\nseeds = [0]\n",
+        );
+        assert!(both.contains("one of the two"), "{both}");
+        let zero = err("methods = [\"lora\"]\n[profiles.quick]\nper_class = [0]\nseeds = [0]\n");
+        assert!(zero.contains("at least 1"), "{zero}");
+        let mixed = err(
+            "methods = [\"lora\", \"hora-ng\"]\n[variants.hora-ng]\nmethod = \"hora\"\ntask = \"newsgroups\"\n[profiles.quick]\nper_class = [4]\nseeds = [0]\n",
+        );
+        assert!(mixed.contains("same task"), "{mixed}");
     }
 }

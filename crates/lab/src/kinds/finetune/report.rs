@@ -1,6 +1,7 @@
 //! Figures and `summary.md` of a `finetune` profile, drawn from `accuracy.csv` and `paired.csv`.
 use super::metrics::{
-    GroupRow, LrGridRow, PairedRow, ScarcityRow, LR_GRID_TABLE, PAIRED_TABLE, SCARCITY_TABLE,
+    Budgeted, GroupRow, LrGridRow, PairedRow, ScarcityRow, LR_GRID_TABLE, PAIRED_TABLE,
+    SCARCITY_TABLE,
 };
 use super::FinetuneKind;
 use crate::kind::Report;
@@ -26,17 +27,14 @@ pub(super) fn write(kind: &FinetuneKind, profile: &str, dirs: &Dirs) -> anyhow::
             );
             // Past the palette a colour comes round again: a dashed line tells the two apart.
             c.dashed = i >= PALETTE.len();
-            c.points = g.iter().map(|r| (r.train_fraction, get(r).0)).collect();
-            c.band = g
-                .iter()
-                .map(|r| (r.train_fraction, get(r).1, get(r).2))
-                .collect();
+            c.points = g.iter().map(|r| (r.budget(), get(r).0)).collect();
+            c.band = g.iter().map(|r| (r.budget(), get(r).1, get(r).2)).collect();
             curves.push(c);
         }
         // The majority-class rate is an accuracy: the floor of the accuracy panel only.
         if let Some(first) = groups.first().filter(|_| majority) {
             let (lo, hi) = groups.iter().fold((f64::INFINITY, 0f64), |(a, b), r| {
-                (a.min(r.train_fraction), b.max(r.train_fraction))
+                (a.min(r.budget()), b.max(r.budget()))
             });
             let mut c = Curve::new("majority class", GREY);
             c.points = vec![(lo, first.majority_rate), (hi, first.majority_rate)];
@@ -46,7 +44,7 @@ pub(super) fn write(kind: &FinetuneKind, profile: &str, dirs: &Dirs) -> anyhow::
         }
         Panel {
             title: title.into(),
-            x: Axis::new("fraction of the training set", Scale::Log10),
+            x: Axis::new(budget_axis(&groups), Scale::Log10),
             y: Axis::new(y, Scale::Linear),
             curves,
             legend: SeriesLabelPosition::LowerRight,
@@ -133,13 +131,13 @@ fn paired_panel(
         c.dashed = i >= PALETTE.len();
         c.points = rows
             .iter()
-            .map(|p| (p.train_fraction * shift, p.accuracy_diff))
+            .map(|p| (p.budget() * shift, p.accuracy_diff))
             .collect();
         c.errors = rows
             .iter()
             .filter_map(|p| {
                 Some((
-                    p.train_fraction * shift,
+                    p.budget() * shift,
                     p.accuracy_diff_lo?,
                     p.accuracy_diff,
                     p.accuracy_diff_hi?,
@@ -149,7 +147,7 @@ fn paired_panel(
         curves.push(c);
     }
     let (lo, hi) = paired.iter().fold((f64::INFINITY, 0f64), |(a, b), p| {
-        (a.min(p.train_fraction), b.max(p.train_fraction))
+        (a.min(p.budget()), b.max(p.budget()))
     });
     let reach = 10f64.powf(DODGE * (shown.len().max(1) as f64 - 1.0) / 2.0);
     let mut zero = Curve::new("", GREY);
@@ -159,10 +157,29 @@ fn paired_panel(
     curves.push(zero);
     Panel {
         title: format!("test accuracy − {against}'s, same split and seed (95% paired t-interval)"),
-        x: Axis::new("fraction of the training set", Scale::Log10),
+        x: Axis::new(budget_axis(paired), Scale::Log10),
         y: Axis::new(&format!("accuracy difference to {against}"), Scale::Linear),
         curves,
         legend: SeriesLabelPosition::LowerRight,
+    }
+}
+
+/// The x axis of a profile's budgets: fractions (every tweets profile before issue 25) or
+/// examples per class.
+fn budget_axis<B: Budgeted>(rows: &[B]) -> &'static str {
+    if rows.iter().any(|r| r.budget_columns().1.is_some()) {
+        "training examples per class"
+    } else {
+        "fraction of the training set"
+    }
+}
+
+/// The budget's column in the summary's tables.
+fn budget_column<B: Budgeted>(rows: &[B]) -> &'static str {
+    if rows.iter().any(|r| r.budget_columns().1.is_some()) {
+        "per class"
+    } else {
+        "fraction"
     }
 }
 
@@ -176,7 +193,7 @@ fn paired_markdown(paired: &[PairedRow]) -> String {
     let header = [
         "method",
         "against",
-        "fraction",
+        budget_column(paired),
         "pairs",
         "accuracy difference [95% CI]",
         "macro-F1 difference [95% CI]",
@@ -186,7 +203,7 @@ fn paired_markdown(paired: &[PairedRow]) -> String {
         vec![
             p.method.clone(),
             p.against.clone(),
-            p.train_fraction.to_string(),
+            p.budget().to_string(),
             p.pairs.to_string(),
             signed_ci(p.accuracy_diff, p.accuracy_diff_lo, p.accuracy_diff_hi),
             signed_ci(p.macro_f1_diff, p.macro_f1_diff_lo, p.macro_f1_diff_hi),
@@ -202,7 +219,7 @@ fn summary_markdown(groups: &[GroupRow]) -> String {
     let header = [
         "method",
         "trainable params",
-        "fraction",
+        budget_column(groups),
         "train examples",
         "seeds",
         "test accuracy (mean ± sd)",
@@ -212,7 +229,7 @@ fn summary_markdown(groups: &[GroupRow]) -> String {
         vec![
             g.method.clone(),
             g.trainable_params.to_string(),
-            g.train_fraction.to_string(),
+            g.budget().to_string(),
             g.train_examples.to_string(),
             g.seeds.to_string(),
             format!("{:.3} ± {:.3}", g.accuracy_mean, g.accuracy_sd),
@@ -311,7 +328,8 @@ mod tests {
         PairedRow {
             method: method.into(),
             against: against.into(),
-            train_fraction: f,
+            train_fraction: Some(f),
+            per_class: None,
             pairs: 3,
             accuracy_diff: diff,
             accuracy_diff_lo: Some(diff - 0.01),
