@@ -7,15 +7,17 @@ use crate::error::LabError;
 use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo, KindOptions};
 use crate::kind::{JobContext, Kind, Records, Report, Written};
 use crate::layout::Dirs;
-use crate::plot::{self, Axis, Curve, Panel, Scale, PALETTE};
 use crate::store;
 
+mod metrics;
 pub mod phase;
+mod report;
+
 use hmoe::controls::{ControlProbe, Expert};
 use hmoe::probe::{ratio_at, search, HmoeProbe, Probe, Search, SearchConfig, StartKind};
 use hmoe::record::derive_seed;
 use hmoe::{Method, ModelConfig, ParamGuard, TruthPrior};
-use plotters::prelude::SeriesLabelPosition;
+pub use metrics::RatioRow;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -705,61 +707,14 @@ impl Kind for IdentifiabilityKind {
                 figures: Vec::new(),
             });
         }
-        let rows: Vec<RatioRow> = store::read_csv(&dirs.file("ratios.csv"))?;
-        let settings = ["exact", "overspecified"];
-        let families: Vec<&str> = self.families.iter().map(|f| f.name.as_str()).collect();
-        let mut panels = Vec::new();
-        for setting in settings {
-            let mut curves = Vec::new();
-            for (i, fam) in families.iter().enumerate() {
-                let pts: Vec<&RatioRow> = rows
-                    .iter()
-                    .filter(|r| r.setting == setting && r.family == *fam && r.best_ratio.is_some())
-                    .collect();
-                if pts.is_empty() {
-                    continue;
-                }
-                let color = PALETTE[i % PALETTE.len()];
-                let mut c = Curve::new(*fam, color);
-                c.dashed = i >= PALETTE.len();
-                c.points = pts
-                    .iter()
-                    .map(|r| (r.epsilon, r.best_ratio.unwrap().max(PLOT_FLOOR)))
-                    .collect();
-                curves.push(c);
-                let ub: Vec<(f64, f64)> = pts
-                    .iter()
-                    .filter(|r| r.upper_bound)
-                    .map(|r| (r.epsilon, r.best_ratio.unwrap().max(PLOT_FLOOR)))
-                    .collect();
-                if !ub.is_empty() {
-                    let mut u = Curve::new("", color);
-                    u.line = false;
-                    u.points = ub;
-                    u.errors = u
-                        .points
-                        .iter()
-                        .map(|(x, y)| (*x, *y, *y, *y * 4.0))
-                        .collect();
-                    curves.push(u);
-                }
-            }
-            if curves.is_empty() {
-                continue;
-            }
-            panels.push(Panel {
-                title: format!("{setting}: smallest R(ε) = ‖f − f*‖ / D found"),
-                x: Axis::new("ε (Voronoi loss held at)", Scale::Log10),
-                y: Axis::new("R(ε)", Scale::Log10),
-                curves,
-                legend: SeriesLabelPosition::LowerLeft,
-            });
-        }
-        let figures = plot::save(&dirs.file("ratios"), &panels, 2)?;
-        Ok(Report {
-            summary: summary(&rows, &families, settings),
-            figures,
-        })
+        report::write(
+            &self
+                .families
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>(),
+            dirs,
+        )
     }
 }
 
@@ -780,138 +735,6 @@ fn thin<T>(items: Vec<T>, keep: usize) -> Vec<T> {
         .filter(|(i, _)| wanted.contains(i))
         .map(|(_, x)| x)
         .collect()
-}
-
-/// Values below this are drawn at it (a flat set's `R` is rounding, about `10⁻¹⁶/ε`).
-const PLOT_FLOOR: f64 = 1e-17;
-
-/// The best start of a job, and how the others did.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RatioRow {
-    pub family: String,
-    pub setting: String,
-    pub epsilon: f64,
-    pub boxed: bool,
-    pub starts: usize,
-    pub skipped: usize,
-    /// The smallest final `R` over the starts (none when every start was skipped).
-    pub best_ratio: Option<f64>,
-    pub best_start: String,
-    /// The best start was still falling when its rounds ran out: `best_ratio` is an upper bound.
-    pub upper_bound: bool,
-    /// `D / ε` at the best point (how well the penalty held `D`).
-    pub loss_over_epsilon: Option<f64>,
-    /// `‖f_θ − f*‖` at the best point.
-    pub misfit: Option<f64>,
-    /// The median over starts of the final `R`.
-    pub median_ratio: Option<f64>,
-    /// Starts whose final `R` is within a factor 2 of the best.
-    pub near_best: usize,
-    /// The fitted atom that moved most at the best point (largest `w (‖ΔQ‖² + ‖ΔV‖²)`), its
-    /// weight, and its gate and value distances to its true atom.
-    pub moved_atom: Option<usize>,
-    pub moved_weight: Option<f64>,
-    pub moved_gate: Option<f64>,
-    pub moved_value: Option<f64>,
-    pub iterations: Option<u64>,
-    pub seconds: f64,
-}
-
-impl RatioRow {
-    fn of(job: &ProbeJob, rec: &ProbeRecord) -> RatioRow {
-        let s = &rec.search;
-        let best = s.best();
-        let mut ratios: Vec<f64> = s.results.iter().map(|r| r.ratio).collect();
-        ratios.sort_by(f64::total_cmp);
-        let moved = best.and_then(|b| {
-            b.atoms
-                .iter()
-                .enumerate()
-                .max_by(|x, y| {
-                    let w = |a: &hmoe::probe::AtomState| {
-                        a.weight * (a.gate * a.gate + a.value * a.value)
-                    };
-                    w(x.1).total_cmp(&w(y.1))
-                })
-                .map(|(k, a)| (k, *a))
-        });
-        RatioRow {
-            family: job.family.clone(),
-            setting: job.setting.clone(),
-            epsilon: job.epsilon,
-            boxed: job.bound.is_some(),
-            starts: s.results.len(),
-            skipped: s.skipped.len(),
-            best_ratio: best.map(|b| b.ratio),
-            best_start: best
-                .map(|b| format!("{:?} {}", b.kind, b.index).to_lowercase())
-                .unwrap_or_default(),
-            upper_bound: best.is_some_and(|b| b.upper_bound),
-            loss_over_epsilon: best.map(|b| b.loss / job.epsilon),
-            misfit: best.map(|b| b.misfit),
-            median_ratio: (!ratios.is_empty()).then(|| hmoe::stats::median(&ratios)),
-            near_best: best.map_or(0, |b| {
-                s.results
-                    .iter()
-                    .filter(|r| r.ratio <= 2.0 * b.ratio)
-                    .count()
-            }),
-            moved_atom: moved.map(|m| m.0),
-            moved_weight: moved.map(|m| m.1.weight),
-            moved_gate: moved.map(|m| m.1.gate),
-            moved_value: moved.map(|m| m.1.value),
-            iterations: best.and_then(|b| b.rounds.last()).map(|r| r.iterations),
-            seconds: rec.seconds,
-        }
-    }
-}
-
-fn summary(rows: &[RatioRow], families: &[&str], settings: [&str; 2]) -> String {
-    let mut eps: Vec<f64> = rows.iter().map(|r| r.epsilon).collect();
-    eps.sort_by(|a, b| b.total_cmp(a));
-    eps.dedup();
-    let mut out = String::new();
-    for setting in settings {
-        let body: Vec<Vec<String>> = families
-            .iter()
-            .filter_map(|f| {
-                let cells: Vec<String> = eps
-                    .iter()
-                    .map(|e| {
-                        rows.iter()
-                            .find(|r| r.setting == setting && r.family == *f && r.epsilon == *e)
-                            .map_or("".into(), |r| match r.best_ratio {
-                                None => "no start".into(),
-                                Some(v) if r.upper_bound => format!("≤ {}", plot::number(v)),
-                                Some(v) => plot::number(v),
-                            })
-                    })
-                    .collect();
-                cells
-                    .iter()
-                    .any(|c| !c.is_empty())
-                    .then(|| std::iter::once(f.to_string()).chain(cells).collect())
-            })
-            .collect();
-        if body.is_empty() {
-            continue;
-        }
-        let header: Vec<String> = std::iter::once("family".to_string())
-            .chain(eps.iter().map(|e| format!("ε = {}", plot::number(*e))))
-            .collect();
-        out.push_str(&format!(
-            "\n### {setting}: smallest R(ε) = ‖f − f*‖ / D found over the starts\n\n"
-        ));
-        out.push_str(&crate::markdown::table(&header, body));
-        out.push('\n');
-    }
-    out.push_str(
-        "\n`≤`: the best start was still falling when its rounds ran out (an upper bound). \
-         A value near 10⁻¹⁶/ε is 0 to rounding: the misfit vanished while D = ε (a flat set). \
-         Every start's trajectory is in the raw records; `ratios.csv` names the best start, \
-         the atom it moved most, and D/ε at the end.\n\n![R(ε)](ratios.png)\n",
-    );
-    out
 }
 
 #[cfg(test)]
