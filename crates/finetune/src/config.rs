@@ -213,6 +213,10 @@ impl Default for TrainConfig {
     }
 }
 
+/// The ranks an adapter may have, in a configuration and in a loaded folder alike.
+pub const RANK_RANGE: std::ops::RangeInclusive<usize> = 1..=256;
+pub const RANK_ALLOWED: &str = "an integer in 1..=256";
+
 fn bad(field: &'static str, value: impl std::fmt::Display, allowed: &'static str) -> FinetuneError {
     FinetuneError::Config {
         field,
@@ -258,8 +262,8 @@ impl TrainConfig {
     /// Every value against its allowed range; the error names the field and the range.
     pub fn validate(&self) -> Result<()> {
         let in_range = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
-        if !(1..=256).contains(&self.rank) {
-            return Err(bad("rank", self.rank, "an integer in 1..=256"));
+        if !RANK_RANGE.contains(&self.rank) {
+            return Err(bad("rank", self.rank, RANK_ALLOWED));
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return Err(bad("alpha", self.alpha, "a finite number > 0"));

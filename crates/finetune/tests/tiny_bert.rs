@@ -391,6 +391,37 @@ fn loading_a_bad_adapter_fails_and_leaves_the_model_untouched() {
     assert!(err.contains("neither adapter_config.json"), "{err}");
 }
 
+/// A folder's own rank and α go through the same check as a training configuration's: a
+/// folder claiming a rank outside 1..=256 or a non-positive α is refused by name before any
+/// tensor is built (they were checked only for a rank of 0 before).
+#[test]
+fn a_folder_with_a_rank_or_alpha_no_configuration_allows_is_refused() {
+    for (key, value, field) in [
+        ("r", serde_json::json!(300), "rank"),
+        ("lora_alpha", serde_json::json!(-2.0), "alpha"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        tiny_model(AdapterKind::Lora, 3)
+            .save(dir.path(), &ctx())
+            .unwrap();
+        // A peft folder alone (without this project's metadata, which must agree with it).
+        std::fs::remove_file(dir.path().join("hora_adapter.json")).unwrap();
+        let path = dir.path().join("adapter_config.json");
+        let mut config = read_json(&path);
+        config[key] = value.clone();
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let base = BertEncoder::random(&tiny_config(), 7, &Device::Cpu).unwrap();
+        let err = match Classifier::from_dir(base, dir.path(), &Device::Cpu) {
+            Ok(_) => panic!("{key} = {value} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(field) && err.contains(if field == "rank" { "1..=256" } else { "> 0" }),
+            "{key} = {value}: {err}"
+        );
+    }
+}
+
 /// Write `tensors` and `config` as peft would: `save_pretrained` of a model wrapped by
 /// `get_peft_model`.
 fn write_peft(dir: &std::path::Path, config: serde_json::Value, tensors: &[(String, Tensor)]) {

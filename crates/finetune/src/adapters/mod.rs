@@ -32,7 +32,7 @@ use init::AdapterInit;
 
 use crate::config::AdapterKind;
 use crate::encoder::BertEncoder;
-use crate::error::{FinetuneError, Result};
+use crate::error::Result;
 use crate::rng::{init_rng, ADAPTER_INIT};
 
 /// Build the adapter family named by `spec.kind`, registering its tensors in `varmap`.
@@ -42,13 +42,9 @@ pub fn build(
     varmap: &VarMap,
     device: &Device,
 ) -> Result<Box<dyn Adapter>> {
-    if spec.rank == 0 {
-        return Err(FinetuneError::Config {
-            field: "rank",
-            value: "0".into(),
-            allowed: "an integer >= 1",
-        });
-    }
+    // Every spec is checked here, with the ranges of a training configuration, whether it came
+    // from a checked `TrainConfig` or from an adapter folder's own `r` and `lora_alpha`.
+    spec.validate()?;
     let mut init = AdapterInit {
         spec,
         cfg: &base.config,

@@ -29,6 +29,26 @@ impl AdapterSpec {
         }
     }
 
+    /// The rank and α within the ranges [`TrainConfig::validate`] allows (one definition:
+    /// [`crate::config::RANK_RANGE`]); [`super::build`] refuses any other spec.
+    pub fn validate(&self) -> Result<()> {
+        if !crate::config::RANK_RANGE.contains(&self.rank) {
+            return Err(crate::error::FinetuneError::Config {
+                field: "rank",
+                value: self.rank.to_string(),
+                allowed: crate::config::RANK_ALLOWED,
+            });
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(crate::error::FinetuneError::Config {
+                field: "alpha",
+                value: self.alpha.to_string(),
+                allowed: "a finite number > 0",
+            });
+        }
+        Ok(())
+    }
+
     /// peft's scaling `α / r`.
     pub fn scale(&self) -> f64 {
         self.alpha / self.rank as f64
