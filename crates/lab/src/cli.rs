@@ -422,7 +422,7 @@ fn reproduce(
     }
     exp.metric(&fresh)?;
     exp.report(&fresh)?;
-    let cmp = crate::reproduce::compare_dirs(&committed_dir, &fresh.out())?;
+    let cmp = crate::reproduce::compare_dirs(&committed_dir, &fresh.out(), exp.log_coverage())?;
     println!(
         "{} jobs ({} fitted now, {} already in the scratch folder); fresh tables in {}",
         run.planned,

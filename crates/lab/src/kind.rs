@@ -66,6 +66,12 @@ pub trait Kind: Sync + Sized {
     fn default_threads(&self) -> Option<usize> {
         None
     }
+    /// Columns of this kind's tables that older records computed over fewer inputs than a
+    /// fresh run does: `hora reproduce` reports them as filled in, not as differences
+    /// ([`crate::reproduce::LogCoverage`]). None by default.
+    fn log_coverage(&self) -> &'static [crate::reproduce::LogCoverage] {
+        &[]
+    }
     /// Checks before any job of a run starts (assets present, ...); errors stop the run.
     fn prepare(&self, _dirs: &Dirs) -> anyhow::Result<()> {
         Ok(())

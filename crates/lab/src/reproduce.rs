@@ -5,8 +5,9 @@
 //! difference per numeric column and naming any text cell that differs. Wherever a committed
 //! table has a column `X` with an interval `X_lo`, `X_hi` (a slope and its bootstrap interval in
 //! `rates.csv`, a mean and its band in `curves.csv`), the fresh `X` is checked against the
-//! committed interval. Columns computed from per-start logs ([`LOG_COVERAGE`]) are set aside in
-//! rows where the committed records logged fewer starts than the fresh run.
+//! committed interval. Columns a kind computes from per-start logs ([`LogCoverage`], named by
+//! the kind: `Kind::log_coverage`) are set aside in rows where the committed records logged
+//! fewer starts than the fresh run.
 use crate::error::LabError;
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -29,11 +30,11 @@ pub enum TableStatus {
     Differs {
         columns: Vec<ColumnDiff>,
         text: Vec<String>,
-        /// Rows whose [`LOG_COVERAGE`] columns were left out: the committed records logged
+        /// Rows whose [`LogCoverage`] columns were left out: the committed records logged
         /// fewer starts than the fresh run.
         fuller_rows: usize,
     },
-    /// Identical but for the [`LOG_COVERAGE`] columns of `rows` rows, where the fresh run's
+    /// Identical but for the [`LogCoverage`] columns of `rows` rows, where the fresh run's
     /// records log starts that the committed ones (written before starts were logged) lack.
     Fuller {
         rows: usize,
@@ -57,22 +58,6 @@ pub struct LogCoverage {
     pub count: &'static str,
     pub columns: &'static [&'static str],
 }
-
-/// Records written before starts were logged (issue 11) leave these columns empty, or computed
-/// over fewer fits; a fresh run logs every start. So where a row's committed count is below the
-/// fresh one, these cells rest on logs the committed records lack: they are reported as filled
-/// in, not compared. Every other cell of the row still is.
-pub const LOG_COVERAGE: &[LogCoverage] = &[LogCoverage {
-    file: "estimator.csv",
-    count: "logged_fits",
-    columns: &[
-        "logged_fits",
-        "near_best_mean",
-        "flat_width_median",
-        "flat_wide_fraction",
-        "best_from_prior_fraction",
-    ],
-}];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TableComparison {
@@ -263,6 +248,7 @@ fn compare_table(
     file: &str,
     committed: &Table,
     fresh: &Table,
+    coverages: &[LogCoverage],
     out: &mut Comparison,
 ) -> TableStatus {
     if committed.header != fresh.header {
@@ -287,7 +273,7 @@ fn compare_table(
         .filter_map(|(i, c)| Some((i, col(&format!("{c}_lo"))?, col(&format!("{c}_hi"))?)))
         .collect();
     // The start-log columns of this table, if it has them all.
-    let coverage = LOG_COVERAGE.iter().find(|c| c.file == file).and_then(|c| {
+    let coverage = coverages.iter().find(|c| c.file == file).and_then(|c| {
         let cols = c
             .columns
             .iter()
@@ -391,7 +377,11 @@ pub fn committed_tables(committed: &Path, hint: &str) -> anyhow::Result<Vec<Stri
 }
 
 /// Compare every `.csv` table of `committed` with the same file in `fresh`.
-pub fn compare_dirs(committed: &Path, fresh: &Path) -> anyhow::Result<Comparison> {
+pub fn compare_dirs(
+    committed: &Path,
+    fresh: &Path,
+    coverages: &[LogCoverage],
+) -> anyhow::Result<Comparison> {
     let files = committed_tables(committed, "")?;
     let mut out = Comparison::default();
     for file in files {
@@ -406,7 +396,13 @@ pub fn compare_dirs(committed: &Path, fresh: &Path) -> anyhow::Result<Comparison
             if read(&c)? == read(&f)? {
                 TableStatus::Identical
             } else {
-                compare_table(&file, &read_table(&c)?, &read_table(&f)?, &mut out)
+                compare_table(
+                    &file,
+                    &read_table(&c)?,
+                    &read_table(&f)?,
+                    coverages,
+                    &mut out,
+                )
             }
         };
         out.tables.push(TableComparison { file, status });
@@ -417,6 +413,7 @@ pub fn compare_dirs(committed: &Path, fresh: &Path) -> anyhow::Result<Comparison
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::rates::ESTIMATOR_LOG_COVERAGE as COV;
 
     fn table(rows: &[&str]) -> Table {
         let mut it = rows
@@ -445,7 +442,7 @@ mod tests {
             "a,lora,1000,2,2,2.0,0.1,0.0,0.5,0.25",
         ]);
         let mut out = Comparison::default();
-        let st = compare_table("estimator.csv", &committed, &fresh, &mut out);
+        let st = compare_table("estimator.csv", &committed, &fresh, COV, &mut out);
         assert_eq!(
             st,
             TableStatus::Fuller {
@@ -454,7 +451,7 @@ mod tests {
             }
         );
         // The same difference in a table without the rule is a difference.
-        let st = compare_table("other.csv", &committed, &fresh, &mut out);
+        let st = compare_table("other.csv", &committed, &fresh, COV, &mut out);
         assert!(
             matches!(st, TableStatus::Differs { fuller_rows: 0, .. }),
             "{st:?}"
@@ -466,7 +463,7 @@ mod tests {
             "a,lora,100,2,2,1.5,0.2,0.5,0.0,0.6",
             "a,lora,1000,2,2,3.0,0.1,0.0,0.5,0.25",
         ]);
-        match compare_table("estimator.csv", &committed, &moved, &mut out) {
+        match compare_table("estimator.csv", &committed, &moved, COV, &mut out) {
             TableStatus::Differs {
                 columns,
                 text,
@@ -486,7 +483,7 @@ mod tests {
             "a,lora,1000,2,1,2.0,0.1,0.0,0.5,0.25",
         ]);
         assert!(matches!(
-            compare_table("estimator.csv", &committed, &fewer, &mut out),
+            compare_table("estimator.csv", &committed, &fewer, COV, &mut out),
             TableStatus::Differs { fuller_rows: 0, .. }
         ));
         let cmp = Comparison {

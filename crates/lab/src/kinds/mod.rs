@@ -87,6 +87,8 @@ pub trait Experiment {
     fn status(&self, results: &Path, profile: &str) -> anyhow::Result<(usize, usize)>;
     /// Every raw record file of the experiment, read as this kind's records (`hora verify`).
     fn audit_records(&self, results: &Path) -> anyhow::Result<Vec<pipeline::RecordCheck>>;
+    /// The kind's columns that `hora reproduce` may find filled in ([`Kind::log_coverage`]).
+    fn log_coverage(&self) -> &'static [crate::reproduce::LogCoverage];
 }
 
 struct Loaded<K> {
@@ -126,6 +128,9 @@ impl<K: Kind> Experiment for Loaded<K> {
     }
     fn audit_records(&self, results: &Path) -> anyhow::Result<Vec<pipeline::RecordCheck>> {
         pipeline::audit_records(&self.info, &self.kind, results)
+    }
+    fn log_coverage(&self) -> &'static [crate::reproduce::LogCoverage] {
+        self.kind.log_coverage()
     }
 }
 

@@ -171,6 +171,11 @@ impl ControlsKind {
 }
 
 impl Kind for ControlsKind {
+    /// Its `estimator.csv` is the rates kind's, with the same start-log columns.
+    fn log_coverage(&self) -> &'static [crate::reproduce::LogCoverage] {
+        super::rates::ESTIMATOR_LOG_COVERAGE
+    }
+
     const NAME: &'static str = "controls";
     type Job = ControlJob;
     type Record = ControlRecord;

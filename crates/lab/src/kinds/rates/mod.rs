@@ -300,7 +300,29 @@ impl RatesKind {
     }
 }
 
+/// Records written before starts were logged (issue 11) leave these columns of `estimator.csv`
+/// (the rates and controls kinds') empty, or computed over fewer fits; a fresh run logs every
+/// start. So where a row's committed count is below the fresh one, these cells rest on logs the
+/// committed records lack: `hora reproduce` reports them as filled in, not compared. Every other
+/// cell of the row still is.
+pub const ESTIMATOR_LOG_COVERAGE: &[crate::reproduce::LogCoverage] =
+    &[crate::reproduce::LogCoverage {
+        file: "estimator.csv",
+        count: "logged_fits",
+        columns: &[
+            "logged_fits",
+            "near_best_mean",
+            "flat_width_median",
+            "flat_wide_fraction",
+            "best_from_prior_fraction",
+        ],
+    }];
+
 impl Kind for RatesKind {
+    fn log_coverage(&self) -> &'static [crate::reproduce::LogCoverage] {
+        ESTIMATOR_LOG_COVERAGE
+    }
+
     const NAME: &'static str = "rates";
     type Job = FitJob;
     type Record = FitRecord;
