@@ -207,7 +207,19 @@ pub fn run<K: Kind>(
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()?;
-        pool.install(|| todo.par_iter().zip(&units).for_each(one));
+        // Each worker takes the next job in run order (a shared counter), so jobs start in the
+        // order `Kind::run_rank` gives: a parallel iterator would split the list in halves and
+        // start the second half at once, leaving both halves part-done when a run stops.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        pool.scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|_| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(job) = todo.get(i) else { break };
+                    one((job, &units[i]));
+                });
+            }
+        });
     }
     progress.finish();
     report.failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
