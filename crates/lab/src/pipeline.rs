@@ -580,3 +580,86 @@ pub fn audit_records<K: Kind>(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kind::{Records, Report, Written};
+
+    /// A toy kind: job `i` of eight, ranked in reverse, each noting when it started.
+    struct Order {
+        started: Mutex<Vec<u32>>,
+    }
+
+    impl Kind for Order {
+        const NAME: &'static str = "order";
+        type Job = u32;
+        type Record = u32;
+        fn parse(
+            _: &ExperimentInfo,
+            _: toml::Table,
+            _: &crate::experiment::KindOptions,
+        ) -> Result<Self, crate::error::LabError> {
+            unreachable!("built directly")
+        }
+        fn profiles(&self) -> Vec<String> {
+            vec!["quick".into()]
+        }
+        fn jobs(&self, _: &str) -> Result<Vec<u32>, crate::error::LabError> {
+            Ok((0..8).collect())
+        }
+        fn label(&self, job: &u32) -> String {
+            job.to_string()
+        }
+        fn run_rank(&self, job: &u32) -> f64 {
+            -(*job as f64)
+        }
+        fn run_job(&self, job: &u32, _: &JobContext<'_>) -> anyhow::Result<u32> {
+            self.started.lock().unwrap().push(*job);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Ok(*job)
+        }
+        fn metrics(&self, _: &str, _: &Records<'_, Self>, _: &Dirs) -> Written {
+            Ok(Vec::new())
+        }
+        fn report(&self, _: &str, _: &Dirs) -> anyhow::Result<Report> {
+            unreachable!()
+        }
+    }
+
+    /// With two workers the jobs still start in rank order (up to the two workers' race for
+    /// the next one): a parallel iterator split the list in halves and started job 3 beside 7.
+    #[test]
+    fn jobs_start_in_rank_order_on_any_number_of_threads() {
+        for threads in [1, 2, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let info = ExperimentInfo {
+                name: "order".into(),
+                path: dir.path().join("order.toml"),
+                sha256: String::new(),
+                kind: "order".into(),
+                description: String::new(),
+            };
+            let kind = Order {
+                started: Mutex::new(Vec::new()),
+            };
+            let dirs = Dirs::new(dir.path(), "order", "quick");
+            let opts = RunOptions {
+                threads: Some(threads),
+                shard: None,
+                dry_run: false,
+            };
+            let report = run(&info, &kind, &dirs, &opts).unwrap();
+            assert_eq!(report.ran, 8);
+            let started = kind.started.into_inner().unwrap();
+            let rank_order: Vec<u32> = (0..8).rev().collect();
+            for (k, job) in started.iter().enumerate() {
+                let at = rank_order.iter().position(|j| j == job).unwrap();
+                assert!(
+                    at.abs_diff(k) < threads,
+                    "{threads} threads: job {job} started {k}th, its rank is {at}: {started:?}"
+                );
+            }
+        }
+    }
+}
