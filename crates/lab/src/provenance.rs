@@ -256,8 +256,14 @@ pub fn pinned_diff(
         BlobNames::Abbreviated(n) => c.arg(format!("--abbrev={n}")),
     };
     c.env_remove("GIT_DIFF_OPTS")
-        .env_remove("GIT_EXTERNAL_DIFF")
-        .stderr(std::process::Stdio::null());
+        .env_remove("GIT_EXTERNAL_DIFF");
+    git_output(c, index)
+}
+
+/// Run a git command (with `GIT_INDEX_FILE` set to `index` when given, its errors silenced):
+/// its output when it succeeds.
+pub fn git_output(mut c: Command, index: Option<&Path>) -> Option<Vec<u8>> {
+    c.stderr(std::process::Stdio::null());
     if let Some(i) = index {
         c.env("GIT_INDEX_FILE", i);
     }

@@ -26,7 +26,7 @@ use crate::provenance::{self, BlobNames};
 use crate::store;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 
 /// One thing `hora verify` found.
@@ -160,14 +160,8 @@ fn git_out(root: &Path, args: &[&str]) -> Option<Vec<u8>> {
 /// succeeds.
 fn git_with_index(root: &Path, index: Option<&Path>, args: &[&str]) -> Option<Vec<u8>> {
     let mut c = Command::new("git");
-    c.arg("-C").arg(root).args(args).stderr(Stdio::null());
-    if let Some(i) = index {
-        c.env("GIT_INDEX_FILE", i);
-    }
-    c.output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| o.stdout)
+    c.arg("-C").arg(root).args(args);
+    provenance::git_output(c, index)
 }
 
 fn git_line(root: &Path, args: &[&str]) -> Option<String> {
