@@ -148,10 +148,52 @@ pub const GREY: RGBColor = RGBColor(120, 120, 120);
 
 /// Save `panels` in a grid of `cols` columns as `<stem>.png` and `<stem>.svg`.
 pub fn save(stem: &Path, panels: &[Panel], cols: usize) -> anyhow::Result<Vec<PathBuf>> {
-    ensure_font()?;
     let cols = cols.clamp(1, panels.len().max(1));
     let rows = panels.len().div_ceil(cols).max(1);
     let size = (620 * cols as u32, 460 * rows as u32);
+    save_figure(stem, size, &Figure::Panels { panels, rows, cols })
+}
+
+/// One cell of a [`Grid`]: its colour and its lines of text.
+pub type GridCell = (RGBColor, Vec<String>);
+
+/// A table drawn as a figure: a title, column and row headings, and cells of one colour and a
+/// few lines of text each (an empty cell: nothing ran there).
+pub struct Grid {
+    pub title: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<String>,
+    /// `cells[row][column]`.
+    pub cells: Vec<Vec<Option<GridCell>>>,
+    /// What each colour means, in the order shown under the table.
+    pub legend: Vec<(RGBColor, String)>,
+}
+
+/// Save `grid` as `<stem>.png` and `<stem>.svg`.
+pub fn save_grid(stem: &Path, grid: &Grid) -> anyhow::Result<Vec<PathBuf>> {
+    let size = (
+        GRID_HEAD_W + GRID_CELL_W * grid.columns.len() as u32 + 20,
+        GRID_TOP + GRID_CELL_H * grid.rows.len() as u32 + 70,
+    );
+    save_figure(stem, size, &Figure::Grid(grid))
+}
+
+const GRID_HEAD_W: u32 = 130;
+const GRID_CELL_W: u32 = 215;
+const GRID_CELL_H: u32 = 62;
+const GRID_TOP: u32 = 80;
+
+enum Figure<'a> {
+    Panels {
+        panels: &'a [Panel],
+        rows: usize,
+        cols: usize,
+    },
+    Grid(&'a Grid),
+}
+
+fn save_figure(stem: &Path, size: (u32, u32), figure: &Figure<'_>) -> anyhow::Result<Vec<PathBuf>> {
+    ensure_font()?;
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
     // Drawn in memory, then written with the workspace's one atomic write: a crash never leaves
@@ -159,7 +201,7 @@ pub fn save(stem: &Path, panels: &[Panel], cols: usize) -> anyhow::Result<Vec<Pa
     let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
-        draw(&root, panels, rows, cols)?;
+        draw_figure(&root, figure)?;
         root.present()
             .map_err(|e| anyhow!("cannot draw {}: {e}", png.display()))?;
     }
@@ -173,7 +215,7 @@ pub fn save(stem: &Path, panels: &[Panel], cols: usize) -> anyhow::Result<Vec<Pa
     let mut svg_text = String::new();
     {
         let root = SVGBackend::with_string(&mut svg_text, size).into_drawing_area();
-        draw(&root, panels, rows, cols)?;
+        draw_figure(&root, figure)?;
         root.present()
             .map_err(|e| anyhow!("cannot draw {}: {e}", svg.display()))?;
     }
@@ -182,6 +224,74 @@ pub fn save(stem: &Path, panels: &[Panel], cols: usize) -> anyhow::Result<Vec<Pa
             .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
     }
     Ok(vec![png, svg])
+}
+
+fn draw_figure<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    figure: &Figure<'_>,
+) -> anyhow::Result<()> {
+    match figure {
+        Figure::Panels { panels, rows, cols } => draw(root, panels, *rows, *cols),
+        Figure::Grid(g) => draw_grid(root, g),
+    }
+}
+
+fn draw_grid<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, g: &Grid) -> anyhow::Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let text = |size: f64| ("sans-serif", size).into_font().color(&BLACK);
+    let px = |v: u32| v as i32;
+    root.draw(&Text::new(g.title.clone(), (10, 12), text(17.0)))
+        .map_err(err)?;
+    for (c, name) in g.columns.iter().enumerate() {
+        let x = px(GRID_HEAD_W + GRID_CELL_W * c as u32 + 6);
+        root.draw(&Text::new(name.clone(), (x, px(GRID_TOP - 24)), text(14.0)))
+            .map_err(err)?;
+    }
+    for (r, name) in g.rows.iter().enumerate() {
+        let y = px(GRID_TOP + GRID_CELL_H * r as u32);
+        root.draw(&Text::new(name.clone(), (10, y + 18), text(14.0)))
+            .map_err(err)?;
+        for c in 0..g.columns.len() {
+            let x = px(GRID_HEAD_W + GRID_CELL_W * c as u32);
+            let corners = [(x, y), (x + px(GRID_CELL_W) - 4, y + px(GRID_CELL_H) - 4)];
+            match g
+                .cells
+                .get(r)
+                .and_then(|row| row.get(c))
+                .and_then(|v| v.as_ref())
+            {
+                Some((colour, lines)) => {
+                    root.draw(&Rectangle::new(corners, colour.mix(0.35).filled()))
+                        .map_err(err)?;
+                    for (k, line) in lines.iter().enumerate() {
+                        root.draw(&Text::new(
+                            line.clone(),
+                            (x + 6, y + 6 + 16 * k as i32),
+                            text(13.0),
+                        ))
+                        .map_err(err)?;
+                    }
+                }
+                None => {
+                    root.draw(&Rectangle::new(corners, GREY.mix(0.6)))
+                        .map_err(err)?;
+                }
+            }
+        }
+    }
+    let y = px(GRID_TOP + GRID_CELL_H * g.rows.len() as u32 + 14);
+    let mut x = 10;
+    for (colour, name) in &g.legend {
+        root.draw(&Rectangle::new(
+            [(x, y), (x + 16, y + 16)],
+            colour.mix(0.35).filled(),
+        ))
+        .map_err(err)?;
+        root.draw(&Text::new(name.clone(), (x + 22, y + 1), text(13.0)))
+            .map_err(err)?;
+        x += 30 + 8 * name.chars().count() as i32;
+    }
+    Ok(())
 }
 
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {

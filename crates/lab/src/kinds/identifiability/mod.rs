@@ -702,9 +702,10 @@ impl Kind for IdentifiabilityKind {
         if self.is_phase() {
             let cells: Vec<phase::PhaseRow> = store::read_csv(&dirs.file("phase.csv"))?;
             let families: Vec<&str> = self.families.iter().map(|f| f.name.as_str()).collect();
+            let figures = phase::figure(&cells, &self.sizes, &families, &dirs.file("phase"))?;
             return Ok(Report {
                 summary: phase::summary(&cells, &self.sizes, &families),
-                figures: Vec::new(),
+                figures,
             });
         }
         report::write(

@@ -326,7 +326,7 @@ pub fn summary(cells: &[PhaseRow], sizes: &[String], families: &[&str]) -> Strin
                                 let r = c
                                     .median_heldout_ratio
                                     .map_or(String::new(), |r| format!(", R {}", plot::number(r)));
-                                format!("{} ({}/{}{r})", c.phase.name(), count_of(c), c.truths)
+                                format!("{} ({}{r})", c.phase.name(), cell_counts(c))
                             })
                     })
                     .collect();
@@ -343,8 +343,8 @@ pub fn summary(cells: &[PhaseRow], sizes: &[String], families: &[&str]) -> Strin
     }
     out.push_str(&format!(
         "\nEach cell: the phase its truths share (at least {:.0}% of them, else `mixed`), how \
-         many of its truths are in that phase out of those with every ε recorded, and the \
-         median held-out R at the smallest ε. The rule (crates/lab/src/kinds/identifiability/\
+         many of its truths are in that phase out of those with every ε recorded (for `mixed`, \
+         how many are in each class), and the median held-out R at the smallest ε. The rule (crates/lab/src/kinds/identifiability/\
          phase.rs): `flat` = held-out misfit ≤ {ROUNDING_MISFIT:e} at every ε; `unconfirmed` = \
          held-out and search R differ by more than {AGREE_FACTOR}× at some ε; `falling` = still \
          falling at the smallest ε, or R ∝ ε^s with s ≥ {FALLING_SLOPE}; `bounded` = the rest. \
@@ -354,15 +354,93 @@ pub fn summary(cells: &[PhaseRow], sizes: &[String], families: &[&str]) -> Strin
     out
 }
 
-/// How many truths are in the cell's phase (for `mixed`, the largest class).
-fn count_of(c: &PhaseRow) -> usize {
-    match c.phase {
+/// The phase diagram as a figure (`phase.png`, `phase.svg`): sizes down, families across, each
+/// cell coloured by its phase, with its count of truths and median held-out R at the smallest ε.
+pub fn figure(
+    cells: &[PhaseRow],
+    sizes: &[String],
+    families: &[&str],
+    stem: &std::path::Path,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use plotters::style::RGBColor;
+    let colour = |p: Phase| match p {
+        Phase::Flat => plot::PALETTE[0],
+        Phase::Falling => RGBColor(230, 159, 0),
+        Phase::Mixed => RGBColor(204, 121, 167),
+        Phase::Unconfirmed => plot::GREY,
+        Phase::Bounded => plot::PALETTE[1],
+    };
+    let rows: Vec<String> = sizes
+        .iter()
+        .filter(|s| cells.iter().any(|c| &c.size == *s))
+        .cloned()
+        .collect();
+    let grid = plot::Grid {
+        title: "Identifiability by size: the phase most truths share, truths in it, median \
+                held-out R at the smallest ε"
+            .into(),
+        columns: families.iter().map(|f| f.to_string()).collect(),
+        cells: rows
+            .iter()
+            .map(|size| {
+                families
+                    .iter()
+                    .map(|f| {
+                        cells
+                            .iter()
+                            .find(|c| &c.size == size && c.family == *f)
+                            .map(|c| {
+                                let mut lines = match c.phase {
+                                    Phase::Mixed => vec!["mixed:".to_string(), cell_counts(c)],
+                                    p => vec![format!("{} {}", p.name(), cell_counts(c))],
+                                };
+                                if let Some(r) = c.median_heldout_ratio {
+                                    lines.push(format!("R {}", plot::number(r)));
+                                }
+                                (colour(c.phase), lines)
+                            })
+                    })
+                    .collect()
+            })
+            .collect(),
+        rows,
+        legend: [
+            Phase::Flat,
+            Phase::Falling,
+            Phase::Mixed,
+            Phase::Unconfirmed,
+            Phase::Bounded,
+        ]
+        .into_iter()
+        .map(|p| (colour(p), p.name().to_string()))
+        .collect(),
+    };
+    plot::save_grid(stem, &grid)
+}
+
+/// How many of the cell's truths are in its phase (`4/5`), or for `mixed` how many are in each
+/// class (`flat 1, falling 3, bounded 1`).
+fn cell_counts(c: &PhaseRow) -> String {
+    let n = match c.phase {
         Phase::Flat => c.flat,
         Phase::Unconfirmed => c.unconfirmed,
         Phase::Falling => c.falling,
         Phase::Bounded => c.bounded,
-        Phase::Mixed => c.flat.max(c.unconfirmed).max(c.falling).max(c.bounded),
-    }
+        Phase::Mixed => {
+            return [
+                (Phase::Flat, c.flat),
+                (Phase::Unconfirmed, c.unconfirmed),
+                (Phase::Falling, c.falling),
+                (Phase::Bounded, c.bounded),
+            ]
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(p, n)| format!("{} {n}", p.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+        }
+    };
+    format!("{n}/{}", c.truths)
 }
 
 #[cfg(test)]
@@ -373,7 +451,7 @@ mod tests {
         let misfit = ratio * epsilon;
         let heldout_misfit = held * epsilon;
         PhaseRatioRow {
-            size: "s".into(),
+            size: "size s".into(),
             family: "f".into(),
             setting: "overspecified".into(),
             truth,
@@ -471,5 +549,29 @@ mod tests {
         assert_eq!((c.phase, c.truths, c.bounded), (Phase::Bounded, 4, 4));
         let c = without_3(rows(&[4]));
         assert_eq!((c.phase, c.truths, c.falling), (Phase::Mixed, 4, 1));
+    }
+
+    /// The figure draws every cell's class and counts (a mixed cell with its composition) and
+    /// leaves out sizes with no cell.
+    #[test]
+    fn the_phase_figure_names_every_cell() {
+        let mut rows = Vec::new();
+        for t in 0..5 {
+            for e in [0.1, 0.01] {
+                let r = if t >= 3 { e } else { 1e-3 };
+                rows.push(row(t, e, r, r, false));
+            }
+        }
+        let cells = cells(&rows, 2);
+        assert_eq!(cells[0].phase, Phase::Mixed);
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = vec!["size s".to_string(), "unrun".to_string()];
+        let files = figure(&cells, &sizes, &["f", "g"], &dir.path().join("phase")).unwrap();
+        assert_eq!(files.len(), 2);
+        let svg = std::fs::read_to_string(dir.path().join("phase.svg")).unwrap();
+        for text in ["mixed:", "falling 2, bounded 3", "R 0.001", "size s"] {
+            assert!(svg.contains(text), "`{text}` not drawn");
+        }
+        assert!(!svg.contains("unrun"));
     }
 }
