@@ -144,12 +144,9 @@ impl ControlsKind {
             }
         }
         let r = &file.report;
-        if !(r.target_loss.is_finite() && r.target_loss > 0.0) {
-            return Err(err(format!(
-                "[report]: invalid value for `target_loss`: {} (allowed: a finite value > 0)",
-                r.target_loss
-            )));
-        }
+        // The rates kind's checks (flat_tolerance, dead_weight and bootstrap were read here
+        // unchecked before issue 24), and what controls does not draw.
+        r.check().map_err(err)?;
         if r.timing {
             return Err(err(
                 "[report]: `timing` is not drawn for controls (allowed: false)".into(),
@@ -300,5 +297,18 @@ replicates = 3
             .unwrap()
             .to_string();
         assert!(e.contains("bound"), "{e}");
+        // The [report] keys the rates kind checks are checked here too (issue 24: they were read
+        // unchecked).
+        for (key, value) in [
+            ("dead_weight", "2.0"),
+            ("flat_tolerance", "0.0"),
+            ("bootstrap", "1000000"),
+        ] {
+            let e = parse(&format!("{BASE}[report]\n{key} = {value}\n"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| panic!("{key} = {value} was accepted"));
+            assert!(e.contains(key), "{e}");
+        }
     }
 }

@@ -105,6 +105,36 @@ pub struct ReportConfig {
     pub dead_weight: f64,
 }
 
+impl ReportConfig {
+    /// Every value in its range; the message names the key. Shared by every kind that writes
+    /// the rate curves' tables (`rates`, `controls`), so none reads a value unchecked.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.target_loss.is_finite() && self.target_loss > 0.0) {
+            return Err(format!(
+                "[report]: invalid value for `target_loss`: {} (allowed: a finite value > 0)",
+                self.target_loss
+            ));
+        }
+        for (key, v) in [
+            ("flat_tolerance", self.flat_tolerance),
+            ("dead_weight", self.dead_weight),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v < 1.0) {
+                return Err(format!(
+                    "[report]: invalid value for `{key}`: {v} (allowed: 0 < value < 1)"
+                ));
+            }
+        }
+        if self.bootstrap > 100_000 {
+            return Err(format!(
+                "[report]: invalid value for `bootstrap`: {} (allowed: 0..=100000)",
+                self.bootstrap
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ReportConfig {
     fn default() -> Self {
         ReportConfig {
@@ -245,29 +275,7 @@ impl RatesKind {
                 )));
             }
         }
-        let r = &file.report;
-        if !(r.target_loss.is_finite() && r.target_loss > 0.0) {
-            return Err(err(format!(
-                "[report]: invalid value for `target_loss`: {} (allowed: a finite value > 0)",
-                r.target_loss
-            )));
-        }
-        for (key, v) in [
-            ("flat_tolerance", r.flat_tolerance),
-            ("dead_weight", r.dead_weight),
-        ] {
-            if !(v.is_finite() && v > 0.0 && v < 1.0) {
-                return Err(err(format!(
-                    "[report]: invalid value for `{key}`: {v} (allowed: 0 < value < 1)"
-                )));
-            }
-        }
-        if r.bootstrap > 100_000 {
-            return Err(err(format!(
-                "[report]: invalid value for `bootstrap`: {} (allowed: 0..=100000)",
-                r.bootstrap
-            )));
-        }
+        file.report.check().map_err(err)?;
         Ok(RatesKind {
             name: info.name.clone(),
             path: path.to_path_buf(),
