@@ -151,144 +151,7 @@ impl FinetuneKind {
         let mut labels = BTreeMap::new();
         let mut grids = BTreeMap::new();
         for (pname, p) in &file.profiles {
-            let at = format!("[profiles.{pname}]");
-            if p.fractions.is_empty() == p.per_class.is_empty() || p.seeds.is_empty() {
-                return Err(config_error(
-                    path,
-                    format!(
-                        "{at}: give the budgets as `fractions` or as `per_class` (one of the \
-                         two, non-empty), and non-empty `seeds`"
-                    ),
-                ));
-            }
-            if p.per_class.contains(&0) {
-                return Err(config_error(
-                    path,
-                    format!("{at}: `per_class` budgets must be at least 1"),
-                ));
-            }
-            let budgets: Vec<(&str, toml::Value, String)> = if p.per_class.is_empty() {
-                p.fractions
-                    .iter()
-                    .map(|&f| {
-                        (
-                            "train_fraction",
-                            toml::Value::Float(f),
-                            format!("fraction {f}"),
-                        )
-                    })
-                    .collect()
-            } else {
-                p.per_class
-                    .iter()
-                    .map(|&k| {
-                        (
-                            "train_per_class",
-                            toml::Value::Integer(k as i64),
-                            format!("{k} per class"),
-                        )
-                    })
-                    .collect()
-            };
-            let methods = p.methods.as_ref().unwrap_or(&file.methods);
-            if methods.is_empty() {
-                return Err(config_error(path, format!("{at}: `methods` is empty")));
-            }
-            if let Some(m) = p.lr.keys().find(|m| !methods.contains(m)) {
-                return Err(config_error(
-                    path,
-                    format!("{at}.lr: `{m}` is not in `methods`"),
-                ));
-            }
-            if let Some(x) = p.lr_grid.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
-                return Err(config_error(
-                    path,
-                    format!("{at}: lr_grid entry {x} is not a number > 0"),
-                ));
-            }
-            let base = merge_tables(&file.train, &p.train);
-            let grid: Vec<Option<f64>> = if p.lr_grid.is_empty() {
-                vec![None]
-            } else {
-                p.lr_grid.iter().map(|&x| Some(x)).collect()
-            };
-            let mut jobs = Vec::new();
-            let mut by_job = BTreeMap::new();
-            let mut order = Vec::new();
-            for method in methods {
-                let mut t = match file.variants.get(method) {
-                    Some(v) => merge_tables(&base, v),
-                    None => {
-                        let mut t = base.clone();
-                        t.insert("method".into(), toml::Value::String(method.clone()));
-                        t
-                    }
-                };
-                let full =
-                    t.get("method").and_then(|m| m.as_str()) == Some(AdapterKind::Full.name());
-                let lr_key = if full { "full_lr" } else { "lr" };
-                if let Some(&lr) = p.lr.get(method) {
-                    t.insert(lr_key.into(), toml::Value::Float(lr));
-                }
-                for scale in &grid {
-                    let mut t = t.clone();
-                    let mut label = method.clone();
-                    if let Some(x) = scale {
-                        let what = format!("{at}, method `{method}`, [train]");
-                        let own: TrainConfig = from_table(t.clone(), path, &what)?;
-                        // Six significant digits: 3 × 5e-5 is 1.5e-4, not 1.5000000000000001e-4.
-                        let lr = if full { own.full_lr } else { own.lr } * x;
-                        let lr: f64 = format!("{lr:.5e}").parse().unwrap_or(lr);
-                        t.insert(lr_key.into(), toml::Value::Float(lr));
-                        label = format!("{method}@{lr}");
-                    }
-                    order.push(label.clone());
-                    for (key, value, budget) in &budgets {
-                        for &seed in &p.seeds {
-                            let mut t = t.clone();
-                            t.insert((*key).into(), value.clone());
-                            t.insert("seed".into(), toml::Value::Integer(seed as i64));
-                            let what = format!("{at}, method `{method}`, {budget}, [train]");
-                            let train = from_table::<TrainConfig>(t, path, &what)?
-                                .check()
-                                .map_err(|e| config_error(path, format!("{what}: {e}")))?;
-                            let job = FinetuneJob {
-                                model: model.clone(),
-                                train,
-                            };
-                            let key = serde_json::to_string(&job)
-                                .map_err(|e| config_error(path, e.to_string()))?;
-                            if let Some(other) = by_job.insert(key, label.clone()) {
-                                return Err(config_error(path, format!(
-                                    "{at}: methods `{other}` and `{label}` make the same job ({budget}, seed {seed})"
-                                )));
-                            }
-                            jobs.push(job);
-                        }
-                    }
-                }
-            }
-            // One split file per task serves the experiment, so every job must ask for the
-            // same split; and the tables of a profile compare runs of one task.
-            let first = &jobs[0].train;
-            if let Some(j) = jobs.iter().find(|j| j.train.task != first.task) {
-                return Err(config_error(path, format!(
-                    "{at}: every job of a profile must have the same task (method {} has {}, not {})",
-                    j.train.method, j.train.task, first.task
-                )));
-            }
-            if let Some(j) = jobs.iter().find(|j| {
-                (
-                    j.train.split_seed,
-                    j.train.val_fraction,
-                    j.train.test_fraction,
-                ) != (first.split_seed, first.val_fraction, first.test_fraction)
-            }) {
-                return Err(config_error(path, format!(
-                    "{at}: every job must use the same split_seed, val_fraction and test_fraction (method {} differs)",
-                    j.train.method
-                )));
-            }
+            let (jobs, by_job, order) = profile_jobs(path, &file, &model, pname, p)?;
             profiles.insert(pname.clone(), jobs);
             labels.insert(pname.clone(), (by_job, order));
             grids.insert(pname.clone(), !p.lr_grid.is_empty());
@@ -358,6 +221,161 @@ impl FinetuneKind {
             t => dirs.experiment.join(format!("split-{}.json", t.name())),
         }
     }
+}
+
+/// A profile's jobs, each job's label by its key, and the labels in order.
+type ProfileJobs = (Vec<FinetuneJob>, BTreeMap<String, String>, Vec<String>);
+
+/// The jobs of one profile, each job's label by its key, and the labels in the experiment's
+/// order: every method (or variant) at every rate of the grid, budget and seed, checked.
+fn profile_jobs(
+    path: &std::path::Path,
+    file: &FinetuneFile,
+    model: &str,
+    pname: &str,
+    p: &ProfileFile,
+) -> Result<ProfileJobs, LabError> {
+    let at = format!("[profiles.{pname}]");
+    if p.fractions.is_empty() == p.per_class.is_empty() || p.seeds.is_empty() {
+        return Err(config_error(
+            path,
+            format!(
+                "{at}: give the budgets as `fractions` or as `per_class` (one of the \
+                 two, non-empty), and non-empty `seeds`"
+            ),
+        ));
+    }
+    if p.per_class.contains(&0) {
+        return Err(config_error(
+            path,
+            format!("{at}: `per_class` budgets must be at least 1"),
+        ));
+    }
+    let budgets: Vec<(&str, toml::Value, String)> = if p.per_class.is_empty() {
+        p.fractions
+            .iter()
+            .map(|&f| {
+                (
+                    "train_fraction",
+                    toml::Value::Float(f),
+                    format!("fraction {f}"),
+                )
+            })
+            .collect()
+    } else {
+        p.per_class
+            .iter()
+            .map(|&k| {
+                (
+                    "train_per_class",
+                    toml::Value::Integer(k as i64),
+                    format!("{k} per class"),
+                )
+            })
+            .collect()
+    };
+    let methods = p.methods.as_ref().unwrap_or(&file.methods);
+    if methods.is_empty() {
+        return Err(config_error(path, format!("{at}: `methods` is empty")));
+    }
+    if let Some(m) = p.lr.keys().find(|m| !methods.contains(m)) {
+        return Err(config_error(
+            path,
+            format!("{at}.lr: `{m}` is not in `methods`"),
+        ));
+    }
+    if let Some(x) = p.lr_grid.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+        return Err(config_error(
+            path,
+            format!("{at}: lr_grid entry {x} is not a number > 0"),
+        ));
+    }
+    let base = merge_tables(&file.train, &p.train);
+    let grid: Vec<Option<f64>> = if p.lr_grid.is_empty() {
+        vec![None]
+    } else {
+        p.lr_grid.iter().map(|&x| Some(x)).collect()
+    };
+    let mut jobs = Vec::new();
+    let mut by_job = BTreeMap::new();
+    let mut order = Vec::new();
+    for method in methods {
+        let mut t = match file.variants.get(method) {
+            Some(v) => merge_tables(&base, v),
+            None => {
+                let mut t = base.clone();
+                t.insert("method".into(), toml::Value::String(method.clone()));
+                t
+            }
+        };
+        let full = t.get("method").and_then(|m| m.as_str()) == Some(AdapterKind::Full.name());
+        let lr_key = if full { "full_lr" } else { "lr" };
+        if let Some(&lr) = p.lr.get(method) {
+            t.insert(lr_key.into(), toml::Value::Float(lr));
+        }
+        for scale in &grid {
+            let mut t = t.clone();
+            let mut label = method.clone();
+            if let Some(x) = scale {
+                let what = format!("{at}, method `{method}`, [train]");
+                let own: TrainConfig = from_table(t.clone(), path, &what)?;
+                // Six significant digits: 3 × 5e-5 is 1.5e-4, not 1.5000000000000001e-4.
+                let lr = if full { own.full_lr } else { own.lr } * x;
+                let lr: f64 = format!("{lr:.5e}").parse().unwrap_or(lr);
+                t.insert(lr_key.into(), toml::Value::Float(lr));
+                label = format!("{method}@{lr}");
+            }
+            order.push(label.clone());
+            for (key, value, budget) in &budgets {
+                for &seed in &p.seeds {
+                    let mut t = t.clone();
+                    t.insert((*key).into(), value.clone());
+                    t.insert("seed".into(), toml::Value::Integer(seed as i64));
+                    let what = format!("{at}, method `{method}`, {budget}, [train]");
+                    let train = from_table::<TrainConfig>(t, path, &what)?
+                        .check()
+                        .map_err(|e| config_error(path, format!("{what}: {e}")))?;
+                    let job = FinetuneJob {
+                        model: model.to_string(),
+                        train,
+                    };
+                    let key = serde_json::to_string(&job)
+                        .map_err(|e| config_error(path, e.to_string()))?;
+                    if let Some(other) = by_job.insert(key, label.clone()) {
+                        return Err(config_error(path, format!(
+                            "{at}: methods `{other}` and `{label}` make the same job ({budget}, seed {seed})"
+                        )));
+                    }
+                    jobs.push(job);
+                }
+            }
+        }
+    }
+    // One split file per task serves the experiment, so every job must ask for the
+    // same split; and the tables of a profile compare runs of one task.
+    let first = &jobs[0].train;
+    if let Some(j) = jobs.iter().find(|j| j.train.task != first.task) {
+        return Err(config_error(
+            path,
+            format!(
+                "{at}: every job of a profile must have the same task (method {} has {}, not {})",
+                j.train.method, j.train.task, first.task
+            ),
+        ));
+    }
+    if let Some(j) = jobs.iter().find(|j| {
+        (
+            j.train.split_seed,
+            j.train.val_fraction,
+            j.train.test_fraction,
+        ) != (first.split_seed, first.val_fraction, first.test_fraction)
+    }) {
+        return Err(config_error(path, format!(
+            "{at}: every job must use the same split_seed, val_fraction and test_fraction (method {} differs)",
+            j.train.method
+        )));
+    }
+    Ok((jobs, by_job, order))
 }
 
 impl Kind for FinetuneKind {
