@@ -119,25 +119,7 @@ pub fn run<K: Kind>(
     kind.prepare(dirs)?;
     std::fs::create_dir_all(dirs.raw())
         .with_context(|| format!("cannot create {}", dirs.raw().display()))?;
-    let mut threads = opts
-        .threads
-        .or(kind.default_threads())
-        .unwrap_or_else(host_threads)
-        .max(1);
-    // No more jobs at once than fit in memory together (the largest job counts for each).
-    let largest = todo.iter().filter_map(|p| kind.memory_bytes(&p.job)).max();
-    if let (Some(job), Some(have)) = (largest, crate::provenance::host_memory()?) {
-        let fit = (have / job.max(1)).max(1) as usize;
-        if threads > fit {
-            eprintln!(
-                "note: running {fit} job(s) at once, not {threads}: the largest job needs about {} \
-                 and this machine has {}",
-                crate::provenance::gib(job),
-                crate::provenance::gib(have)
-            );
-            threads = fit;
-        }
-    }
+    let threads = jobs_at_once(kind, opts, &todo)?;
     let prov = RunProvenance::collect(&info.path, &info.sha256, threads, git);
     eprintln!(
         "{} / {}{shard_note}: running {} of {} jobs on {threads} thread(s) ({} already done)",
@@ -157,35 +139,7 @@ pub fn run<K: Kind>(
     let failed = Mutex::new(Vec::new());
     let started = Instant::now();
     let one = |(p, &units): (&&Planned<K::Job>, &u64)| {
-        let t0 = Instant::now();
-        let ctx = JobContext {
-            id: &p.id,
-            dirs,
-            progress: &progress.multi,
-        };
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run_job(&p.job, &ctx)));
-        let err = match outcome {
-            Ok(Ok(record)) => {
-                let env = Envelope {
-                    format: store::FORMAT,
-                    id: p.id.clone(),
-                    experiment: info.name.clone(),
-                    kind: info.kind.clone(),
-                    label: p.label.clone(),
-                    job: &p.job,
-                    record,
-                    provenance: prov.for_job(t0.elapsed().as_secs_f64()),
-                    checksum: None,
-                };
-                env.sealed()
-                    .and_then(|env| store::write_json(&dirs.record(&p.id), &env))
-                    .err()
-                    .map(|e| format!("{e:#}"))
-            }
-            Ok(Err(e)) => Some(format!("{e:#}")),
-            Err(panic) => Some(panic_message(panic.as_ref())),
-        };
+        let err = run_one(info, kind, dirs, &prov, &progress, p);
         let failed_now = err.is_some();
         if let Some(e) = err {
             progress.println(format!("job {} ({}) failed: {e}", p.id, p.label));
@@ -248,6 +202,75 @@ pub fn run<K: Kind>(
         );
     }
     Ok(report)
+}
+
+/// Jobs to run at once: `--threads`, else the kind's choice, else one per core; and no more
+/// than fit in memory together (the largest job counts for each).
+fn jobs_at_once<K: Kind>(
+    kind: &K,
+    opts: &RunOptions,
+    todo: &[&Planned<K::Job>],
+) -> anyhow::Result<usize> {
+    let mut threads = opts
+        .threads
+        .or(kind.default_threads())
+        .unwrap_or_else(host_threads)
+        .max(1);
+    let largest = todo.iter().filter_map(|p| kind.memory_bytes(&p.job)).max();
+    if let (Some(job), Some(have)) = (largest, crate::provenance::host_memory()?) {
+        let fit = (have / job.max(1)).max(1) as usize;
+        if threads > fit {
+            eprintln!(
+                "note: running {fit} job(s) at once, not {threads}: the largest job needs about {} \
+                 and this machine has {}",
+                crate::provenance::gib(job),
+                crate::provenance::gib(have)
+            );
+            threads = fit;
+        }
+    }
+    Ok(threads)
+}
+
+/// Run one job and write its sealed record; the error (a failed job, a panic, an unwritable
+/// record) in words, or `None`.
+fn run_one<K: Kind>(
+    info: &ExperimentInfo,
+    kind: &K,
+    dirs: &Dirs,
+    prov: &RunProvenance,
+    progress: &Progress,
+    p: &Planned<K::Job>,
+) -> Option<String> {
+    let t0 = Instant::now();
+    let ctx = JobContext {
+        id: &p.id,
+        dirs,
+        progress: &progress.multi,
+    };
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run_job(&p.job, &ctx)));
+    match outcome {
+        Ok(Ok(record)) => {
+            let env = Envelope {
+                format: store::FORMAT,
+                id: p.id.clone(),
+                experiment: info.name.clone(),
+                kind: info.kind.clone(),
+                label: p.label.clone(),
+                job: &p.job,
+                record,
+                provenance: prov.for_job(t0.elapsed().as_secs_f64()),
+                checksum: None,
+            };
+            env.sealed()
+                .and_then(|env| store::write_json(&dirs.record(&p.id), &env))
+                .err()
+                .map(|e| format!("{e:#}"))
+        }
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(panic) => Some(panic_message(panic.as_ref())),
+    }
 }
 
 /// Take the run lock of an experiment (and shard): `results/X/.hora-run-<all|i-of-N>.lock`,
