@@ -546,94 +546,8 @@ fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<b
             Ok(true)
         }
         Command::Reproduce { into, .. } => reproduce(exp, ctx, &dirs, into.as_deref(), &run_opts),
-        Command::Merge { from, .. } => {
-            let r = exp.merge(&dirs, from)?;
-            for (id, label) in &r.missing {
-                println!("missing  {id}  {label}");
-            }
-            for (id, label, why) in &r.corrupt {
-                println!("corrupt  {id}  {label}  ({why})");
-            }
-            let imported = if r.imported > 0 {
-                format!(", {} imported", r.imported)
-            } else {
-                String::new()
-            };
-            println!(
-                "{} / {}: {} of {} jobs have a valid record{imported}; {} missing, {} corrupt",
-                info.name,
-                g.profile,
-                r.valid,
-                r.jobs,
-                r.missing.len(),
-                r.corrupt.len()
-            );
-            if !r.complete() {
-                eprintln!(
-                    "incomplete: rerun `hora run {}{}` to fill the gaps",
-                    info.name, dirs.flags
-                );
-            }
-            Ok(r.complete())
-        }
-        Command::Slurm {
-            tasks,
-            cpus_per_task,
-            time,
-            partition,
-            mem,
-            account,
-            qos,
-            sbatch_arg,
-            ..
-        } => {
-            let hora = std::env::current_exe()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| "hora".into());
-            let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-            let o = SlurmOptions {
-                tasks: *tasks,
-                cpus_per_task: *cpus_per_task,
-                time: time.clone(),
-                partition: partition.clone(),
-                mem: mem.clone(),
-                account: account.clone(),
-                qos: qos.clone(),
-                extra: sbatch_arg.clone(),
-                hora,
-                // The jobs find the same model and assets as this command would.
-                hora_flags: [("--model-dir", &g.model_dir), ("--assets", &g.assets)]
-                    .into_iter()
-                    .filter_map(|(f, v)| {
-                        v.as_ref().map(|v| {
-                            format!(" {f} {}", slurm::sh_quote(&abs(v).display().to_string()))
-                        })
-                    })
-                    .chain(g.save_full.then(|| " --save-full".to_string()))
-                    .collect(),
-            };
-            slurm::check(&o)?;
-            if *tasks > jobs {
-                eprintln!("note: {jobs} jobs, so {jobs} array tasks (not {tasks})");
-            }
-            eprintln!(
-                "note: each task asks for {cpus_per_task} CPUs; a task that asks more than a node \
-                 has pends forever (Reason=PartitionConfig): see `sinfo -o '%n %c'`"
-            );
-            print!(
-                "{}",
-                slurm::script(
-                    &info.name,
-                    &g.profile,
-                    jobs,
-                    &abs(&ctx.root),
-                    &abs(&ctx.experiments),
-                    &abs(&ctx.results),
-                    &o
-                )
-            );
-            Ok(true)
-        }
+        Command::Merge { from, .. } => merge(exp, &dirs, g, from),
+        Command::Slurm { .. } => slurm_script(command, exp, ctx, jobs),
         Command::List
         | Command::Verify { .. }
         | Command::Paper { .. }
@@ -643,6 +557,108 @@ fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<b
             unreachable!("handled before an experiment is loaded")
         }
     }
+}
+
+/// `hora merge X`: which jobs of the profile lack a valid record (after importing `from`).
+fn merge(exp: &dyn Experiment, dirs: &Dirs, g: &Global, from: &[PathBuf]) -> anyhow::Result<bool> {
+    let info = exp.info();
+    let r = exp.merge(dirs, from)?;
+    for (id, label) in &r.missing {
+        println!("missing  {id}  {label}");
+    }
+    for (id, label, why) in &r.corrupt {
+        println!("corrupt  {id}  {label}  ({why})");
+    }
+    let imported = if r.imported > 0 {
+        format!(", {} imported", r.imported)
+    } else {
+        String::new()
+    };
+    println!(
+        "{} / {}: {} of {} jobs have a valid record{imported}; {} missing, {} corrupt",
+        info.name,
+        g.profile,
+        r.valid,
+        r.jobs,
+        r.missing.len(),
+        r.corrupt.len()
+    );
+    if !r.complete() {
+        eprintln!(
+            "incomplete: rerun `hora run {}{}` to fill the gaps",
+            info.name, dirs.flags
+        );
+    }
+    Ok(r.complete())
+}
+
+/// `hora slurm X`: a submit script for a Slurm job array over the profile's `jobs` jobs.
+fn slurm_script(
+    command: &Command,
+    exp: &dyn Experiment,
+    ctx: &Ctx,
+    jobs: usize,
+) -> anyhow::Result<bool> {
+    let Command::Slurm {
+        tasks,
+        cpus_per_task,
+        time,
+        partition,
+        mem,
+        account,
+        qos,
+        sbatch_arg,
+        ..
+    } = command
+    else {
+        unreachable!("called for `hora slurm` only")
+    };
+    let (g, info) = (&ctx.global, exp.info());
+    let hora = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "hora".into());
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let o = SlurmOptions {
+        tasks: *tasks,
+        cpus_per_task: *cpus_per_task,
+        time: time.clone(),
+        partition: partition.clone(),
+        mem: mem.clone(),
+        account: account.clone(),
+        qos: qos.clone(),
+        extra: sbatch_arg.clone(),
+        hora,
+        // The jobs find the same model and assets as this command would.
+        hora_flags: [("--model-dir", &g.model_dir), ("--assets", &g.assets)]
+            .into_iter()
+            .filter_map(|(f, v)| {
+                v.as_ref()
+                    .map(|v| format!(" {f} {}", slurm::sh_quote(&abs(v).display().to_string())))
+            })
+            .chain(g.save_full.then(|| " --save-full".to_string()))
+            .collect(),
+    };
+    slurm::check(&o)?;
+    if *tasks > jobs {
+        eprintln!("note: {jobs} jobs, so {jobs} array tasks (not {tasks})");
+    }
+    eprintln!(
+        "note: each task asks for {cpus_per_task} CPUs; a task that asks more than a node \
+         has pends forever (Reason=PartitionConfig): see `sinfo -o '%n %c'`"
+    );
+    print!(
+        "{}",
+        slurm::script(
+            &info.name,
+            &g.profile,
+            jobs,
+            &abs(&ctx.root),
+            &abs(&ctx.experiments),
+            &abs(&ctx.results),
+            &o
+        )
+    );
+    Ok(true)
 }
 
 /// The flags a hint repeats so that the suggested command means what the user's did.
