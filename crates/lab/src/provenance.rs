@@ -281,14 +281,9 @@ pub fn diff_hash(dir: &Path) -> Option<String> {
 }
 
 fn git(dir: &Path, args: &[&str]) -> Option<Vec<u8>> {
-    Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| o.stdout)
+    let mut c = Command::new("git");
+    c.arg("-C").arg(dir).args(args);
+    git_output(c, None)
 }
 
 fn git_text(dir: &Path, args: &[&str]) -> Option<String> {
