@@ -704,7 +704,11 @@ impl Kind for IdentifiabilityKind {
             let families: Vec<&str> = self.families.iter().map(|f| f.name.as_str()).collect();
             let figures = phase::figure(&cells, &self.sizes, &families, &dirs.file("phase"))?;
             return Ok(Report {
-                summary: phase::summary(&cells, &self.sizes, &families),
+                summary: phase::summary(&cells, &self.sizes, &families)
+                    + &phase::cost_table(
+                        &store::read_csv::<phase::PhaseRatioRow>(&dirs.file("phase-ratios.csv"))?,
+                        &self.sizes,
+                    ),
                 figures,
             });
         }

@@ -354,6 +354,45 @@ pub fn summary(cells: &[PhaseRow], sizes: &[String], families: &[&str]) -> Strin
     out
 }
 
+/// What each size has cost so far: jobs with a record, the free parameters of its families, and
+/// the median and total seconds of a job (one core each), so that the rest of a profile that
+/// runs over several sessions can be planned.
+pub fn cost_table(rows: &[PhaseRatioRow], sizes: &[String]) -> String {
+    let body: Vec<Vec<String>> = sizes
+        .iter()
+        .filter_map(|size| {
+            let of: Vec<&PhaseRatioRow> = rows.iter().filter(|r| &r.size == size).collect();
+            if of.is_empty() {
+                return None;
+            }
+            let mut secs: Vec<f64> = of.iter().map(|r| r.seconds).collect();
+            let total: f64 = secs.iter().sum();
+            let dims = (
+                of.iter().map(|r| r.dim).min().unwrap_or(0),
+                of.iter().map(|r| r.dim).max().unwrap_or(0),
+            );
+            Some(vec![
+                size.clone(),
+                of.len().to_string(),
+                format!("{}–{}", dims.0, dims.1),
+                format!("{:.1}", median(&mut secs).unwrap_or(f64::NAN)),
+                format!("{total:.0}"),
+            ])
+        })
+        .collect();
+    if body.is_empty() {
+        return String::new();
+    }
+    let header = [
+        "size",
+        "jobs recorded",
+        "parameters",
+        "median s a job",
+        "total s",
+    ];
+    format!("\n### Cost by size\n\n{}", markdown::table(&header, body))
+}
+
 /// The phase diagram as a figure (`phase.png`, `phase.svg`): sizes down, families across, each
 /// cell coloured by its phase, with its count of truths and median held-out R at the smallest ε.
 pub fn figure(
