@@ -390,7 +390,7 @@ pub fn cost_table(rows: &[PhaseRatioRow], sizes: &[String]) -> String {
         "median s a job",
         "total s",
     ];
-    format!("\n### Cost by size\n\n{}", markdown::table(&header, body))
+    format!("\n### Cost by size\n\n{}\n", markdown::table(&header, body))
 }
 
 /// The phase diagram as a figure (`phase.png`, `phase.svg`): sizes down, families across, each
