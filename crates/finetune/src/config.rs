@@ -311,6 +311,13 @@ impl TrainConfig {
                 return Err(bad(field, v, "an integer in 0..=1000000 (0: off)"));
             }
         }
+        if self.train_per_class > 0 && self.train_fraction != 1.0 {
+            return Err(bad(
+                "train_fraction",
+                self.train_fraction,
+                "1.0 (its default) when train_per_class sets the budget: give one of the two",
+            ));
+        }
         if self.min_steps > 0 && self.max_steps > 0 && self.min_steps > self.max_steps {
             return Err(bad(
                 "min_steps",

@@ -327,4 +327,17 @@ fn a_minimum_past_the_last_step_is_refused() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("min_steps"), "{e}");
+    // Two budgets at once are refused, not resolved silently.
+    let e = TrainConfig {
+        train_per_class: 16,
+        train_fraction: 0.5,
+        ..Default::default()
+    }
+    .check()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("train_fraction") && e.contains("train_per_class"),
+        "{e}"
+    );
 }
