@@ -132,6 +132,31 @@ fn the_shipped_newsgroups_files_load_with_their_known_counts() {
     assert!(per_class.iter().all(|&n| n > 200), "{per_class:?}");
 }
 
+/// A missing newsgroups file names the file (and `hora assets fetch`); a corrupt one is refused
+/// by its hash before a byte of it is read as data.
+#[test]
+fn missing_or_corrupt_newsgroups_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = finetune::Assets {
+        model_dir: dir.path().join("model"),
+        tweets_csv: dir.path().join("tweets.csv"),
+        cache_dir: dir.path().to_path_buf(),
+    };
+    match assets.dataset(Task::Newsgroups) {
+        Err(FinetuneError::MissingAsset { path }) => {
+            assert!(path.ends_with("newsgroups-train.tab"), "{path:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(dir.path().join("newsgroups-train.tab"), "Category\tText\n").unwrap();
+    match assets.dataset(Task::Newsgroups) {
+        Err(FinetuneError::CorruptAsset { path, reason }) => {
+            assert!(path.ends_with("newsgroups-train.tab") && reason.contains("sha256"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn per_class_budgets_are_exact_nested_and_seeded() {
     // 3 classes of 30, 30 and 5 examples.
