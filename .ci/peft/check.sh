@@ -2,7 +2,9 @@
 # The round trip against real PyTorch/peft (issue 12): train LoRA and HoRA briefly, export them as
 # peft folders and as a merged checkpoint, and have peft (pinned, in its own venv) load them and
 # match the Rust logits on real tweets to 1e-5; then peft saves LoRAs that `hora predict` loads
-# and must match. Exits non-zero on any mismatch or warning. Offline once the venv is installed.
+# and must match; then (issue 25) a 20-step LoRA training trajectory is replayed in peft + torch
+# and must match step by step. Exits non-zero on any mismatch or warning. Offline once the venv
+# is installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
@@ -51,4 +53,10 @@ for saved in bert-model seq-cls; do
   pairs+=("$work/from-peft/$saved/expected.tsv" "$work/rust-$saved.tsv")
 done
 "$venv/bin/python" "$reference/peft_round_trip.py" compare "${pairs[@]}"
+
+# (d) Training itself (issue 25): 20 AdamW steps of LoRA on fixed batches of real tweets, every
+# dropout off, in Rust; peft + torch's AdamW from the same initial adapter and head on the same
+# batches must give the same loss at every step and the same final adapter.
+HORA_ASSETS="$assets" cargo run --quiet -p finetune --example trajectory -- "$work/trajectory" > /dev/null
+"$venv/bin/python" "$reference/peft_round_trip.py" trajectory --model-dir "$model" --dir "$work/trajectory"
 echo "peft check passed in $(($(date +%s) - start)) s"

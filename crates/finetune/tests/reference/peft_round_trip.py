@@ -12,6 +12,9 @@ local folder, HF_HUB_OFFLINE=1.
              BertForSequenceClassification (task_type SEQ_CLS: `bert.` keys, the head in
              modules_to_save), each with the logits it expects in expected.tsv.
     compare  (b, second half) the logits `hora predict` printed for those folders match.
+    trajectory  (d) training itself: from the initial adapter and head that the Rust example
+             `trajectory` saved, peft + torch's AdamW take the same batches with the same
+             schedule and must match the Rust loss at every step and the final adapter.
 
 Pinned in requirements.txt beside this file (torch 2.15.0, transformers 5.24.0, peft 0.21.2).
 """
@@ -251,6 +254,70 @@ def compare(a):
         check(f"(b) {os.path.basename(os.path.dirname(expected))}: peft-saved LoRA in Rust vs peft", (read_tsv(expected) - read_tsv(rust)).abs().max().item())
 
 
+def trajectory(a):
+    """(d) Training itself, against PyTorch (issue 25): the Rust example `trajectory` trained LoRA
+    for some steps on fixed batches with every dropout off; peft starts from the same adapter and
+    head (`initial/`), takes the same batches in the same order with torch's AdamW and the same
+    schedule, and must give the same loss at every step and the same final adapter (`final/`)."""
+    with open(os.path.join(a.dir, "trajectory.json")) as f:
+        t = json.load(f)
+    with open(os.path.join(a.dir, "batches.json")) as f:
+        batches = json.load(f)
+    torch.manual_seed(0)
+    initial = os.path.join(a.dir, "initial")
+    model = quietly("PeftModel.from_pretrained (initial)", lambda: PeftModel.from_pretrained(base(a.model_dir), initial, is_trainable=True))
+    model.eval()  # every dropout off, as in the Rust run (gradients still flow)
+    head = load_head(initial)
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    for p in lora + list(head.parameters()):
+        p.requires_grad_(True)
+    params = lora + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=t["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=t["weight_decay"])
+    steps, warmup, peak = t["steps"], t["warmup"], t["lr"]
+
+    def lr_at(step):
+        # crates/finetune/src/train.rs::lr_at
+        if step < warmup:
+            return peak * (step + 1) / warmup
+        rest = max(steps - warmup, 1)
+        return peak * max(1.0 - (step - warmup) / rest, 0.0)
+
+    losses = []
+    for step, b in enumerate(batches):
+        ids = torch.tensor(b["input_ids"])
+        mask = torch.tensor(b["attention_mask"])
+        labels = torch.tensor(b["labels"])
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        loss = torch.nn.functional.cross_entropy(head(pooled), labels)
+        losses.append(loss.item())
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rust = t["losses"]
+    print(f"     losses, PyTorch vs Rust: first {losses[0]:.6f} / {rust[0]:.6f}, last {losses[-1]:.6f} / {rust[-1]:.6f}")
+    diffs = [abs(x - y) for x, y in zip(losses, rust)]
+    worst = max(range(len(diffs)), key=lambda i: diffs[i])
+    print(f"     largest loss difference at step {worst}: {diffs[worst]:.3e}")
+    check(f"(d) loss at each of {steps} steps, peft + torch AdamW vs Rust", max(diffs), tol=a.loss_tol)
+    final = load_file(os.path.join(a.dir, "final", "adapter_model.safetensors"))
+    ours = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    worst_w, scale = 0.0, 0.0
+    for key, w in final.items():
+        name = next((n for n in ours if n.endswith(key.replace(".weight", ".default.weight").split("base_model.model.")[-1])), None)
+        if name is None:
+            fail(f"(d) final adapter tensor {key} has no peft parameter")
+            continue
+        worst_w = max(worst_w, (ours[name].detach() - w).abs().max().item())
+        scale = max(scale, w.abs().max().item())
+    head_final = load_head(os.path.join(a.dir, "final"))
+    worst_h = max((p.detach() - q.detach()).abs().max().item() for p, q in zip(head.parameters(), head_final.parameters()))
+    check(f"(d) final LoRA weights after {steps} steps (largest |w| {scale:.3f})", worst_w, tol=a.weight_tol)
+    check(f"(d) final head after {steps} steps", worst_h, tol=a.weight_tol)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -259,9 +326,18 @@ def main():
         e.add_argument(f"--{flag}", required=True)
     c = sub.add_parser("compare")
     c.add_argument("pairs", nargs="+", help="expected.tsv rust.tsv, repeated")
+    t = sub.add_parser("trajectory")
+    t.add_argument("--model-dir", required=True)
+    t.add_argument("--dir", required=True, help="what examples/trajectory.rs wrote")
+    # Measured on 2026-12-03 (20 steps at lr 1e-3): losses within 2.4e-7, LoRA weights within
+    # 3.0e-6, the head within 2e-8; the tolerances leave a factor 40 and 15 for other CPUs.
+    t.add_argument("--loss-tol", type=float, default=1e-5)
+    t.add_argument("--weight-tol", type=float, default=5e-5)
     a = p.parse_args()
     if a.cmd == "exports":
         exports(a)
+    elif a.cmd == "trajectory":
+        trajectory(a)
     else:
         if len(a.pairs) % 2:
             p.error("compare takes pairs: expected.tsv rust.tsv")
