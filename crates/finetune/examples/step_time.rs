@@ -38,13 +38,8 @@ fn main() -> Result<(), finetune::FinetuneError> {
                 .collect::<Result<_, _>>()?
         }
     };
-    // As `hora` does on two cores: one thread for candle's element-wise pool, so it does not
-    // spin beside rayon's gemm workers (crates/lab/src/main.rs). `CANDLE_NUM_THREADS` wins.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() && cores <= 2 {
-        // Set before any thread starts.
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
+    // As `hora` does, before any thread starts.
+    finetune::train::one_elementwise_thread_on_small_hosts();
     keep_freed_memory();
     let dev = device();
     let assets = finetune::assets::locate(&finetune::assets::default_cache_dir())?;

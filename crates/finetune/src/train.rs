@@ -65,6 +65,18 @@ pub fn device() -> Device {
     Device::Cpu
 }
 
+/// On a host of at most two cores, give candle's element-wise pool one thread unless
+/// `CANDLE_NUM_THREADS` is set: the pool otherwise spins beside rayon's gemm workers on the same
+/// cores (a finetune quick job: 12% less wall time, 22% less CPU, the same bits; 2026-12-03).
+/// Larger hosts keep candle's default until measured. Call it before any thread starts: it sets
+/// an environment variable that candle reads when its pool starts.
+pub fn one_elementwise_thread_on_small_hosts() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() && cores <= 2 {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 /// Keep freed memory in the process. A training step allocates and frees hundreds of buffers of
 /// 0.1–50 MB; glibc's defaults hand each large one back to the kernel on free (an `munmap`, or a
 /// trim of the heap top) and take fresh zeroed pages on the next allocation, so page faults and

@@ -155,17 +155,8 @@ pub fn log_slope(points: &[(f64, f64)]) -> Option<f64> {
     if points.iter().any(|(x, y)| !(*x > 0.0 && *y > 0.0)) {
         return None;
     }
-    let n = points.len() as f64;
-    let lx: Vec<f64> = points.iter().map(|p| p.0.ln()).collect();
-    let ly: Vec<f64> = points.iter().map(|p| p.1.ln()).collect();
-    let mx = lx.iter().sum::<f64>() / n;
-    let my = ly.iter().sum::<f64>() / n;
-    let sxx: f64 = lx.iter().map(|x| (x - mx).powi(2)).sum();
-    if points.len() < 2 || sxx <= 0.0 {
-        return None;
-    }
-    let sxy: f64 = lx.iter().zip(&ly).map(|(x, y)| (x - mx) * (y - my)).sum();
-    Some(sxy / sxx)
+    let (lx, ly): (Vec<f64>, Vec<f64>) = points.iter().map(|(x, y)| (x.ln(), y.ln())).unzip();
+    hmoe::stats::ols(&lx, &ly).map(|(slope, _)| slope)
 }
 
 /// One truth's class and its numbers: `(phase, slope of held-out R on ε, held-out R at the
@@ -222,11 +213,8 @@ pub struct PhaseRow {
     pub max_heldout_ratio: Option<f64>,
 }
 
-fn median(v: &mut [f64]) -> Option<f64> {
-    (!v.is_empty()).then(|| {
-        v.sort_by(f64::total_cmp);
-        hmoe::stats::median(v)
-    })
+fn median(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| hmoe::stats::median(v))
 }
 
 /// The cells, in the order their first rows come; a truth counts only with all `epsilons`.
@@ -266,8 +254,8 @@ pub fn cells(rows: &[PhaseRatioRow], epsilons: usize) -> Vec<PhaseRow> {
             .into_iter()
             .find(|p| !classes.is_empty() && count(*p) >= need.max(1))
             .unwrap_or(Phase::Mixed);
-            let mut slopes: Vec<f64> = classes.iter().filter_map(|c| c.1).collect();
-            let mut held: Vec<f64> = classes.iter().filter_map(|c| c.2).collect();
+            let slopes: Vec<f64> = classes.iter().filter_map(|c| c.1).collect();
+            let held: Vec<f64> = classes.iter().filter_map(|c| c.2).collect();
             let dim = truths.first().and_then(|v| v.first()).map_or(0, |r| r.dim);
             PhaseRow {
                 size: key.0,
@@ -280,9 +268,9 @@ pub fn cells(rows: &[PhaseRatioRow], epsilons: usize) -> Vec<PhaseRow> {
                 falling: count(Phase::Falling),
                 bounded: count(Phase::Bounded),
                 phase,
-                median_slope: median(&mut slopes),
+                median_slope: median(&slopes),
                 min_heldout_ratio: held.iter().copied().min_by(f64::total_cmp),
-                median_heldout_ratio: median(&mut held),
+                median_heldout_ratio: median(&held),
                 max_heldout_ratio: held.iter().copied().max_by(f64::total_cmp),
             }
         })
@@ -365,7 +353,7 @@ pub fn cost_table(rows: &[PhaseRatioRow], sizes: &[String]) -> String {
             if of.is_empty() {
                 return None;
             }
-            let mut secs: Vec<f64> = of.iter().map(|r| r.seconds).collect();
+            let secs: Vec<f64> = of.iter().map(|r| r.seconds).collect();
             let total: f64 = secs.iter().sum();
             let dims = (
                 of.iter().map(|r| r.dim).min().unwrap_or(0),
@@ -375,7 +363,7 @@ pub fn cost_table(rows: &[PhaseRatioRow], sizes: &[String]) -> String {
                 size.clone(),
                 of.len().to_string(),
                 format!("{}–{}", dims.0, dims.1),
-                format!("{:.1}", median(&mut secs).unwrap_or(f64::NAN)),
+                format!("{:.1}", median(&secs).unwrap_or(f64::NAN)),
                 format!("{total:.0}"),
             ])
         })
