@@ -83,6 +83,13 @@ pub const LR_GRID_TABLE: &str = "lr-grid.csv";
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LrGridRow {
     pub method: String,
+    /// The budget the rate is chosen at, on a grid over several budgets or over examples per
+    /// class (issue 25: a rate per method and budget); a grid at one fraction (the first
+    /// protocol's) pools its runs and leaves both columns out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_fraction: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<usize>,
     /// The peak rate varied (`full_lr` for full fine-tuning).
     pub lr: f64,
     pub runs: usize,
@@ -90,48 +97,86 @@ pub struct LrGridRow {
     pub val_macro_f1_mean: f64,
     pub val_macro_f1_sd: f64,
     pub test_accuracy_mean: f64,
-    /// The rate with the highest mean validation macro-F1 of its method.
+    /// The rate with the highest mean validation macro-F1 of its method (at its budget).
     pub chosen: bool,
 }
 
 fn lr_grid(done: &[Done<'_, FinetuneJob, RunRecord>], rows: &[RunRow]) -> Vec<LrGridRow> {
+    let rated: Vec<(f64, &RunRow)> = done
+        .iter()
+        .zip(rows)
+        .map(|(d, r)| {
+            let t = &d.job.train;
+            let lr = if t.method == finetune::AdapterKind::Full {
+                t.full_lr
+            } else {
+                t.lr
+            };
+            (lr, r)
+        })
+        .collect();
+    lr_grid_of(&rated)
+}
+
+/// The grid's rows from each run's rate (its label `name@lr` names it too) and row.
+fn lr_grid_of(rated: &[(f64, &RunRow)]) -> Vec<LrGridRow> {
+    let rows: Vec<&RunRow> = rated.iter().map(|(_, r)| *r).collect();
     let mut out: Vec<LrGridRow> = Vec::new();
     let mut labels: Vec<&str> = Vec::new();
-    for r in rows {
+    for r in &rows {
         if !labels.contains(&r.method.as_str()) {
             labels.push(&r.method);
         }
     }
+    // One budget per row unless the grid ran at a single fraction (pooled, as the first
+    // protocol's table was written).
+    let mut all_budgets: Vec<f64> = rows.iter().map(|r| r.budget()).collect();
+    all_budgets.sort_by(f64::total_cmp);
+    all_budgets.dedup();
+    let per_budget = all_budgets.len() > 1 || rows.iter().any(|r| r.per_class.is_some());
     for label in labels {
-        let runs: Vec<(&Done<'_, FinetuneJob, RunRecord>, &RunRow)> = done
-            .iter()
-            .zip(rows)
-            .filter(|(_, r)| r.method == label)
-            .collect();
-        let t = &runs[0].0.job.train;
-        let lr = if t.method == finetune::AdapterKind::Full {
-            t.full_lr
+        let budgets: Vec<(f64, BudgetColumns)> = if per_budget {
+            budgets_of(rows.iter().copied(), label)
         } else {
-            t.lr
+            vec![(f64::NAN, (None, None))]
         };
-        let val: Vec<f64> = runs.iter().map(|(_, r)| r.best_val_macro_f1).collect();
-        let acc: Vec<f64> = runs.iter().map(|(_, r)| r.test_accuracy).collect();
-        out.push(LrGridRow {
-            method: label.split('@').next().unwrap_or(label).to_string(),
-            lr,
-            runs: runs.len(),
-            val_macro_f1_mean: mean(&val),
-            val_macro_f1_sd: sd(&val),
-            test_accuracy_mean: mean(&acc),
-            chosen: false,
+        for (budget, columns) in budgets {
+            let runs: Vec<&(f64, &RunRow)> = rated
+                .iter()
+                .filter(|(_, r)| r.method == label && (!per_budget || r.budget() == budget))
+                .collect();
+            let lr = runs[0].0;
+            let val: Vec<f64> = runs.iter().map(|(_, r)| r.best_val_macro_f1).collect();
+            let acc: Vec<f64> = runs.iter().map(|(_, r)| r.test_accuracy).collect();
+            out.push(LrGridRow {
+                method: label.split('@').next().unwrap_or(label).to_string(),
+                train_fraction: columns.0,
+                per_class: columns.1,
+                lr,
+                runs: runs.len(),
+                val_macro_f1_mean: mean(&val),
+                val_macro_f1_sd: sd(&val),
+                test_accuracy_mean: mean(&acc),
+                chosen: false,
+            });
+        }
+    }
+    // Rows in the order method, budget, rate (a stable sort keeps the grid's rate order).
+    if per_budget {
+        let methods: Vec<String> = out.iter().map(|r| r.method.clone()).collect();
+        let first = |m: &str| methods.iter().position(|x| x == m).unwrap_or(0);
+        out.sort_by(|a, b| {
+            first(&a.method)
+                .cmp(&first(&b.method))
+                .then(a.budget().total_cmp(&b.budget()))
         });
     }
-    let names: Vec<String> = out.iter().map(|r| r.method.clone()).collect();
-    for name in names {
+    let groups: Vec<(String, f64)> = out.iter().map(|r| (r.method.clone(), r.budget())).collect();
+    for (name, budget) in groups {
         let best = out
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.method == name)
+            .filter(|(_, r)| r.method == name && same_budget(r.budget(), budget))
             .max_by(|a, b| a.1.val_macro_f1_mean.total_cmp(&b.1.val_macro_f1_mean))
             .map(|(i, _)| i);
         if let Some(i) = best {
@@ -139,6 +184,11 @@ fn lr_grid(done: &[Done<'_, FinetuneJob, RunRecord>], rows: &[RunRow]) -> Vec<Lr
         }
     }
     out
+}
+
+/// Two budgets are one when equal, or both absent (a pooled one-fraction grid).
+fn same_budget(a: f64, b: f64) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
 }
 
 /// A budget's two columns: `(train_fraction, per_class)`, one of them set.
@@ -165,7 +215,7 @@ macro_rules! budgeted {
         }
     )*};
 }
-budgeted!(RunRow, GroupRow, TimingRow, PairedRow);
+budgeted!(RunRow, GroupRow, TimingRow, PairedRow, LrGridRow);
 
 /// The budget columns of a job: examples per class when it sets them, else its fraction.
 fn job_budget(t: &finetune::TrainConfig) -> BudgetColumns {
@@ -177,9 +227,12 @@ fn job_budget(t: &finetune::TrainConfig) -> BudgetColumns {
 }
 
 /// The budgets a method ran at, ascending, each with its columns.
-fn budgets_of(rows: &[RunRow], method: &str) -> Vec<(f64, BudgetColumns)> {
+fn budgets_of<'a>(
+    rows: impl IntoIterator<Item = &'a RunRow>,
+    method: &str,
+) -> Vec<(f64, BudgetColumns)> {
     let mut f: Vec<(f64, BudgetColumns)> = rows
-        .iter()
+        .into_iter()
         .filter(|r| r.method == method)
         .map(|r| (r.budget(), r.budget_columns()))
         .collect();
@@ -554,6 +607,63 @@ pub(crate) mod tests {
 
     /// A per-class profile's tables carry `per_class` where a fraction profile carries
     /// `train_fraction` (whose tables stay as committed), and group by it.
+    /// A grid over examples per class chooses a rate per method and budget: lora is best at
+    /// 1e-3 with 4 per class and at 3e-3 with 16; a one-fraction grid pools as before.
+    #[test]
+    fn a_per_class_grid_chooses_a_rate_at_every_budget() {
+        let mut rows = Vec::new();
+        for (lr, k, val) in [
+            (1e-3, 4, 0.60),
+            (3e-3, 4, 0.55),
+            (1e-3, 16, 0.62),
+            (3e-3, 16, 0.70),
+        ] {
+            for seed in 0..3 {
+                let mut r = run(&format!("lora@{lr}"), 0.0, seed, 0.5);
+                r.train_fraction = None;
+                r.per_class = Some(k);
+                r.best_val_macro_f1 = val + 0.01 * seed as f64;
+                rows.push((lr, r));
+            }
+        }
+        let rated: Vec<(f64, &RunRow)> = rows.iter().map(|(lr, r)| (*lr, r)).collect();
+        let grid = super::lr_grid_of(&rated);
+        let got: Vec<(Option<usize>, f64, usize, bool)> = grid
+            .iter()
+            .map(|r| (r.per_class, r.lr, r.runs, r.chosen))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(4), 1e-3, 3, true),
+                (Some(4), 3e-3, 3, false),
+                (Some(16), 1e-3, 3, false),
+                (Some(16), 3e-3, 3, true),
+            ]
+        );
+        assert!((grid[0].val_macro_f1_mean - 0.61).abs() < 1e-12);
+        assert!(grid.iter().all(|r| r.method == "lora"));
+
+        // One fraction: one pooled row per rate, no budget column.
+        let pooled: Vec<(f64, RunRow)> = [(1e-3, 0.6), (3e-3, 0.7)]
+            .iter()
+            .flat_map(|&(lr, val)| {
+                (0..2).map(move |seed| {
+                    let mut r = run(&format!("hora@{lr}"), 0.01, seed, 0.5);
+                    r.best_val_macro_f1 = val;
+                    (lr, r)
+                })
+            })
+            .collect();
+        let rated: Vec<(f64, &RunRow)> = pooled.iter().map(|(lr, r)| (*lr, r)).collect();
+        let grid = super::lr_grid_of(&rated);
+        assert_eq!(grid.len(), 2);
+        assert!(grid
+            .iter()
+            .all(|r| (r.train_fraction, r.per_class) == (None, None) && r.runs == 2));
+        assert_eq!((grid[0].chosen, grid[1].chosen), (false, true));
+    }
+
     #[test]
     fn per_class_rows_group_and_serialise_by_their_budget() {
         let rows: Vec<RunRow> = [(4, 0, 0.5), (4, 1, 0.6), (16, 0, 0.7), (16, 1, 0.8)]

@@ -299,15 +299,31 @@ fn summary_markdown(groups: &[GroupRow]) -> String {
     s
 }
 
-/// The learning-rate grid: validation macro-F1 per method and rate, the chosen rate marked.
+/// The learning-rate grid: validation macro-F1 per method and rate (and budget, on a grid over
+/// several), the chosen rate marked.
 fn lr_grid_markdown(grid: &[LrGridRow]) -> String {
-    let mut out = String::from(
+    let per_budget = grid.iter().any(|r| r.budget_columns() != (None, None));
+    let (over, budget_head, budget_rule) = if per_budget {
+        (
+            "over the seeds of this profile at each budget; at each budget the rate".to_string(),
+            format!(" {} |", budget_column(grid)),
+            "---|",
+        )
+    } else {
+        (
+            "over the fractions and seeds of this profile; the rate".to_string(),
+            String::new(),
+            "",
+        )
+    };
+    let mut out = format!(
         "\n## Learning-rate grid\n\nEach method at every rate of the grid (`full_lr` for full \
-         fine-tuning, whose head keeps `lr`), over the fractions and seeds of this profile; the rate \
-         with the highest mean validation macro-F1 of the best epoch is chosen (**bold**). The test \
-         split plays no part in the choice. Table: `lr-grid.csv`.\n\n\
-         | method | lr | runs | validation macro-F1 (mean ± sd) | test accuracy (mean) |\n\
-         |---|---|---|---|---|\n",
+         fine-tuning, whose head keeps `lr`), {over} with the highest mean validation macro-F1 of \
+         the best {} is chosen (**bold**). The test split plays no part in the choice. Table: \
+         `lr-grid.csv`.\n\n\
+         | method |{budget_head} lr | runs | validation macro-F1 (mean ± sd) | test accuracy (mean) |\n\
+         |---|{budget_rule}---|---|---|---|\n",
+        if per_budget { "evaluation" } else { "epoch" }
     );
     for r in grid {
         let lr = if r.chosen {
@@ -315,8 +331,13 @@ fn lr_grid_markdown(grid: &[LrGridRow]) -> String {
         } else {
             r.lr.to_string()
         };
+        let budget = if per_budget {
+            format!(" {} |", r.budget())
+        } else {
+            String::new()
+        };
         out += &format!(
-            "| {} | {lr} | {} | {:.3} ± {:.3} | {:.3} |\n",
+            "| {} |{budget} {lr} | {} | {:.3} ± {:.3} | {:.3} |\n",
             r.method, r.runs, r.val_macro_f1_mean, r.val_macro_f1_sd, r.test_accuracy_mean
         );
     }
