@@ -73,6 +73,10 @@ pub(super) fn write(
     if kind.is_grid(profile) {
         written.push(write_table(dirs, LR_GRID_TABLE, &lr_grid(done, &rows))?);
     }
+    if let Some(rule) = kind.decision.as_ref().filter(|r| r.profile == profile) {
+        let table = super::decision::rows(rule, &rows);
+        written.push(write_table(dirs, super::decision::DECISION_TABLE, &table)?);
+    }
     Ok(written)
 }
 

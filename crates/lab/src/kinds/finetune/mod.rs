@@ -3,10 +3,12 @@
 //! method × fraction × seed; metrics are test accuracy and macro-F1 per run.
 //!
 //! Files: this one parses the experiment and runs a job; `metrics.rs` writes the tables,
-//! `report.rs` the figure and summary, `assets.rs` finds and fetches the pinned assets,
+//! `report.rs` the figure and summary, `decision.rs` applies the experiment's decision rule,
+//! `assets.rs` finds and fetches the pinned assets,
 //! `adapters.rs` exports and applies the adapters runs save (`hora export`, `hora predict`).
 pub mod adapters;
 pub mod assets;
+pub mod decision;
 mod metrics;
 mod report;
 
@@ -35,6 +37,8 @@ struct FinetuneFile {
     #[serde(default)]
     variants: BTreeMap<String, toml::Table>,
     profiles: BTreeMap<String, ProfileFile>,
+    /// The rule a profile's verdict is read by (`decision.rs`), committed before its records.
+    decision: Option<decision::DecisionRule>,
 }
 
 #[derive(Deserialize)]
@@ -53,14 +57,68 @@ struct ProfileFile {
     /// The methods of this profile, when not the experiment's `methods`.
     methods: Option<Vec<String>>,
     /// The peak learning rate per method name (`full_lr` for full fine-tuning, whose head keeps
-    /// `lr`), for example as chosen on validation by a profile with `lr_grid`.
+    /// `lr`), for example as chosen on validation by a profile with `lr_grid`: one rate, or one
+    /// per budget (`lora = { 4 = 1e-3, 16 = 3e-3, 64 = 1e-3 }`, keyed by examples per class, or
+    /// by fraction in quotes, `{ "0.01" = 3e-3 }`; every budget of the profile named).
     #[serde(default)]
-    lr: BTreeMap<String, f64>,
+    lr: BTreeMap<String, LrSetting>,
     /// Multipliers of each method's learning rate (`full_lr` for full fine-tuning): every
     /// method runs at each, labelled `name@lr` in the tables, and `lr-grid.csv` picks the best
     /// on validation macro-F1. Empty: the methods' own rates.
     #[serde(default)]
     lr_grid: Vec<f64>,
+}
+
+/// A method's rate in a profile: one for every budget, or one per budget.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LrSetting {
+    One(f64),
+    PerBudget(BTreeMap<String, f64>),
+}
+
+impl LrSetting {
+    /// The rate at one budget (its key as the profile writes it, `16` or `0.01`), checked: every
+    /// budget of the profile is named, and nothing else.
+    fn at(
+        &self,
+        at: &str,
+        method: &str,
+        budget: &toml::Value,
+        budgets: &[toml::Value],
+    ) -> Result<f64, String> {
+        match self {
+            LrSetting::One(lr) => Ok(*lr),
+            LrSetting::PerBudget(by) => {
+                let key = |v: &toml::Value| v.to_string();
+                let want: Vec<String> = budgets.iter().map(key).collect();
+                let as_budget = |k: &str| -> Option<String> {
+                    let v: toml::Value = k
+                        .parse::<i64>()
+                        .map(toml::Value::Integer)
+                        .ok()
+                        .or_else(|| k.parse::<f64>().ok().map(toml::Value::Float))?;
+                    Some(key(&v))
+                };
+                if let Some(k) = by
+                    .keys()
+                    .find(|k| as_budget(k).is_none_or(|b| !want.contains(&b)))
+                {
+                    return Err(format!(
+                        "{at}.lr.{method}: `{k}` is not a budget of the profile ({})",
+                        want.join(", ")
+                    ));
+                }
+                let here = key(budget);
+                by.iter()
+                    .find(|(k, _)| as_budget(k).as_deref() == Some(here.as_str()))
+                    .map(|(_, lr)| *lr)
+                    .ok_or_else(|| {
+                        format!("{at}.lr.{method}: no rate for the budget {here} (give every budget of the profile)")
+                    })
+            }
+        }
+    }
 }
 
 /// One fine-tuning run: the model it starts from and the full training configuration.
@@ -84,6 +142,8 @@ pub struct FinetuneKind {
     /// The variants whose method is lora (lora at another rate or rank): the paired table
     /// compares every method with each of them as well as with lora and full.
     lora_variants: Vec<String>,
+    /// `[decision]`, checked against its profile.
+    pub decision: Option<decision::DecisionRule>,
     opts: KindOptions,
     assets: OnceLock<Assets>,
 }
@@ -170,12 +230,17 @@ impl FinetuneKind {
             })
             .map(|(name, _)| name.clone())
             .collect();
+        if let Some(rule) = &file.decision {
+            let methods = labels.get(&rule.profile).map(|l| l.1.as_slice());
+            rule.check(path, methods)?;
+        }
         Ok(FinetuneKind {
             name: info.name.clone(),
             profiles,
             labels,
             grids,
             lora_variants,
+            decision: file.decision,
             opts: opts.clone(),
             assets: OnceLock::new(),
         })
@@ -310,8 +375,17 @@ fn profile_jobs(
         };
         let full = t.get("method").and_then(|m| m.as_str()) == Some(AdapterKind::Full.name());
         let lr_key = if full { "full_lr" } else { "lr" };
-        if let Some(&lr) = p.lr.get(method) {
-            t.insert(lr_key.into(), toml::Value::Float(lr));
+        match p.lr.get(method) {
+            Some(LrSetting::One(lr)) => {
+                t.insert(lr_key.into(), toml::Value::Float(*lr));
+            }
+            Some(LrSetting::PerBudget(_)) if !p.lr_grid.is_empty() => {
+                return Err(config_error(
+                    path,
+                    format!("{at}.lr.{method}: a rate per budget and `lr_grid` do not combine"),
+                ));
+            }
+            _ => {}
         }
         for scale in &grid {
             let mut t = t.clone();
@@ -327,6 +401,14 @@ fn profile_jobs(
             }
             order.push(label.clone());
             for (key, value, budget) in &budgets {
+                let mut t = t.clone();
+                if let Some(setting @ LrSetting::PerBudget(_)) = p.lr.get(method) {
+                    let values: Vec<toml::Value> = budgets.iter().map(|b| b.1.clone()).collect();
+                    let lr = setting
+                        .at(&at, method, value, &values)
+                        .map_err(|e| config_error(path, e))?;
+                    t.insert(lr_key.into(), toml::Value::Float(lr));
+                }
                 for &seed in &p.seeds {
                     let mut t = t.clone();
                     t.insert((*key).into(), value.clone());
@@ -721,6 +803,78 @@ mod tests {
             "methods = [\"lora\", \"same\"]\n[variants.same]\nmethod = \"lora\"\n{base}"
         ));
         assert!(e.contains("make the same job"), "{e}");
+    }
+
+    /// A rate per budget (issue 25: chosen on validation at every budget): each job takes its
+    /// budget's rate; a missing or unknown budget, or a per-budget rate on an lr grid, is named.
+    #[test]
+    fn a_rate_per_budget_reaches_its_jobs() {
+        let file = |lr: &str, extra: &str| {
+            format!(
+                "methods = [\"lora\", \"full\"]\n[profiles.paper]\nper_class = [4, 16]\n\
+                 seeds = [0, 1]\n{extra}[profiles.paper.lr]\n{lr}"
+            )
+        };
+        let kind = parse(&file("lora = { 4 = 0.003, 16 = 0.001 }\nfull = 1e-4\n", "")).unwrap();
+        let got: Vec<(AdapterKind, usize, f64, f64)> = kind.profiles["paper"]
+            .iter()
+            .map(|j| {
+                (
+                    j.train.method,
+                    j.train.train_per_class,
+                    j.train.lr,
+                    j.train.full_lr,
+                )
+            })
+            .collect();
+        let lora = AdapterKind::Lora;
+        let full = AdapterKind::Full;
+        assert_eq!(
+            got,
+            [
+                (lora, 4, 0.003, 5e-5),
+                (lora, 4, 0.003, 5e-5),
+                (lora, 16, 0.001, 5e-5),
+                (lora, 16, 0.001, 5e-5),
+                (full, 4, 1e-3, 1e-4),
+                (full, 4, 1e-3, 1e-4),
+                (full, 16, 1e-3, 1e-4),
+                (full, 16, 1e-3, 1e-4),
+            ]
+        );
+        let err = |text: String| parse(&text).err().expect("must fail").to_string();
+        let e = err(file("lora = { 4 = 0.003 }\n", ""));
+        assert!(e.contains("no rate for the budget 16"), "{e}");
+        let e = err(file("lora = { 4 = 0.003, 16 = 0.001, 64 = 0.01 }\n", ""));
+        assert!(e.contains("`64` is not a budget"), "{e}");
+        let e = err(file(
+            "lora = { 4 = 0.003, 16 = 0.001 }\n",
+            "lr_grid = [1.0, 3.0]\n",
+        ));
+        assert!(e.contains("do not combine"), "{e}");
+    }
+
+    /// `[decision]` names a profile of the file and methods of it; anything else is refused.
+    #[test]
+    fn a_decision_rule_is_checked_against_its_profile() {
+        let file = |decision: &str| {
+            format!(
+                "methods = [\"lora\", \"hora\"]\n[profiles.paper]\nper_class = [4, 16]\n\
+                 seeds = [0, 1]\n[decision]\n{decision}"
+            )
+        };
+        let good = "profile = \"paper\"\nmethod = \"hora\"\nreference = \"lora\"\n\
+                    score = \"macro-f1\"\nalpha = 0.025\nmargin = 0.01\n";
+        let kind = parse(&file(good)).unwrap();
+        let rule = kind.decision.expect("the rule");
+        assert_eq!(rule.score, decision::Score::MacroF1);
+        let err = |text: String| parse(&text).err().expect("must fail").to_string();
+        let e = err(file(&good.replace("\"paper\"", "\"papers\"")));
+        assert!(e.contains("profile `papers`"), "{e}");
+        let e = err(file(&good.replace("\"hora\"", "\"mh-lora\"")));
+        assert!(e.contains("`mh-lora` is not a method"), "{e}");
+        let e = err(file(&format!("{good}scores = 1\n")));
+        assert!(e.contains("scores"), "{e}");
     }
 
     /// Budgets as examples per class (issue 25): each job trains on k of every class, the

@@ -92,6 +92,12 @@ pub(super) fn write(kind: &FinetuneKind, profile: &str, dirs: &Dirs) -> anyhow::
         summary += &lr_grid_markdown(&grid);
     }
     let runs: Vec<RunRow> = read_csv(&dirs.file("metrics.csv"))?;
+    if let Some(rule) = kind.decision.as_ref().filter(|r| r.profile == profile) {
+        use super::decision;
+        let rows: Vec<decision::DecisionRow> = read_csv(&dirs.file(decision::DECISION_TABLE))?;
+        let verdict = decision::verdict(rule, &rows, decision::contrast(rule, &runs));
+        summary += &decision::markdown(rule, &rows, &verdict);
+    }
     summary += &last_evaluation_markdown(methods, &runs);
     Ok(Report { figures, summary })
 }
