@@ -500,15 +500,23 @@ impl Kind for FinetuneKind {
         }
     }
 
-    /// Training time grows with the examples seen; evaluation adds a fixed part.
+    /// Training time grows with the examples seen (steps × batch, the steps capped by
+    /// `max_steps`); evaluation and start-up add a fixed part. Only the progress bar's estimate
+    /// reads it.
     fn cost(&self, job: &FinetuneJob) -> f64 {
-        let examples = if job.train.train_per_class > 0 {
-            // Per class, as a share of the tweets' 30,526 training examples.
-            (job.train.train_per_class * job.train.task.labels().len()) as f64 / 30_526.0
+        let t = &job.train;
+        let examples = if t.train_per_class > 0 {
+            t.train_per_class * t.task.labels().len()
         } else {
-            job.train.train_fraction
-        };
-        examples * job.train.epochs as f64 + 0.01
+            // As a share of the tweets' 30,526 training examples.
+            (t.train_fraction * 30_526.0).ceil() as usize
+        }
+        .max(1);
+        let mut steps = examples.div_ceil(t.batch_size) * t.epochs;
+        if t.max_steps > 0 {
+            steps = steps.min(t.max_steps);
+        }
+        (steps * t.batch_size.min(examples)) as f64 + 305.0
     }
 
     /// Seed by seed, and within a seed fraction by fraction (every method of a (fraction, seed)
