@@ -2,8 +2,8 @@
 # The round trip against real PyTorch/peft (issue 12): train LoRA and HoRA briefly, export them as
 # peft folders and as a merged checkpoint, and have peft (pinned, in its own venv) load them and
 # match the Rust logits on real tweets to 1e-5; then peft saves LoRAs that `hora predict` loads
-# and must match; then (issue 25) a 20-step LoRA training trajectory is replayed in peft + torch
-# and must match step by step. Exits non-zero on any mismatch or warning. Offline once the venv
+# and must match; then (issue 25) 20-step LoRA and HoRA training trajectories are replayed in
+# PyTorch and must match step by step. Exits non-zero on any mismatch or warning. Offline once the venv
 # is installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -54,9 +54,12 @@ for saved in bert-model seq-cls; do
 done
 "$venv/bin/python" "$reference/peft_round_trip.py" compare "${pairs[@]}"
 
-# (d) Training itself (issue 25): 20 AdamW steps of LoRA on fixed batches of real tweets, every
-# dropout off, in Rust; peft + torch's AdamW from the same initial adapter and head on the same
-# batches must give the same loss at every step and the same final adapter.
-HORA_ASSETS="$assets" cargo run --quiet -p finetune --example trajectory -- "$work/trajectory" > /dev/null
-"$venv/bin/python" "$reference/peft_round_trip.py" trajectory --model-dir "$model" --dir "$work/trajectory"
+# (d) Training itself (issue 25): 20 AdamW steps of LoRA, then of HoRA, on fixed batches of real
+# tweets, every dropout off, in Rust; PyTorch (peft for LoRA, hora_torch.py for HoRA) with torch's
+# AdamW from the same initial adapter and head on the same batches must give the same loss at
+# every step and the same final adapter.
+for method in lora hora; do
+  METHOD=$method HORA_ASSETS="$assets" cargo run --quiet -p finetune --example trajectory -- "$work/trajectory-$method" > /dev/null
+  "$venv/bin/python" "$reference/peft_round_trip.py" trajectory --model-dir "$model" --dir "$work/trajectory-$method"
+done
 echo "peft check passed in $(($(date +%s) - start)) s"

@@ -1,19 +1,22 @@
-//! The training trajectory the PyTorch check replays (issue 25, item 7): LoRA (r = 8, α = 16,
-//! query and value) on the real MiniLM, trained for `STEPS` AdamW steps on fixed batches of
-//! real tweets, in order, with every dropout off, the loop's own schedule (linear warm-up over
-//! 10% of the steps, then linear decay) and weight decay 0.01. It writes into `OUT`:
+//! The training trajectory the PyTorch check replays (issue 25, item 7): LoRA or HoRA (r = 8,
+//! α = 16, query and value; HoRA's generators with tanh) on the real MiniLM, trained for `STEPS`
+//! AdamW steps on fixed batches of real tweets, in order, with every dropout off, the loop's own
+//! schedule (linear warm-up over 10% of the steps, then linear decay) and weight decay 0.01. It
+//! writes into `OUT`:
 //!
-//! - `initial/`: the adapter and head before the first step, as a peft LoRA folder;
+//! - `initial/`: the adapter and head before the first step, as a peft LoRA folder (LoRA) or as
+//!   the native folder `Classifier::save` writes (HoRA: seeds and generator maps);
 //! - `final/`: the same after the last step;
 //! - `batches.json`: every batch's token ids, attention mask and labels, in order;
 //! - `trajectory.json`: the loss of every step (before its update) and the settings.
 //!
-//! `tests/reference/peft_round_trip.py trajectory` loads `initial/` into peft, trains it on the
-//! same batches with torch's AdamW and the same schedule, and compares the losses and `final/`.
+//! `tests/reference/peft_round_trip.py trajectory` loads `initial/` (into peft for LoRA; into
+//! `hora_torch.py`'s PyTorch HoRA for HoRA), trains it on the same batches with torch's AdamW and
+//! the same schedule, and compares the losses and `final/`.
 //!
 //!     cargo run --release -p finetune --example trajectory -- OUT
 //!
-//! Environment: `STEPS` (20), `BATCH` (16), `LEN` (48).
+//! Environment: `METHOD` (`lora` or `hora`), `STEPS` (20), `BATCH` (16), `LEN` (48).
 
 use std::path::PathBuf;
 
@@ -38,11 +41,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("usage: trajectory OUT (a folder to write into)")?,
     );
     let (steps, batch, len) = (env("STEPS", 20), env("BATCH", 16), env("LEN", 48));
+    let method = AdapterKind::from_name(&std::env::var("METHOD").unwrap_or("lora".into()))?;
+    if !matches!(method, AdapterKind::Lora | AdapterKind::Hora) {
+        return Err(format!("METHOD={method}: the PyTorch side replays lora and hora only").into());
+    }
     keep_freed_memory();
     let dev = device();
     let assets = finetune::assets::locate(&finetune::assets::default_cache_dir())?;
     let cfg = TrainConfig {
-        method: AdapterKind::Lora,
+        method,
         dropout: 0.0,
         max_len: len,
         ..Default::default()
@@ -65,7 +72,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dropout: cfg.dropout,
     };
     std::fs::create_dir_all(&out)?;
-    model.export_plain_lora(&out.join("initial"), &ctx)?;
+    // LoRA as peft writes it; HoRA as this project does (peft has no HoRA).
+    let save = |model: &Classifier, dir: &str| -> Result<(), finetune::FinetuneError> {
+        match method {
+            AdapterKind::Lora => model.export_plain_lora(&out.join(dir), &ctx).map(|_| ()),
+            _ => model.save(&out.join(dir), &ctx),
+        }
+    };
+    save(&model, "initial")?;
 
     let mut opt = Optimisers::new(&model, &cfg)?;
     let mut rng = init_rng(cfg.seed, TRAINING);
@@ -85,9 +99,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         losses.push(loss.to_scalar::<f32>()? as f64);
         opt.step(&loss, step, steps, warmup, &cfg)?;
     }
-    model.export_plain_lora(&out.join("final"), &ctx)?;
+    save(&model, "final")?;
     std::fs::write(out.join("batches.json"), serde_json::to_vec(&batches)?)?;
     let summary = serde_json::json!({
+        "method": method.name(),
+        "generator_activation": cfg.generator_activation,
         "losses": losses,
         "steps": steps,
         "warmup": warmup,

@@ -10,8 +10,8 @@ defaults: 0.1 on the adapter input (peft's lora_dropout), none in the encoder (B
 attention dropout set to 0, as TrainConfig's defaults). Methods:
 
     lora  peft LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=[query, value])
-    hora  the HoRA generator of crates/finetune/src/adapters/hora.rs, written here in PyTorch
-          (no peft class exists): per layer a shared A-seed (r x in), per-head B-seeds
+    hora  the HoRA generator of crates/finetune/src/adapters/hora.rs in PyTorch (hora_torch.py
+          beside this file; no peft class exists): per layer a shared A-seed (r x in), per-head B-seeds
           (H x d_h x r), maps G_A (r x r) and G_B (d_h x d_h) for query and value, tanh,
           ΔW = (α/r)·B A added to the frozen projection, dropout on the adapter input
     full  every encoder weight trains (encoder lr 5e-5, head 1e-3)
@@ -37,38 +37,12 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import BertConfig, BertModel  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hora_torch  # noqa: E402
+
 hf_logging.set_verbosity_error()
 
 RANK, ALPHA, DROPOUT, LR, FULL_LR, WD = 8, 16.0, 0.1, 1e-3, 5e-5, 0.01
-
-
-class HoraProjection(torch.nn.Module):
-    """A frozen linear plus the HoRA update generated from its layer's shared generator."""
-
-    def __init__(self, base, layer, target):
-        super().__init__()
-        self.base, self.layer, self.target = base, layer, target
-        self.dropout = torch.nn.Dropout(DROPOUT)
-
-    def forward(self, x):
-        a, b = self.layer.factors(self.target)
-        return self.base(x) + (ALPHA / RANK) * (self.dropout(x) @ a.t() @ b.t())
-
-
-class HoraLayer(torch.nn.Module):
-    def __init__(self, hidden, heads):
-        super().__init__()
-        dh = hidden // heads
-        bound = 1.0 / hidden ** 0.5
-        self.a_seed = torch.nn.Parameter(torch.empty(RANK, hidden).uniform_(-bound, bound))
-        self.b_seed = torch.nn.Parameter(torch.zeros(heads, dh, RANK))
-        self.g_a = torch.nn.ParameterList([torch.nn.Parameter(torch.eye(RANK)) for _ in range(2)])
-        self.g_b = torch.nn.ParameterList([torch.nn.Parameter(torch.eye(dh)) for _ in range(2)])
-
-    def factors(self, target):
-        a = torch.tanh(self.g_a[target] @ self.a_seed)
-        b = torch.tanh(torch.matmul(self.g_b[target], self.b_seed)).reshape(-1, RANK)
-        return a, b
 
 
 def encoder(model_dir):
@@ -87,16 +61,7 @@ def build(method, model_dir):
         bert = get_peft_model(bert, cfg)
         params = [{"params": [p for p in bert.parameters() if p.requires_grad] + list(head.parameters()), "lr": LR}]
     elif method == "hora":
-        for p in bert.parameters():
-            p.requires_grad_(False)
-        layers = torch.nn.ModuleList()
-        for layer in bert.encoder.layer:
-            g = HoraLayer(bert.config.hidden_size, bert.config.num_attention_heads)
-            layers.append(g)
-            attn = layer.attention.self
-            attn.query = HoraProjection(attn.query, g, 0)
-            attn.value = HoraProjection(attn.value, g, 1)
-        bert.hora = layers
+        layers = hora_torch.attach(bert, RANK, ALPHA, DROPOUT)
         params = [{"params": list(layers.parameters()) + list(head.parameters()), "lr": LR}]
     elif method == "full":
         params = [{"params": list(bert.parameters()), "lr": FULL_LR},
