@@ -9,6 +9,7 @@ pub mod config;
 pub mod controls;
 pub mod data;
 pub mod error;
+pub mod exact;
 pub mod fit;
 pub mod geometry;
 pub mod kernel;

@@ -167,6 +167,33 @@ impl HmoeProbe {
     }
 }
 
+impl HmoeProbe {
+    /// The true atoms (one per cell; gates symmetrised in the self-attention variant).
+    pub(crate) fn truth_atoms(&self) -> &Atoms {
+        &self.truth_atoms
+    }
+    /// Fitted atoms per cell.
+    pub(crate) fn atoms_per_slot(&self) -> usize {
+        self.param.atoms_per_slot()
+    }
+    pub(crate) fn param(&self) -> &dyn Parametrisation {
+        self.param.as_ref()
+    }
+    /// Whether gates are compared through their symmetric parts.
+    pub(crate) fn is_symmetric(&self) -> bool {
+        self.symmetric
+    }
+    /// The fitted atoms at θ, as the loss compares them (gates symmetrised where it does).
+    pub(crate) fn atoms_at(&self, theta: &[f64]) -> Atoms {
+        let mut atoms = self.param.new_atoms();
+        self.param.atoms(theta, &mut atoms);
+        if self.symmetric {
+            atoms.symmetrise_gates();
+        }
+        atoms
+    }
+}
+
 /// The roles of θ's coordinates, read off the Jacobian of the atoms at a point near `theta`
 /// (moved by a fixed small amount, so that no coordinate looks inert by a coincidence of the
 /// truth's values).

@@ -77,6 +77,27 @@ pub struct ProbeSettings {
     /// 300 kB; the table needs only the last round.
     #[serde(skip_serializing_if = "is_zero")]
     pub keep_rounds: usize,
+    /// What the search drives to zero with `D` held at `ε`: the misfit on the `inputs` sample
+    /// (`inputs`, every record before issue 26's exact search; left out of the job), or the
+    /// algebraic conditions for `f = f*` on every input (`algebraic`: `hmoe::exact`, HMoE
+    /// families only; the held-out sample then says whether a point it finds is a member).
+    #[serde(skip_serializing_if = "Conditions::is_inputs")]
+    pub conditions: Conditions,
+}
+
+/// See [`ProbeSettings::conditions`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conditions {
+    #[default]
+    Inputs,
+    Algebraic,
+}
+
+impl Conditions {
+    fn is_inputs(&self) -> bool {
+        *self == Conditions::Inputs
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -97,6 +118,7 @@ impl Default for ProbeSettings {
             starts: StartKind::ALL.iter().map(|k| (*k, 2)).collect(),
             heldout: 0,
             keep_rounds: 0,
+            conditions: Conditions::Inputs,
         }
     }
 }
@@ -123,6 +145,11 @@ pub struct ProbeJob {
     /// `truths` existed; left out of the job while 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub truth: usize,
+    /// The experiment whose truths and inputs this job draws (`draws` in the file; empty, and
+    /// left out of the job: its own), so that a second search of the same cells sees the same
+    /// truths and held-out inputs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub draws: String,
 }
 
 /// The raw result of a job.
@@ -219,6 +246,10 @@ struct File {
     /// Sizes to cross every family with: each a `name` and `[model]` keys over the file's.
     #[serde(default)]
     sizes: Vec<toml::Table>,
+    /// Draw the truths and inputs of this experiment instead (issue 26: the exact search of
+    /// the phase file's cells).
+    #[serde(default)]
+    draws: String,
 }
 
 fn one() -> usize {
@@ -286,6 +317,8 @@ pub struct IdentifiabilityKind {
     truths: usize,
     /// The sizes' names in the file's order (one, "", without `[[sizes]]`).
     sizes: Vec<String>,
+    /// `draws`: the experiment whose truths and inputs the jobs draw (empty: this one).
+    draws: String,
 }
 
 /// Fitted atoms per true atom of each setting.
@@ -470,11 +503,12 @@ impl IdentifiabilityKind {
             profiles: file.profiles,
             truths: file.truths,
             sizes: sizes.into_iter().map(|(n, _, _)| n).collect(),
+            draws: file.draws,
         };
         // Every family must contain its truth: build each once (cheap) to say so now.
         for f in &kind.families {
             for (size, setting, spec) in &f.settings {
-                kind.probe_of(spec, f.bound, 16, f.probe.rho, 0, Sample::Search)
+                kind.probe_of(spec, f.bound, 16, &f.probe, 0, Sample::Search, "")
                     .map_err(|e| err(format!("family `{}`, {size} {setting}: {e}", f.name)))?;
             }
         }
@@ -493,37 +527,46 @@ impl IdentifiabilityKind {
     /// family and size of a file sees the same inputs, and families with the same truth family
     /// the same truths. Draw 0 and the search sample are what every file had before `truths`
     /// and `heldout` existed.
-    fn seeds(&self, truth: usize, sample: Sample) -> (u64, u64) {
+    ///
+    /// `draws` names another experiment whose seeds to take (a job's `draws`).
+    fn seeds(&self, truth: usize, sample: Sample, draws: &str) -> (u64, u64) {
+        let name = if draws.is_empty() { &self.name } else { draws };
         let truth_seed = if truth == 0 {
-            derive_seed("probe-truth", &[&self.name])
+            derive_seed("probe-truth", &[name])
         } else {
-            derive_seed("probe-truth", &[&self.name, &truth.to_string()])
+            derive_seed("probe-truth", &[name, &truth.to_string()])
         };
         let input_seed = match sample {
-            Sample::Search => derive_seed("probe-inputs", &[&self.name]),
-            Sample::HeldOut => derive_seed("probe-heldout-inputs", &[&self.name]),
+            Sample::Search => derive_seed("probe-inputs", &[name]),
+            Sample::HeldOut => derive_seed("probe-heldout-inputs", &[name]),
         };
         (truth_seed, input_seed)
     }
 
+    /// The probe a job searches (`Sample::Search`, on the algebraic conditions when its
+    /// settings say so) or evaluates its points on (`Sample::HeldOut`, always on inputs).
+    #[allow(clippy::too_many_arguments)]
     fn probe_of(
         &self,
         spec: &FamilySpec,
         bound: Option<f64>,
         inputs: usize,
-        rho: f64,
+        settings: &ProbeSettings,
         truth: usize,
         sample: Sample,
+        draws: &str,
     ) -> anyhow::Result<Box<dyn Probe>> {
-        let (truth_seed, input_seed) = self.seeds(truth, sample);
+        let (truth_seed, input_seed) = self.seeds(truth, sample, draws);
         let bound = bound.unwrap_or(f64::INFINITY);
+        let rho = settings.rho;
+        let algebraic = settings.conditions == Conditions::Algebraic && sample == Sample::Search;
         match spec {
             FamilySpec::Hmoe {
                 model,
                 truth,
                 method,
-            } => Ok(Box::new(
-                HmoeProbe::new(
+            } => {
+                let sampled = HmoeProbe::new(
                     model,
                     &TruthPrior::default(),
                     *truth,
@@ -534,7 +577,15 @@ impl IdentifiabilityKind {
                     bound,
                     rho,
                 )
-                .ok_or_else(|| anyhow::anyhow!("{method} does not contain a {truth} truth"))?,
+                .ok_or_else(|| anyhow::anyhow!("{method} does not contain a {truth} truth"))?;
+                Ok(if algebraic {
+                    Box::new(hmoe::exact::AlgebraicProbe::new(sampled))
+                } else {
+                    Box::new(sampled)
+                })
+            }
+            FamilySpec::Control { .. } if algebraic => Err(anyhow::anyhow!(
+                "conditions = \"algebraic\" exists for the HMoE families only"
             )),
             FamilySpec::Control {
                 expert,
@@ -578,6 +629,7 @@ impl Kind for IdentifiabilityKind {
                             probe: f.profile_probe.get(profile).unwrap_or(&f.probe).clone(),
                             size: size.clone(),
                             truth,
+                            draws: self.draws.clone(),
                         });
                     }
                 }
@@ -610,9 +662,10 @@ impl Kind for IdentifiabilityKind {
             &job.spec,
             job.bound,
             job.probe.inputs,
-            job.probe.rho,
+            &job.probe,
             job.truth,
             Sample::Search,
+            &job.draws,
         )?;
         let p = &job.probe;
         let cfg = SearchConfig {
@@ -649,9 +702,10 @@ impl Kind for IdentifiabilityKind {
                     &job.spec,
                     job.bound,
                     p.heldout,
-                    p.rho,
+                    p,
                     job.truth,
                     Sample::HeldOut,
+                    &job.draws,
                 )?;
                 let (ratios, misfits) = search
                     .results

@@ -21,6 +21,16 @@
 //! - otherwise **bounded**, with held-out `R` at the smallest `ε` as its value.
 //!
 //! A cell takes the class of at least [`MAJORITY`] of its truths (rounded up), else **mixed**.
+//!
+//! **The exact search** (`conditions = "algebraic"`, `hmoe::exact`; added with
+//! `experiments/identifiability-exact.toml`, before any record of it). Its search drives the
+//! algebraic conditions for `f = f*` to zero instead of a sample's misfit, so its "search `R`"
+//! is that residual over `D`, not comparable with held-out `R`. The same rule applies with two
+//! changes: a point is **confirmed** unless its residual is at rounding level while its
+//! held-out misfit is not (conditions met but `f ≠ f*`: the conditions would be wrong), and
+//! **falling** reads the slope and the upper bound of the residual's `R`. **flat** is unchanged
+//! and means a constructed member: the exact search returned a point with `f = f*` on fresh
+//! inputs at every `ε`. **bounded** means the exact search settled away from a member.
 use super::{HeldOut, ProbeJob, ProbeRecord};
 use crate::kind::Records;
 use crate::markdown;
@@ -61,6 +71,10 @@ pub struct PhaseRatioRow {
     pub heldout_misfit: Option<f64>,
     /// The rule's "confirmed" for this point.
     pub confirmed: bool,
+    /// The search ran on the algebraic conditions (the exact search; left out of the table
+    /// when false, as every phase-profile row is).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub algebraic: bool,
     pub iterations: Option<u64>,
     pub seconds: f64,
 }
@@ -80,6 +94,7 @@ impl PhaseRatioRow {
         let heldout_misfit = held(|h| &h.misfits);
         let misfit = best.map(|(_, b)| b.misfit);
         let best_ratio = best.map(|(_, b)| b.ratio);
+        let algebraic = job.probe.conditions == super::Conditions::Algebraic;
         PhaseRatioRow {
             size: job.size.clone(),
             family: job.family.clone(),
@@ -100,7 +115,13 @@ impl PhaseRatioRow {
             heldout_inputs: rec.heldout.as_ref().map_or(0, |h| h.inputs),
             heldout_ratio,
             heldout_misfit,
-            confirmed: confirmed(misfit, heldout_misfit, best_ratio, heldout_ratio),
+            confirmed: if algebraic {
+                !(misfit.is_some_and(|m| m <= ROUNDING_MISFIT)
+                    && heldout_misfit.is_none_or(|m| m > ROUNDING_MISFIT))
+            } else {
+                confirmed(misfit, heldout_misfit, best_ratio, heldout_ratio)
+            },
+            algebraic,
             iterations: best
                 .and_then(|(_, b)| b.rounds.last())
                 .map(|r| r.iterations),
@@ -166,9 +187,18 @@ pub fn classify(rows: &[&PhaseRatioRow]) -> (Phase, Option<f64>, Option<f64>) {
     rows.sort_by(|a, b| a.epsilon.total_cmp(&b.epsilon));
     let smallest = rows.first();
     let at_smallest = smallest.and_then(|r| r.heldout_ratio);
+    // The exact search's R is its residual's (what it drives to zero); the sampled one's is
+    // held-out R.
     let points: Vec<(f64, f64)> = rows
         .iter()
-        .filter_map(|r| r.heldout_ratio.map(|h| (r.epsilon, h)))
+        .filter_map(|r| {
+            let ratio = if r.algebraic {
+                r.best_ratio
+            } else {
+                r.heldout_ratio
+            };
+            ratio.map(|h| (r.epsilon, h))
+        })
         .collect();
     let slope = if points.len() == rows.len() {
         log_slope(&points)
@@ -496,9 +526,51 @@ mod tests {
             heldout_ratio: Some(held),
             heldout_misfit: Some(heldout_misfit),
             confirmed: confirmed(Some(misfit), Some(heldout_misfit), Some(ratio), Some(held)),
+            algebraic: false,
             iterations: Some(10),
             seconds: 1.0,
         }
+    }
+
+    /// A row of the exact search: its residual's R, and held-out R at its point.
+    fn exact_row(epsilon: f64, residual_ratio: f64, held: f64, upper: bool) -> PhaseRatioRow {
+        let mut r = row(0, epsilon, residual_ratio, held, upper);
+        r.algebraic = true;
+        let (m, hm) = (r.misfit, r.heldout_misfit);
+        r.confirmed =
+            !(m.is_some_and(|m| m <= ROUNDING_MISFIT) && hm.is_none_or(|m| m > ROUNDING_MISFIT));
+        r
+    }
+
+    /// The exact search's classes: a member (residual and held-out misfit at rounding) is flat;
+    /// a residual that settles is bounded whatever held-out R says (the two are not compared);
+    /// a residual at rounding with f ≠ f* on fresh inputs is unconfirmed; a falling residual
+    /// falls.
+    #[test]
+    fn the_exact_search_is_read_by_its_own_residual() {
+        let eps = [0.1, 0.01, 0.001];
+        let class = |f: &dyn Fn(f64) -> PhaseRatioRow| {
+            let rows: Vec<PhaseRatioRow> = eps.iter().map(|e| f(*e)).collect();
+            let refs: Vec<&PhaseRatioRow> = rows.iter().collect();
+            classify(&refs).0
+        };
+        assert_eq!(
+            class(&|e| exact_row(e, 1e-16 / e, 3e-16 / e, false)),
+            Phase::Flat
+        );
+        assert_eq!(class(&|e| exact_row(e, 0.2, 1e-3, false)), Phase::Bounded);
+        assert_eq!(
+            class(&|e| exact_row(e, 1e-16 / e, 1e-3, false)),
+            Phase::Unconfirmed
+        );
+        assert_eq!(
+            class(&|e| exact_row(e, e.sqrt(), 1e-3, false)),
+            Phase::Falling
+        );
+        assert_eq!(
+            class(&|e| exact_row(e, 0.2, 1e-3, e < 0.005)),
+            Phase::Falling
+        );
     }
 
     #[test]
