@@ -4,6 +4,7 @@
 //!     FRACTIONS=0.01,0.03 SEEDS=0 EPOCHS=2 MAX_LEN=32 EVAL=200 \
 //!         cargo run -p finetune --example lowdata_sweep [OUT_DIR]
 
+use finetune::ParamGuard;
 use std::time::Instant;
 
 use finetune::{train_and_evaluate, AdapterKind, TrainConfig};

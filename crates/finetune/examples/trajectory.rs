@@ -18,6 +18,7 @@
 //!
 //! Environment: `METHOD` (`lora` or `hora`), `STEPS` (20), `BATCH` (16), `LEN` (48).
 
+use finetune::ParamGuard;
 use std::path::PathBuf;
 
 use finetune::adapters::AdapterSpec;

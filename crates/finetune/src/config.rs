@@ -1,6 +1,7 @@
 //! The training configuration: every default is written here, once, and `check` rejects a bad
 //! value with the field name and the allowed range before any work starts.
 
+use fsio::guard::{Checked, ParamGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Task;
@@ -85,7 +86,7 @@ pub enum HeadInit {
     PytorchLinear,
 }
 
-/// One fine-tuning run's configuration, as written. [`TrainConfig::check`] turns it into a
+/// One fine-tuning run's configuration, as written. [`ParamGuard::check`] turns it into a
 /// [`ValidTrainConfig`], the only form training takes.
 ///
 /// This struct is also the `train` part of a finetune job's key (`lab`'s `FinetuneJob`, hashed
@@ -225,42 +226,16 @@ fn bad(field: &'static str, value: impl std::fmt::Display, allowed: &'static str
     }
 }
 
-/// A [`TrainConfig`] that passed its check: read-only (it dereferences to the configuration),
-/// serialised as the plain configuration, and read back through the check.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(transparent)]
-pub struct ValidTrainConfig(TrainConfig);
+/// A [`TrainConfig`] that passed its check ([`ParamGuard::check`], the workspace's one guard):
+/// read-only (it dereferences to the configuration), serialised as the plain configuration, and
+/// read back through the check.
+pub type ValidTrainConfig = Checked<TrainConfig>;
 
-impl std::ops::Deref for ValidTrainConfig {
-    type Target = TrainConfig;
-    fn deref(&self) -> &TrainConfig {
-        &self.0
-    }
-}
-
-impl ValidTrainConfig {
-    pub fn into_inner(self) -> TrainConfig {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for ValidTrainConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        TrainConfig::deserialize(d)?
-            .check()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-impl TrainConfig {
-    /// The only way to a [`ValidTrainConfig`].
-    pub fn check(self) -> Result<ValidTrainConfig> {
-        self.validate()?;
-        Ok(ValidTrainConfig(self))
-    }
+impl ParamGuard for TrainConfig {
+    type Error = FinetuneError;
 
     /// Every value against its allowed range; the error names the field and the range.
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         let in_range = |x: f64, lo: f64, hi: f64| x.is_finite() && x >= lo && x <= hi;
         if !RANK_RANGE.contains(&self.rank) {
             return Err(bad("rank", self.rank, RANK_ALLOWED));

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
+use fsio::guard::{Checked, ParamGuard};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -48,15 +49,23 @@ fn default_act() -> String {
 }
 
 impl BertConfig {
-    pub fn from_file(path: &Path) -> Result<Self> {
+    /// A checkpoint's `config.json`, checked.
+    pub fn from_file(path: &Path) -> Result<Checked<Self>> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
         let cfg: Self = serde_json::from_str(&text)?;
-        cfg.check()?;
-        Ok(cfg)
+        cfg.check()
     }
 
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+impl ParamGuard for BertConfig {
+    type Error = FinetuneError;
+
     #[allow(clippy::manual_is_multiple_of)] // is_multiple_of is newer than the workspace MSRV
-    pub fn check(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         if self.num_attention_heads == 0
             || self.num_hidden_layers == 0
             || self.hidden_size % self.num_attention_heads != 0
@@ -74,11 +83,9 @@ impl BertConfig {
         }
         Ok(())
     }
+}
 
-    pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
-    }
-
+impl BertConfig {
     /// Number of scalars in the encoder (embeddings, layers; no pooler, no head).
     pub fn param_count(&self) -> usize {
         let (h, i, l) = (
@@ -228,7 +235,7 @@ impl BertLayer {
 /// The encoder. Tensor names follow the Hugging Face `BertModel` checkpoint.
 #[derive(Clone, Debug)]
 pub struct BertEncoder {
-    pub config: BertConfig,
+    pub config: Checked<BertConfig>,
     pub word_embeddings: Embedding,
     pub position_embeddings: Embedding,
     pub token_type_embeddings: Embedding,
@@ -240,8 +247,7 @@ impl BertEncoder {
     /// Build from `source`, which is asked for every tensor by its checkpoint name: the
     /// embeddings first, then the layers in order. Every tensor is checked against the shape the
     /// config implies.
-    pub fn build(config: &BertConfig, source: &mut TensorSource<'_>) -> Result<Self> {
-        config.check()?;
+    pub fn build(config: &Checked<BertConfig>, source: &mut TensorSource<'_>) -> Result<Self> {
         let h = config.hidden_size;
         let embeddings = TensorPath::root().pp("embeddings");
         let word_embeddings = Embedding::build(
@@ -280,7 +286,10 @@ impl BertEncoder {
 
     /// Build from a name → tensor lookup (a checkpoint map, or a map of `Var`s for full
     /// fine-tuning).
-    pub fn from_lookup(config: &BertConfig, get: &dyn Fn(&str) -> Option<Tensor>) -> Result<Self> {
+    pub fn from_lookup(
+        config: &Checked<BertConfig>,
+        get: &dyn Fn(&str) -> Option<Tensor>,
+    ) -> Result<Self> {
         Self::build(config, &mut |path, _, _| {
             get(path.as_str())
                 .ok_or_else(|| FinetuneError::Checkpoint(format!("tensor {path} is missing")))
@@ -297,7 +306,7 @@ impl BertEncoder {
 
     /// A randomly initialised encoder (entries uniform in ±0.2, layer-norm gains near 1), for
     /// tests and benchmarks that need no download.
-    pub fn random(config: &BertConfig, seed: u64, device: &Device) -> Result<Self> {
+    pub fn random(config: &Checked<BertConfig>, seed: u64, device: &Device) -> Result<Self> {
         let mut rng = init_rng(seed, RANDOM_ENCODER);
         Self::build(config, &mut |_, dims, role| {
             let centre = if role == Role::Gain { 1.0 } else { 0.0 };

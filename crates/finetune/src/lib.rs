@@ -25,6 +25,8 @@ pub use assets::Assets;
 pub use config::{AdapterKind, GeneratorActivation, HeadInit, TrainConfig, ValidTrainConfig};
 pub use encoder::{BertConfig, BertEncoder};
 pub use error::FinetuneError;
+/// The workspace's one guard (`fsio::guard`): `TrainConfig` and `BertConfig` are checked by it.
+pub use fsio::guard::{Checked, ParamGuard};
 pub use inference::SavedClassifier;
 pub use model::Classifier;
 pub use tensor_path::TensorPath;

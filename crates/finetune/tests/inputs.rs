@@ -2,6 +2,7 @@
 
 use finetune::assets::{check_safetensors, locate, verify_file, with_model_dir};
 use finetune::data::{load_tweets, train_subset, Split};
+use finetune::ParamGuard;
 use finetune::{AdapterKind, FinetuneError, TrainConfig};
 
 #[test]

@@ -1,6 +1,7 @@
 //! On the real all-MiniLM-L6-v2 and the real tweets. CI fetches the assets first
 //! (`hora assets fetch`); without them these tests fail with a message that names that command.
 
+use finetune::ParamGuard;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};

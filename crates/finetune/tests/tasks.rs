@@ -10,6 +10,7 @@ use finetune::data::{
 };
 use finetune::encoder::{BertConfig, BertEncoder};
 use finetune::train::train_model;
+use finetune::ParamGuard;
 use finetune::{Classifier, FinetuneError};
 use std::path::Path;
 
@@ -250,7 +251,7 @@ fn tiny_classifier() -> Classifier {
         layer_norm_eps: 1e-12,
         hidden_act: "gelu".into(),
     };
-    let base = BertEncoder::random(&cfg, 7, &Device::Cpu).unwrap();
+    let base = BertEncoder::random(&cfg.clone().check().unwrap(), 7, &Device::Cpu).unwrap();
     let tc = TrainConfig::default();
     Classifier::new(base, &AdapterSpec::from_config(&tc), 3, &Device::Cpu).unwrap()
 }

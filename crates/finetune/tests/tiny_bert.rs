@@ -10,6 +10,7 @@ use finetune::encoder::{BertConfig, BertEncoder};
 use finetune::rng::{init_rng, TRAINING};
 use finetune::train::cross_entropy;
 use finetune::{AdapterContext, Classifier};
+use finetune::{Checked, ParamGuard};
 use rand::Rng;
 
 const L: usize = 2;
@@ -23,7 +24,7 @@ const T: usize = 2;
 const R: usize = 3;
 const C: usize = 3;
 
-fn tiny_config() -> BertConfig {
+fn tiny_config() -> Checked<BertConfig> {
     BertConfig {
         vocab_size: V,
         hidden_size: H,
@@ -35,6 +36,8 @@ fn tiny_config() -> BertConfig {
         layer_norm_eps: 1e-12,
         hidden_act: "gelu".into(),
     }
+    .check()
+    .expect("the tiny config is valid")
 }
 
 fn spec(kind: AdapterKind, seed: u64) -> AdapterSpec {

@@ -1,7 +1,8 @@
-//! Storage conventions shared by every crate of the workspace:
+//! Conventions shared by every crate of the workspace:
 //!
 //! - [`write_atomic`], the one way a file that a reader may trust is written;
-//! - [`key`], the content keys of jobs (canonical JSON and its SHA-256).
+//! - [`key`], the content keys of jobs (canonical JSON and its SHA-256);
+//! - [`guard`], the one way a configuration is checked ([`guard::ParamGuard`] → [`guard::Checked`]).
 //!
 //! A record, a table, a figure, a saved adapter or a data split is written to a temporary file in
 //! the same directory, flushed to disk (`fsync`) and renamed over the target. A crash or a kill
@@ -13,6 +14,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod guard;
 pub mod key;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);

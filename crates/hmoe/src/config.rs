@@ -6,56 +6,16 @@
 //! - [`FitConfig`]: the least-squares estimator, its box, starts and stopping rules (`[fit]`);
 //! - [`LossConfig`]: how losses are computed from stored estimates (`[loss]`).
 //!
-//! Parse → check → run, as linfa does with `ParamGuard`: each part is a plain serde struct, and
-//! [`ParamGuard::check`] is the only way to a [`Checked`] value. The fitting code takes checked
+//! Parse → check → run, as linfa does with `ParamGuard` (the workspace's one guard,
+//! `fsio::guard`): each part is a plain serde struct, and [`ParamGuard::check`] is the only way
+//! to a [`Checked`] value. The fitting code takes checked
 //! values only ([`crate::FitJob`] is a `Checked<FitSpec>`, [`ValidLoss`] a `Checked<LossConfig>`),
 //! so nothing downstream re-checks and nothing ever sees a value outside its range. A checked
 //! value also deserialises through its check, so a stored record cannot smuggle one in.
 use crate::error::{HmoeError, Result};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::ops::Deref;
+use serde::{Deserialize, Serialize};
 
-/// A configuration that can be checked into a [`Checked`] value (linfa's `ParamGuard`).
-pub trait ParamGuard: Sized {
-    /// Every value against its allowed range; the error names the field and the range.
-    fn validate(&self) -> Result<()>;
-
-    /// The only way to a [`Checked`] value.
-    fn check(self) -> Result<Checked<Self>> {
-        self.validate()?;
-        Ok(Checked(self))
-    }
-}
-
-/// A configuration that passed [`ParamGuard::check`]. Read-only: it dereferences to the plain
-/// configuration, and a changed value needs a new check (`into_inner`, edit, `check`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Checked<T>(T);
-
-impl<T> Checked<T> {
-    pub fn into_inner(self) -> T {
-        self.0
-    }
-}
-
-impl<T> Deref for Checked<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T: Serialize> Serialize for Checked<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-impl<'de, T: Deserialize<'de> + ParamGuard> Deserialize<'de> for Checked<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        T::deserialize(d)?.check().map_err(serde::de::Error::custom)
-    }
-}
+pub use fsio::guard::{Checked, ParamGuard};
 
 /// The checked loss configuration `record_losses` takes.
 pub type ValidLoss = Checked<LossConfig>;
@@ -165,6 +125,7 @@ impl ModelConfig {
 }
 
 impl ParamGuard for ModelConfig {
+    type Error = crate::error::HmoeError;
     fn validate(&self) -> Result<()> {
         int_range("d", self.d, 1, 64, "1..=64")?;
         int_range("q", self.q, 1, 64, "1..=64")?;
@@ -198,6 +159,7 @@ impl Default for DataConfig {
 }
 
 impl ParamGuard for DataConfig {
+    type Error = crate::error::HmoeError;
     fn validate(&self) -> Result<()> {
         real_range(
             "sigma",
@@ -223,6 +185,7 @@ impl Default for TruthPrior {
 }
 
 impl ParamGuard for TruthPrior {
+    type Error = crate::error::HmoeError;
     fn validate(&self) -> Result<()> {
         real_range("std", self.std, self.std > 0.0, "a finite value > 0")
     }
@@ -311,6 +274,7 @@ impl Default for FitConfig {
 }
 
 impl ParamGuard for FitConfig {
+    type Error = crate::error::HmoeError;
     fn validate(&self) -> Result<()> {
         real_range("bound", self.bound, self.bound > 0.0, "a finite value > 0")?;
         int_range("restarts", self.restarts, 1, 100, "1..=100")?;
@@ -372,6 +336,7 @@ impl Default for LossConfig {
 }
 
 impl ParamGuard for LossConfig {
+    type Error = crate::error::HmoeError;
     fn validate(&self) -> Result<()> {
         real_range("rho", self.rho, self.rho >= 1.0, "a finite value >= 1")?;
         int_range(

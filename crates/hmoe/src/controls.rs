@@ -103,6 +103,7 @@ pub struct ControlModel {
 }
 
 impl ParamGuard for ControlModel {
+    type Error = crate::error::HmoeError;
     fn validate(&self) -> Result<()> {
         int_range("d", self.d, 1, 64, "1..=64")?;
         int_range("k_true", self.k_true, 1, 16, "1..=16")?;
@@ -556,6 +557,7 @@ pub struct ControlSpec {
 }
 
 impl ParamGuard for ControlSpec {
+    type Error = crate::error::HmoeError;
     fn validate(&self) -> Result<()> {
         self.model.validate()?;
         self.data.validate()?;

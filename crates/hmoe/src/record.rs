@@ -79,6 +79,7 @@ impl FitSpec {
 }
 
 impl ParamGuard for FitSpec {
+    type Error = crate::error::HmoeError;
     fn validate(&self) -> Result<()> {
         self.model.validate()?;
         self.data.validate()?;

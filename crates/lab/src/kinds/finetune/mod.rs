@@ -17,7 +17,7 @@ use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo, 
 use crate::kind::{JobContext, Kind, Records, Report, Written};
 use crate::layout::Dirs;
 use anyhow::Context;
-use finetune::{AdapterKind, Assets, RunRecord, TrainConfig, ValidTrainConfig};
+use finetune::{AdapterKind, Assets, ParamGuard, RunRecord, TrainConfig, ValidTrainConfig};
 pub use metrics::{GroupRow, RunRow, TimingRow};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -16,7 +16,7 @@ mod report;
 use hmoe::controls::{ControlProbe, Expert};
 use hmoe::probe::{ratio_at, search, HmoeProbe, Probe, Search, SearchConfig, StartKind};
 use hmoe::record::derive_seed;
-use hmoe::{Method, ModelConfig, ParamGuard, TruthPrior};
+use hmoe::{Checked, Method, ModelConfig, ParamGuard, TruthPrior};
 pub use metrics::RatioRow;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,7 +37,7 @@ enum Sample {
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum FamilySpec {
     Hmoe {
-        model: ModelConfig,
+        model: Checked<ModelConfig>,
         truth: Method,
         method: Method,
     },
@@ -136,7 +136,7 @@ pub struct ProbeJob {
     /// The box `[-b, b]`; `None`: no box.
     pub bound: Option<f64>,
     pub epsilon: f64,
-    pub probe: ProbeSettings,
+    pub probe: Checked<ProbeSettings>,
     /// The size's name when the file crosses its families with `[[sizes]]` (empty otherwise:
     /// left out of the job, so no id of a file without sizes moves).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -260,43 +260,49 @@ fn four() -> f64 {
     4.0
 }
 
-/// Check a family's search settings (`at` names them in errors).
-fn check_probe(p: &ProbeSettings, at: &str) -> Result<(), String> {
-    let checks = [
-        (
-            "inputs",
-            p.inputs as f64,
-            (16..=1_000_000).contains(&p.inputs),
-        ),
-        ("rho", p.rho, p.rho >= 1.0 && p.rho <= 4.0),
-        ("hold", p.hold, p.hold > 0.0 && p.hold.is_finite()),
-        ("round_iters", p.round_iters as f64, p.round_iters >= 1),
-        ("max_rounds", p.max_rounds as f64, p.max_rounds >= 1),
-        ("rel_tol", p.rel_tol, p.rel_tol > 0.0 && p.rel_tol < 1.0),
-        ("window", p.window as f64, p.window >= 1),
-        ("smooth", p.smooth, p.smooth >= 0.0 && p.smooth < 1.0),
-    ];
-    for (key, v, ok) in checks {
-        if !ok || !v.is_finite() {
-            return Err(format!("{at}: invalid value for `{key}`: {v}"));
+/// A family's search settings, checked (the caller names where they come from).
+impl ParamGuard for ProbeSettings {
+    type Error = String;
+
+    fn validate(&self) -> Result<(), String> {
+        let p = self;
+        let checks = [
+            (
+                "inputs",
+                p.inputs as f64,
+                (16..=1_000_000).contains(&p.inputs),
+            ),
+            ("rho", p.rho, p.rho >= 1.0 && p.rho <= 4.0),
+            ("hold", p.hold, p.hold > 0.0 && p.hold.is_finite()),
+            ("round_iters", p.round_iters as f64, p.round_iters >= 1),
+            ("max_rounds", p.max_rounds as f64, p.max_rounds >= 1),
+            ("rel_tol", p.rel_tol, p.rel_tol > 0.0 && p.rel_tol < 1.0),
+            ("window", p.window as f64, p.window >= 1),
+            ("smooth", p.smooth, p.smooth >= 0.0 && p.smooth < 1.0),
+        ];
+        for (key, v, ok) in checks {
+            if !ok || !v.is_finite() {
+                return Err(format!("invalid value for `{key}`: {v}"));
+            }
         }
+        if p.starts.values().all(|c| *c == 0) {
+            return Err("`starts` has no start".into());
+        }
+        if p.keep_rounds == 1 {
+            return Err(
+                "invalid value for `keep_rounds`: 1 (0 for every round, or at least 2: \
+                        the first and the last)"
+                    .into(),
+            );
+        }
+        if p.heldout != 0 && !(1000..=1_000_000).contains(&p.heldout) {
+            return Err(format!(
+                "invalid value for `heldout`: {} (0 for none, or 1000..=1000000)",
+                p.heldout
+            ));
+        }
+        Ok(())
     }
-    if p.starts.values().all(|c| *c == 0) {
-        return Err(format!("{at}: `starts` has no start"));
-    }
-    if p.keep_rounds == 1 {
-        return Err(format!(
-            "{at}: invalid value for `keep_rounds`: 1 (0 for every round, or at least 2: the \
-             first and the last)"
-        ));
-    }
-    if p.heldout != 0 && !(1000..=1_000_000).contains(&p.heldout) {
-        return Err(format!(
-            "{at}: invalid value for `heldout`: {} (0 for none, or 1000..=1000000)",
-            p.heldout
-        ));
-    }
-    Ok(())
 }
 
 /// A family as parsed: its name, settings and what each setting's job holds.
@@ -305,9 +311,9 @@ struct Family {
     /// (size, setting, spec): one size named "" when the file has no `[[sizes]]`.
     settings: Vec<(String, String, FamilySpec)>,
     bound: Option<f64>,
-    probe: ProbeSettings,
+    probe: Checked<ProbeSettings>,
     /// The search settings of each profile that overrides `[probe]`.
-    profile_probe: BTreeMap<String, ProbeSettings>,
+    profile_probe: BTreeMap<String, Checked<ProbeSettings>>,
 }
 
 pub struct IdentifiabilityKind {
@@ -402,12 +408,13 @@ impl IdentifiabilityKind {
             if f.settings.is_empty() {
                 return Err(err(format!("{at}: `settings` is empty")));
             }
-            let probe: ProbeSettings = from_table(
+            let probe = from_table::<ProbeSettings>(
                 merge_tables(&file.probe, &f.probe),
                 path,
                 &format!("{at}, [probe]"),
-            )?;
-            check_probe(&probe, &format!("{at}, [probe]")).map_err(err)?;
+            )?
+            .check()
+            .map_err(|e| err(format!("{at}, [probe]: {e}")))?;
             let mut profile_probe = BTreeMap::new();
             for (name, pr) in &file.profiles {
                 if pr.probe.is_empty() {
@@ -415,8 +422,9 @@ impl IdentifiabilityKind {
                 }
                 let what = format!("{at}, [profiles.{name}] probe");
                 let table = merge_tables(&merge_tables(&file.probe, &f.probe), &pr.probe);
-                let p: ProbeSettings = from_table(table, path, &what)?;
-                check_probe(&p, &what).map_err(err)?;
+                let p = from_table::<ProbeSettings>(table, path, &what)?
+                    .check()
+                    .map_err(|e| err(format!("{what}: {e}")))?;
                 profile_probe.insert(name.clone(), p);
             }
             let mut settings = Vec::new();
@@ -435,9 +443,8 @@ impl IdentifiabilityKind {
                     };
                     let mut table = merge_tables(&merge_tables(&file.model, &f.model), size_model);
                     table.insert("atoms".into(), toml::Value::Integer(atoms));
-                    let model: ModelConfig = from_table(table, path, &format!("{at}, model"))?;
-                    model
-                        .validate()
+                    let model = from_table::<ModelConfig>(table, path, &format!("{at}, model"))?
+                        .check()
                         .map_err(|e| err(format!("{at}, model: {e}")))?;
                     let spec = match (f.method, f.truth, f.control) {
                         (Some(method), Some(truth), None) => FamilySpec::Hmoe {
