@@ -155,3 +155,82 @@ fn where_the_sampled_search_is_bounded_the_exact_one_is_too() {
     let (ratio, _, misfit) = ratio_at(&fresh, &best.theta);
     assert!(misfit > 1e-6 && ratio > 1e-5, "misfit {misfit}, R {ratio}");
 }
+
+/// The family at a size (`d = q`, `r`, `H`), `m = 2`, with the truth of seed 11.
+fn sized(
+    method: &str,
+    truth: &str,
+    d: usize,
+    r: usize,
+    heads: usize,
+    inputs: usize,
+    seed: u64,
+) -> HmoeProbe {
+    let cfg = ModelConfig {
+        atoms: 2,
+        d,
+        q: d,
+        r,
+        heads,
+        ..ModelConfig::default()
+    };
+    let (m, t): (Method, Method) = (method.parse().unwrap(), truth.parse().unwrap());
+    HmoeProbe::new(
+        &cfg,
+        &TruthPrior::default(),
+        t,
+        m,
+        11,
+        inputs,
+        seed,
+        4.0,
+        2.0,
+    )
+    .unwrap()
+}
+
+/// Issue 26, item 4: the flat sets beyond lora's, constructed. In cells where the exact search
+/// of `identifiability-exact` returned members (replora-tanh at the default size for 3 of its 5
+/// truths, hora-tanh and replora-tanh at r = 2 for all 5), the search on the conditions from
+/// the drawn truth of seed 11 returns, at D = 0.1, 0.01 and 0.001,
+/// a point with f_θ = f* on 20,000 fresh inputs to 1e-12 and D at its ε: members of a set that
+/// leaves the truth (D growing along it), constructed and checked, not fitted to a sample. At
+/// each, every atom has its cell's true gate and the values have moved: the set is the one of
+/// issue 26 (gates fixed, two atoms' values either side of the true one, weighted to it).
+/// (hora-tanh with one head, members for 3 of 5 truths, has none for this truth at ε = 0.01
+/// from these starts: its cell is mixed, and it is not here.)
+#[test]
+fn flat_sets_of_the_shared_families_are_constructed() {
+    let cells = [
+        ("replora-tanh", "hora-tanh", 2, 1, 2),
+        ("replora-tanh", "hora-tanh", 2, 2, 2),
+        ("hora-tanh", "hora-tanh", 2, 2, 2),
+    ];
+    for (method, truth, d, r, heads) in cells {
+        let p = AlgebraicProbe::new(sized(method, truth, d, r, heads, 16, 12));
+        let fresh = sized(method, truth, d, r, heads, 20_000, 99);
+        for eps in [0.1, 0.01, 0.001] {
+            let mut cfg = config(eps, vec![(StartKind::Random, 2), (StartKind::Gate, 1)]);
+            cfg.max_rounds = 400;
+            let s = search(&p, &cfg);
+            let best = s.best().unwrap();
+            let (_, d_fresh, misfit) = ratio_at(&fresh, &best.theta);
+            let at = format!("{method} d=q={d} r={r} H={heads} ε={eps}");
+            assert!(
+                misfit < 1e-12 && best.misfit < 1e-12,
+                "{at}: residual {}, fresh misfit {misfit}",
+                best.misfit
+            );
+            assert!((d_fresh / eps - 1.0).abs() < 0.05, "{at}: D = {d_fresh}");
+            // What the set is: every atom keeps its cell's true gate, and D comes from the
+            // values, which move apart while their weighted sum stays the truth's.
+            let states = p.atom_states(&best.theta);
+            let gate = states.iter().map(|a| a.gate).fold(0.0, f64::max);
+            let value = states.iter().map(|a| a.value).fold(0.0, f64::max);
+            assert!(
+                gate < 1e-10 && value > 1e-3 * eps.sqrt(),
+                "{at}: gate {gate}, value {value}"
+            );
+        }
+    }
+}
