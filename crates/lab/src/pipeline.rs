@@ -38,8 +38,6 @@ pub struct RunOptions {
 #[derive(Debug, Default)]
 pub struct RunReport {
     pub planned: usize,
-    /// Jobs of this shard (all jobs without a shard).
-    pub in_shard: usize,
     pub already_done: usize,
     pub ran: usize,
     /// (label, error) of the jobs that failed; they have no record and run again next time.
@@ -82,7 +80,6 @@ pub fn run<K: Kind>(
     todo.sort_by(|a, b| kind.run_rank(&a.job).total_cmp(&kind.run_rank(&b.job)));
     let mut report = RunReport {
         planned: plan.jobs.len(),
-        in_shard: mine.len(),
         already_done: mine.len() - todo.len(),
         ..Default::default()
     };
@@ -320,7 +317,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[derive(Debug, Default)]
 pub struct MetricReport {
     pub files: Vec<PathBuf>,
-    pub jobs: usize,
     pub records: usize,
     pub missing: usize,
     pub corrupt: Vec<(PathBuf, String)>,
@@ -348,10 +344,7 @@ pub fn metric<K: Kind>(
         jobs: plan.jobs.len(),
         ..Default::default()
     };
-    let mut report = MetricReport {
-        jobs: plan.jobs.len(),
-        ..Default::default()
-    };
+    let mut report = MetricReport::default();
     let mut done = Vec::new();
     for (p, s) in plan.jobs.iter().zip(stored) {
         match s {

@@ -18,7 +18,6 @@ use crate::kind::{JobContext, Kind, Records, Report, Written};
 use crate::layout::Dirs;
 use anyhow::Context;
 use finetune::{AdapterKind, Assets, ParamGuard, RunRecord, TrainConfig, ValidTrainConfig};
-pub use metrics::{GroupRow, RunRow, TimingRow};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

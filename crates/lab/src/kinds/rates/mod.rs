@@ -4,7 +4,7 @@
 pub(crate) mod metrics;
 pub(crate) mod report;
 
-pub use metrics::{CurveRow, EstimatorRow, MetricRow, RateRow};
+pub use metrics::{CurveRow, EstimatorRow};
 
 use crate::error::LabError;
 use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo, KindOptions};
@@ -399,6 +399,7 @@ impl Kind for RatesKind {
 
 #[cfg(test)]
 mod tests {
+    use super::metrics::MetricRow;
     use super::*;
     use std::path::PathBuf;
 
