@@ -530,6 +530,13 @@ impl IdentifiabilityKind {
             || self.families.iter().any(|f| f.probe.heldout > 0)
     }
 
+    /// Whether the searches run on the algebraic conditions (the exact search).
+    fn is_exact(&self) -> bool {
+        self.families
+            .iter()
+            .any(|f| f.probe.conditions == Conditions::Algebraic)
+    }
+
     /// The seeds of a truth draw and of a sample of inputs: the experiment's alone, so every
     /// family and size of a file sees the same inputs, and families with the same truth family
     /// the same truths. Draw 0 and the search sample are what every file had before `truths`
@@ -765,7 +772,7 @@ impl Kind for IdentifiabilityKind {
             let families: Vec<&str> = self.families.iter().map(|f| f.name.as_str()).collect();
             let figures = phase::figure(&cells, &self.sizes, &families, &dirs.file("phase"))?;
             return Ok(Report {
-                summary: phase::summary(&cells, &self.sizes, &families)
+                summary: phase::summary(&cells, &self.sizes, &families, self.is_exact())
                     + &phase::cost_table(
                         &store::read_csv::<phase::PhaseRatioRow>(&dirs.file("phase-ratios.csv"))?,
                         &self.sizes,

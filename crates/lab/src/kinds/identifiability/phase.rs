@@ -316,7 +316,10 @@ pub fn ratio_rows(done: &Records<'_, super::IdentifiabilityKind>) -> Vec<PhaseRa
 
 /// The phase tables of the summary: per setting, sizes down and families across, each cell
 /// its phase, the count of truths behind it and the median held-out `R` at the smallest `ε`.
-pub fn summary(cells: &[PhaseRow], sizes: &[String], families: &[&str]) -> String {
+///
+/// `algebraic`: the searches ran on the algebraic conditions (the exact search), whose rule
+/// the closing paragraph states instead.
+pub fn summary(cells: &[PhaseRow], sizes: &[String], families: &[&str], algebraic: bool) -> String {
     let mut out = String::new();
     let settings: Vec<&str> = {
         let mut s: Vec<&str> = Vec::new();
@@ -359,14 +362,29 @@ pub fn summary(cells: &[PhaseRow], sizes: &[String], families: &[&str]) -> Strin
         out.push_str(&format!("\n### {setting}: phase by size and family\n\n"));
         out.push_str(&markdown::table(&header, body));
     }
+    let rule = if algebraic {
+        format!(
+            "The rule of the exact search (crates/lab/src/kinds/identifiability/phase.rs): `flat` = \
+             a constructed member, held-out misfit ≤ {ROUNDING_MISFIT:e} at every ε; \
+             `unconfirmed` = the conditions met to rounding but not f = f* on the held-out inputs \
+             at some ε; `falling` = the conditions' residual R still falling at the smallest ε, \
+             or falling as ε^s with s ≥ {FALLING_SLOPE}; `bounded` = the exact search settled \
+             away from a member. `phase.csv` has every count, slope and R; `phase-ratios.csv` \
+             every job."
+        )
+    } else {
+        format!(
+            "The rule (crates/lab/src/kinds/identifiability/\
+             phase.rs): `flat` = held-out misfit ≤ {ROUNDING_MISFIT:e} at every ε; `unconfirmed` = \
+             held-out and search R differ by more than {AGREE_FACTOR}× at some ε; `falling` = still \
+             falling at the smallest ε, or R ∝ ε^s with s ≥ {FALLING_SLOPE}; `bounded` = the rest. \
+             `phase.csv` has every count, slope and R; `phase-ratios.csv` every job."
+        )
+    };
     out.push_str(&format!(
         "\nEach cell: the phase its truths share (at least {:.0}% of them, else `mixed`), how \
          many of its truths are in that phase out of those with every ε recorded (for `mixed`, \
-         how many are in each class), and the median held-out R at the smallest ε. The rule (crates/lab/src/kinds/identifiability/\
-         phase.rs): `flat` = held-out misfit ≤ {ROUNDING_MISFIT:e} at every ε; `unconfirmed` = \
-         held-out and search R differ by more than {AGREE_FACTOR}× at some ε; `falling` = still \
-         falling at the smallest ε, or R ∝ ε^s with s ≥ {FALLING_SLOPE}; `bounded` = the rest. \
-         `phase.csv` has every count, slope and R; `phase-ratios.csv` every job.\n",
+         how many are in each class), and the median held-out R at the smallest ε. {rule}\n",
         MAJORITY * 100.0
     ));
     out
