@@ -351,159 +351,19 @@ impl IdentifiabilityKind {
                 file.truths
             )));
         }
-        // Each size: its name, its `[model]` keys and the settings it replaces every
-        // family's with (none: the family's own).
-        let mut sizes: Vec<(String, toml::Table, Option<Vec<String>>)> = Vec::new();
-        for (k, table) in file.sizes.iter().enumerate() {
-            let mut table = table.clone();
-            let name = match table.remove("name") {
-                Some(toml::Value::String(n)) if !n.is_empty() => n,
-                _ => {
-                    return Err(err(format!(
-                        "[[sizes]] entry {}: needs a non-empty `name`",
-                        k + 1
-                    )))
-                }
-            };
-            let settings = match table.remove("settings") {
-                None => None,
-                Some(toml::Value::Array(a)) => Some(
-                    a.iter()
-                        .map(|v| v.as_str().map(str::to_string))
-                        .collect::<Option<Vec<String>>>()
-                        .filter(|v| !v.is_empty())
-                        .ok_or_else(|| {
-                            err(format!(
-                                "[[sizes]] `{name}`: `settings` must be a non-empty list of names"
-                            ))
-                        })?,
-                ),
-                Some(_) => {
-                    return Err(err(format!(
-                        "[[sizes]] `{name}`: `settings` must be a non-empty list of names"
-                    )))
-                }
-            };
-            if sizes.iter().any(|(n, _, _)| *n == name) {
-                return Err(err(format!("[[sizes]]: `{name}` is named twice")));
-            }
-            if table.contains_key("atoms") {
-                return Err(err(format!(
-                    "[[sizes]] `{name}`: `atoms` is set by the setting (exact, overspecified, \
-                     overspecified-by-2), not by a size"
-                )));
-            }
-            sizes.push((name, table, settings));
-        }
-        if sizes.is_empty() {
-            sizes.push((String::new(), toml::Table::new(), None));
-        }
+        let sizes = sizes_of(&file.sizes, path)?;
         let mut names = BTreeSet::new();
         let mut families = Vec::new();
-        for f in file.families {
-            let at = format!("family `{}`", f.name);
+        for f in &file.families {
             if f.name.is_empty() || !names.insert(f.name.clone()) {
-                return Err(err(format!("{at}: names must be non-empty and unique")));
-            }
-            if f.settings.is_empty() {
-                return Err(err(format!("{at}: `settings` is empty")));
-            }
-            let probe = from_table::<ProbeSettings>(
-                merge_tables(&file.probe, &f.probe),
-                path,
-                &format!("{at}, [probe]"),
-            )?
-            .check()
-            .map_err(|e| err(format!("{at}, [probe]: {e}")))?;
-            let mut profile_probe = BTreeMap::new();
-            for (name, pr) in &file.profiles {
-                if pr.probe.is_empty() {
-                    continue;
-                }
-                let what = format!("{at}, [profiles.{name}] probe");
-                let table = merge_tables(&merge_tables(&file.probe, &f.probe), &pr.probe);
-                let p = from_table::<ProbeSettings>(table, path, &what)?
-                    .check()
-                    .map_err(|e| err(format!("{what}: {e}")))?;
-                profile_probe.insert(name.clone(), p);
-            }
-            let mut settings = Vec::new();
-            for (size, size_model, size_settings) in &sizes {
-                for s in size_settings.as_ref().unwrap_or(&f.settings) {
-                    let Some(&(_, atoms)) = SETTINGS.iter().find(|(name, _)| name == s) else {
-                        return Err(err(format!(
-                            "{at}: unknown setting `{s}` (allowed: exact, overspecified, \
-                         overspecified-by-2)"
-                        )));
-                    };
-                    let at = if size.is_empty() {
-                        at.clone()
-                    } else {
-                        format!("{at}, size `{size}`")
-                    };
-                    let mut table = merge_tables(&merge_tables(&file.model, &f.model), size_model);
-                    table.insert("atoms".into(), toml::Value::Integer(atoms));
-                    let model = from_table::<ModelConfig>(table, path, &format!("{at}, model"))?
-                        .check()
-                        .map_err(|e| err(format!("{at}, model: {e}")))?;
-                    let spec = match (f.method, f.truth, f.control) {
-                        (Some(method), Some(truth), None) => FamilySpec::Hmoe {
-                            model,
-                            truth,
-                            method,
-                        },
-                        (None, None, Some(expert)) if (1..=16).contains(&f.experts) => {
-                            FamilySpec::Control {
-                                expert,
-                                d: model.d,
-                                experts: f.experts,
-                                fitted: f.experts + atoms as usize - 1,
-                            }
-                        }
-                        (None, None, Some(_)) => {
-                            return Err(err(format!("{at}: `experts` must be in 1..=16")))
-                        }
-                        _ => {
-                            return Err(err(format!(
-                                "{at}: give either `method` and `truth` (an HMoE family) or \
-                             `control` (linear or tanh), not both"
-                            )))
-                        }
-                    };
-                    settings.push((size.clone(), s.clone(), spec));
-                }
-            }
-            families.push(Family {
-                name: f.name,
-                settings,
-                bound: f.boxed.then_some(file.bound),
-                probe,
-                profile_probe,
-            });
-        }
-        if file.profiles.is_empty() {
-            return Err(err("no `[profiles.<name>]`: at least one is needed".into()));
-        }
-        for (name, pr) in &file.profiles {
-            if let Some(t) = pr.truths {
-                if !(1..=file.truths).contains(&t) {
-                    return Err(err(format!(
-                        "[profiles.{name}]: `truths` must be in 1..={} (the file's `truths`)",
-                        file.truths
-                    )));
-                }
-            }
-            if pr.epsilons.is_empty()
-                || pr
-                    .epsilons
-                    .iter()
-                    .any(|e| !(e.is_finite() && *e > 0.0 && *e < 10.0))
-            {
                 return Err(err(format!(
-                    "[profiles.{name}]: `epsilons` must be non-empty values in (0, 10)"
+                    "family `{}`: names must be non-empty and unique",
+                    f.name
                 )));
             }
+            families.push(family_of(f, &file, &sizes, path)?);
         }
+        check_profiles(&file.profiles, file.truths, path)?;
         let kind = IdentifiabilityKind {
             name: info.name.clone(),
             families,
@@ -611,6 +471,181 @@ impl IdentifiabilityKind {
             ))),
         }
     }
+}
+
+/// A size of a phase file: its name, its `[model]` keys and the settings it replaces every
+/// family's with (none: the family's own).
+type Size = (String, toml::Table, Option<Vec<String>>);
+
+/// The file's `[[sizes]]`, checked (one size named "" without any).
+fn sizes_of(tables: &[toml::Table], path: &std::path::Path) -> Result<Vec<Size>, LabError> {
+    let err = |m: String| config_error(path, m);
+    let mut sizes: Vec<Size> = Vec::new();
+    for (k, table) in tables.iter().enumerate() {
+        let mut table = table.clone();
+        let name = match table.remove("name") {
+            Some(toml::Value::String(n)) if !n.is_empty() => n,
+            _ => {
+                return Err(err(format!(
+                    "[[sizes]] entry {}: needs a non-empty `name`",
+                    k + 1
+                )))
+            }
+        };
+        let list_error = || {
+            err(format!(
+                "[[sizes]] `{name}`: `settings` must be a non-empty list of names"
+            ))
+        };
+        let settings = match table.remove("settings") {
+            None => None,
+            Some(toml::Value::Array(a)) => Some(
+                a.iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<Vec<String>>>()
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(list_error)?,
+            ),
+            Some(_) => return Err(list_error()),
+        };
+        if sizes.iter().any(|(n, _, _)| *n == name) {
+            return Err(err(format!("[[sizes]]: `{name}` is named twice")));
+        }
+        if table.contains_key("atoms") {
+            return Err(err(format!(
+                "[[sizes]] `{name}`: `atoms` is set by the setting (exact, overspecified, \
+                 overspecified-by-2), not by a size"
+            )));
+        }
+        sizes.push((name, table, settings));
+    }
+    if sizes.is_empty() {
+        sizes.push((String::new(), toml::Table::new(), None));
+    }
+    Ok(sizes)
+}
+
+/// One family of the file: its search settings (the file's `[probe]` under its own and each
+/// profile's), and a job spec for every size and setting, each checked.
+fn family_of(
+    f: &FamilyFile,
+    file: &File,
+    sizes: &[Size],
+    path: &std::path::Path,
+) -> Result<Family, LabError> {
+    let err = |m: String| config_error(path, m);
+    let at = format!("family `{}`", f.name);
+    if f.settings.is_empty() {
+        return Err(err(format!("{at}: `settings` is empty")));
+    }
+    let probe = from_table::<ProbeSettings>(
+        merge_tables(&file.probe, &f.probe),
+        path,
+        &format!("{at}, [probe]"),
+    )?
+    .check()
+    .map_err(|e| err(format!("{at}, [probe]: {e}")))?;
+    let mut profile_probe = BTreeMap::new();
+    for (name, pr) in &file.profiles {
+        if pr.probe.is_empty() {
+            continue;
+        }
+        let what = format!("{at}, [profiles.{name}] probe");
+        let table = merge_tables(&merge_tables(&file.probe, &f.probe), &pr.probe);
+        let p = from_table::<ProbeSettings>(table, path, &what)?
+            .check()
+            .map_err(|e| err(format!("{what}: {e}")))?;
+        profile_probe.insert(name.clone(), p);
+    }
+    let mut settings = Vec::new();
+    for (size, size_model, size_settings) in sizes {
+        for s in size_settings.as_ref().unwrap_or(&f.settings) {
+            let Some(&(_, atoms)) = SETTINGS.iter().find(|(name, _)| name == s) else {
+                return Err(err(format!(
+                    "{at}: unknown setting `{s}` (allowed: exact, overspecified, \
+                     overspecified-by-2)"
+                )));
+            };
+            let at = if size.is_empty() {
+                at.clone()
+            } else {
+                format!("{at}, size `{size}`")
+            };
+            let mut table = merge_tables(&merge_tables(&file.model, &f.model), size_model);
+            table.insert("atoms".into(), toml::Value::Integer(atoms));
+            let model = from_table::<ModelConfig>(table, path, &format!("{at}, model"))?
+                .check()
+                .map_err(|e| err(format!("{at}, model: {e}")))?;
+            let spec = spec_of(f, model, atoms as usize, &at).map_err(err)?;
+            settings.push((size.clone(), s.clone(), spec));
+        }
+    }
+    Ok(Family {
+        name: f.name.clone(),
+        settings,
+        bound: f.boxed.then_some(file.bound),
+        probe,
+        profile_probe,
+    })
+}
+
+/// What a family's job searches at one size: an HMoE family or a control.
+fn spec_of(
+    f: &FamilyFile,
+    model: Checked<ModelConfig>,
+    atoms: usize,
+    at: &str,
+) -> Result<FamilySpec, String> {
+    match (f.method, f.truth, f.control) {
+        (Some(method), Some(truth), None) => Ok(FamilySpec::Hmoe {
+            model,
+            truth,
+            method,
+        }),
+        (None, None, Some(expert)) if (1..=16).contains(&f.experts) => Ok(FamilySpec::Control {
+            expert,
+            d: model.d,
+            experts: f.experts,
+            fitted: f.experts + atoms - 1,
+        }),
+        (None, None, Some(_)) => Err(format!("{at}: `experts` must be in 1..=16")),
+        _ => Err(format!(
+            "{at}: give either `method` and `truth` (an HMoE family) or `control` (linear or \
+             tanh), not both"
+        )),
+    }
+}
+
+/// The profiles: at least one, each with its `ε` and its truths in range.
+fn check_profiles(
+    profiles: &BTreeMap<String, Profile>,
+    truths: usize,
+    path: &std::path::Path,
+) -> Result<(), LabError> {
+    let err = |m: String| config_error(path, m);
+    if profiles.is_empty() {
+        return Err(err("no `[profiles.<name>]`: at least one is needed".into()));
+    }
+    for (name, pr) in profiles {
+        if let Some(t) = pr.truths {
+            if !(1..=truths).contains(&t) {
+                return Err(err(format!(
+                    "[profiles.{name}]: `truths` must be in 1..={truths} (the file's `truths`)"
+                )));
+            }
+        }
+        if pr.epsilons.is_empty()
+            || pr
+                .epsilons
+                .iter()
+                .any(|e| !(e.is_finite() && *e > 0.0 && *e < 10.0))
+        {
+            return Err(err(format!(
+                "[profiles.{name}]: `epsilons` must be non-empty values in (0, 10)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Kind for IdentifiabilityKind {
