@@ -6,13 +6,10 @@ use hmoe::exact::AlgebraicProbe;
 use hmoe::probe::{ratio_at, search, HmoeProbe, Probe, SearchConfig, StartKind};
 use hmoe::{Method, ModelConfig, TruthPrior};
 
-/// The family `method` with a truth of `truth` (seed 11), `m = 2`, on `inputs` inputs of `seed`.
-fn sampled(method: &str, truth: &str, inputs: usize, seed: u64, self_attention: bool) -> HmoeProbe {
-    let cfg = ModelConfig {
-        atoms: 2,
-        self_attention,
-        ..ModelConfig::default()
-    };
+/// The family `method` with a truth of `truth` (seed 11), `m = 2`, at `cfg`'s sizes, on `inputs`
+/// inputs of `seed`.
+fn probe_at(cfg: ModelConfig, method: &str, truth: &str, inputs: usize, seed: u64) -> HmoeProbe {
+    let cfg = ModelConfig { atoms: 2, ..cfg };
     let (m, t): (Method, Method) = (method.parse().unwrap(), truth.parse().unwrap());
     HmoeProbe::new(
         &cfg,
@@ -26,6 +23,15 @@ fn sampled(method: &str, truth: &str, inputs: usize, seed: u64, self_attention: 
         2.0,
     )
     .unwrap()
+}
+
+/// At the default sizes (the self-attention variant or not).
+fn sampled(method: &str, truth: &str, inputs: usize, seed: u64, self_attention: bool) -> HmoeProbe {
+    let cfg = ModelConfig {
+        self_attention,
+        ..ModelConfig::default()
+    };
+    probe_at(cfg, method, truth, inputs, seed)
 }
 
 fn exact(method: &str, truth: &str, self_attention: bool) -> AlgebraicProbe {
@@ -156,7 +162,7 @@ fn where_the_sampled_search_is_bounded_the_exact_one_is_too() {
     assert!(misfit > 1e-6 && ratio > 1e-5, "misfit {misfit}, R {ratio}");
 }
 
-/// The family at a size (`d = q`, `r`, `H`), `m = 2`, with the truth of seed 11.
+/// At a size (`d = q`, `r`, `H`).
 fn sized(
     method: &str,
     truth: &str,
@@ -167,26 +173,13 @@ fn sized(
     seed: u64,
 ) -> HmoeProbe {
     let cfg = ModelConfig {
-        atoms: 2,
         d,
         q: d,
         r,
         heads,
         ..ModelConfig::default()
     };
-    let (m, t): (Method, Method) = (method.parse().unwrap(), truth.parse().unwrap());
-    HmoeProbe::new(
-        &cfg,
-        &TruthPrior::default(),
-        t,
-        m,
-        11,
-        inputs,
-        seed,
-        4.0,
-        2.0,
-    )
-    .unwrap()
+    probe_at(cfg, method, truth, inputs, seed)
 }
 
 /// Issue 26, item 4: the flat sets beyond lora's, constructed. In cells where the exact search

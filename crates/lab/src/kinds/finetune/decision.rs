@@ -23,7 +23,7 @@
 //! Across experiments (the two tasks of issue 25) each experiment's `alpha` is the overall
 //! level divided by their number (Bonferroni over tasks, Holm over budgets within one): the
 //! family-wise error over every budget of every task stays at most the overall level.
-use super::metrics::{scarcity, BudgetColumns, Budgeted, RunRow};
+use super::metrics::{scarcity, t_interval, BudgetColumns, Budgeted, RunRow};
 use crate::error::LabError;
 use crate::experiment::config_error;
 use hmoe::stats::{mean, sd};
@@ -180,21 +180,6 @@ pub(crate) fn holm(p: &[Option<f64>]) -> Vec<Option<f64>> {
         out[i] = Some(running);
     }
     out
-}
-
-/// Mean and 95% t-interval (as the paired table's).
-fn t_interval(d: &[f64]) -> (f64, Option<(f64, f64)>) {
-    use statrs::distribution::{ContinuousCDF, StudentsT};
-    let m = mean(d);
-    if d.len() < 2 {
-        return (m, None);
-    }
-    let k = d.len() as f64;
-    let t = StudentsT::new(0.0, 1.0, k - 1.0)
-        .expect("k - 1 >= 1 degrees of freedom")
-        .inverse_cdf(0.975);
-    let half = t * sd(d) / k.sqrt();
-    (m, Some((m - half, m + half)))
 }
 
 /// The rule applied to a profile's runs: every comparison at every budget.

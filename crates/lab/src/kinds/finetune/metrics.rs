@@ -281,7 +281,7 @@ pub struct PairedRow {
 }
 
 /// Mean and paired 95% t-interval of differences (`None` with fewer than two).
-fn t_interval(d: &[f64]) -> (f64, Option<(f64, f64)>) {
+pub(super) fn t_interval(d: &[f64]) -> (f64, Option<(f64, f64)>) {
     use statrs::distribution::{ContinuousCDF, StudentsT};
     let m = mean(d);
     if d.len() < 2 {
