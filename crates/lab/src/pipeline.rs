@@ -64,20 +64,7 @@ pub fn run<K: Kind>(
     } else {
         Some(lock_run(info, dirs, opts.shard)?)
     };
-    let mine: Vec<&Planned<K::Job>> = plan
-        .jobs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| opts.shard.is_none_or(|s| s.takes(*i)))
-        .map(|(_, p)| p)
-        .collect();
-    let mut todo: Vec<&Planned<K::Job>> = mine
-        .par_iter()
-        .filter(|p| !store::is_valid::<K::Job, K::Record>(&dirs.record(&p.id), &p.id))
-        .copied()
-        .collect();
-    // A stable sort: jobs of equal rank keep their plan order.
-    todo.sort_by(|a, b| kind.run_rank(&a.job).total_cmp(&kind.run_rank(&b.job)));
+    let (mine, todo) = pending(kind, &plan, dirs, opts.shard);
     let mut report = RunReport {
         planned: plan.jobs.len(),
         already_done: mine.len() - todo.len(),
@@ -96,12 +83,7 @@ pub fn run<K: Kind>(
             report.already_done,
             todo.len()
         );
-        for p in todo.iter().take(20) {
-            println!("  {}  {}", p.id, p.label);
-        }
-        if todo.len() > 20 {
-            println!("  ... and {} more", todo.len() - 20);
-        }
+        list_jobs(&todo, 20);
         return Ok(report);
     }
     if todo.is_empty() {
@@ -147,31 +129,7 @@ pub fn run<K: Kind>(
         }
         progress.job_done(units, failed_now);
     };
-    // One job at a time runs on this thread, so whatever a job parallelises inside itself (the
-    // finetune kind's matrix products, candle's and the optimiser's kernels) has every core of
-    // the global pool. A pool of one thread here put all of that on one core: every finetune
-    // run before 2026-12-03 used one of the two cores (results do not depend on the thread
-    // count: crates/finetune/tests/fused.rs, hmoe's lm tests).
-    if threads == 1 {
-        todo.iter().zip(&units).for_each(one);
-    } else {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()?;
-        // Each worker takes the next job in run order (a shared counter), so jobs start in the
-        // order `Kind::run_rank` gives: a parallel iterator would split the list in halves and
-        // start the second half at once, leaving both halves part-done when a run stops.
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        pool.scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|_| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(job) = todo.get(i) else { break };
-                    one((job, &units[i]));
-                });
-            }
-        });
-    }
+    in_run_order(threads, todo.len(), |i| one((&todo[i], &units[i])))?;
     progress.finish();
     report.failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
     report.ran = todo.len() - report.failed.len();
@@ -199,6 +157,76 @@ pub fn run<K: Kind>(
         );
     }
     Ok(report)
+}
+
+/// Some jobs of a plan.
+type Jobs<'a, J> = Vec<&'a Planned<J>>;
+
+/// The jobs of this shard (all without one), and those of them without a valid record in the
+/// order `Kind::run_rank` gives (a stable sort: jobs of equal rank keep their plan order).
+fn pending<'a, K: Kind>(
+    kind: &K,
+    plan: &'a Plan<K::Job>,
+    dirs: &Dirs,
+    shard: Option<Shard>,
+) -> (Jobs<'a, K::Job>, Jobs<'a, K::Job>) {
+    let mine: Vec<&Planned<K::Job>> = plan
+        .jobs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| shard.is_none_or(|s| s.takes(*i)))
+        .map(|(_, p)| p)
+        .collect();
+    let mut todo: Vec<&Planned<K::Job>> = mine
+        .par_iter()
+        .filter(|p| !store::is_valid::<K::Job, K::Record>(&dirs.record(&p.id), &p.id))
+        .copied()
+        .collect();
+    todo.sort_by(|a, b| kind.run_rank(&a.job).total_cmp(&kind.run_rank(&b.job)));
+    (mine, todo)
+}
+
+/// The first `most` jobs of a list, and how many more there are.
+fn list_jobs<J>(jobs: &[&Planned<J>], most: usize) {
+    for p in jobs.iter().take(most) {
+        println!("  {}  {}", p.id, p.label);
+    }
+    if jobs.len() > most {
+        println!("  ... and {} more", jobs.len() - most);
+    }
+}
+
+/// Run `job(0..n)` on `threads` workers, each taking the next index in order.
+///
+/// One worker runs on this thread, so whatever a job parallelises inside itself (the finetune
+/// kind's matrix products, candle's and the optimiser's kernels) has every core of the global
+/// pool. A pool of one thread here put all of that on one core: every finetune run before
+/// 2026-12-03 used one of the two cores (results do not depend on the thread count:
+/// crates/finetune/tests/fused.rs, hmoe's lm tests). With several, each worker takes the next
+/// job in run order (a shared counter), so jobs start in the order `Kind::run_rank` gives: a
+/// parallel iterator would split the list in halves and start the second half at once, leaving
+/// both halves part-done when a run stops.
+fn in_run_order(threads: usize, n: usize, job: impl Fn(usize) + Sync) -> anyhow::Result<()> {
+    if threads == 1 {
+        (0..n).for_each(job);
+        return Ok(());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    pool.scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|_| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                job(i);
+            });
+        }
+    });
+    Ok(())
 }
 
 /// Jobs to run at once: `--threads`, else the kind's choice, else one per core; and no more
