@@ -460,6 +460,43 @@ struct Ctx {
     shard: Option<Shard>,
 }
 
+/// On a dry run, say what `what` would have done and return true; else false.
+fn would(dry_run: bool, what: &str, info: &crate::experiment::ExperimentInfo, dirs: &Dirs) -> bool {
+    if dry_run {
+        println!(
+            "dry run: would {what} of {} / {} into {}",
+            info.name,
+            dirs.profile,
+            dirs.out().display()
+        );
+    }
+    dry_run
+}
+
+/// `run-all`: run, compute the metrics, draw the report, and say where each landed.
+fn run_all(exp: &dyn Experiment, dirs: &Dirs, run_opts: &RunOptions) -> anyhow::Result<bool> {
+    let info = exp.info();
+    let run = exp.run(dirs, run_opts)?;
+    if run_opts.dry_run {
+        return Ok(true);
+    }
+    let m = exp.metric(dirs)?;
+    let files = exp.report(dirs)?;
+    let figure = files
+        .iter()
+        .find(|f| f.extension().is_some_and(|e| e == "png"));
+    println!(
+        "{} / {}: {} jobs ({} run now, {} already done), {} records used",
+        info.name, dirs.profile, run.planned, run.ran, run.already_done, m.records
+    );
+    if let Some(f) = figure {
+        println!("figure:  {}", f.display());
+    }
+    println!("summary: {}", dirs.file("summary.md").display());
+    println!("tables:  {}", dirs.out().display());
+    Ok(true)
+}
+
 fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<bool> {
     let g = &ctx.global;
     let info = exp.info();
@@ -476,20 +513,12 @@ fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<b
     match command {
         Command::Plan { .. } => {
             let planned = exp.plan(&dirs, g.dry_run)?;
-            if g.dry_run {
-                println!(
-                    "{} / {}: {} jobs (dry run: nothing written)",
-                    info.name, g.profile, planned
-                );
+            let what = if g.dry_run {
+                " (dry run: nothing written)".to_string()
             } else {
-                println!(
-                    "{} / {}: {} jobs, manifest {}",
-                    info.name,
-                    g.profile,
-                    planned,
-                    dirs.manifest().display()
-                );
-            }
+                format!(", manifest {}", dirs.manifest().display())
+            };
+            println!("{} / {}: {planned} jobs{what}", info.name, g.profile);
             Ok(true)
         }
         Command::Run { .. } => {
@@ -497,54 +526,18 @@ fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<b
             Ok(true)
         }
         Command::Metric { .. } => {
-            if g.dry_run {
-                println!(
-                    "dry run: would compute the metrics of {} / {} into {}",
-                    info.name,
-                    g.profile,
-                    dirs.out().display()
-                );
-                return Ok(true);
+            if !would(g.dry_run, "compute the metrics", info, &dirs) {
+                print_files("metrics", &exp.metric(&dirs)?.files);
             }
-            let r = exp.metric(&dirs)?;
-            print_files("metrics", &r.files);
             Ok(true)
         }
         Command::Plot { .. } => {
-            if g.dry_run {
-                println!(
-                    "dry run: would draw the figures of {} / {} into {}",
-                    info.name,
-                    g.profile,
-                    dirs.out().display()
-                );
-                return Ok(true);
+            if !would(g.dry_run, "draw the figures", info, &dirs) {
+                print_files("figures and summary", &exp.report(&dirs)?);
             }
-            let files = exp.report(&dirs)?;
-            print_files("figures and summary", &files);
             Ok(true)
         }
-        Command::RunAll { .. } => {
-            let run = exp.run(&dirs, &run_opts)?;
-            if g.dry_run {
-                return Ok(true);
-            }
-            let m = exp.metric(&dirs)?;
-            let files = exp.report(&dirs)?;
-            let figure = files
-                .iter()
-                .find(|f| f.extension().is_some_and(|e| e == "png"));
-            println!(
-                "{} / {}: {} jobs ({} run now, {} already done), {} records used",
-                info.name, g.profile, run.planned, run.ran, run.already_done, m.records
-            );
-            if let Some(f) = figure {
-                println!("figure:  {}", f.display());
-            }
-            println!("summary: {}", dirs.file("summary.md").display());
-            println!("tables:  {}", dirs.out().display());
-            Ok(true)
-        }
+        Command::RunAll { .. } => run_all(exp, &dirs, &run_opts),
         Command::Reproduce { into, .. } => reproduce(exp, ctx, &dirs, into.as_deref(), &run_opts),
         Command::Merge { from, .. } => merge(exp, &dirs, g, from),
         Command::Slurm { .. } => slurm_script(command, exp, ctx, jobs),
