@@ -757,6 +757,9 @@ fn verify(
             &mut tally,
             &mut v.findings,
         )?;
+        if let (Some(h), Some(judged)) = (history.as_ref(), exp.judged()?) {
+            verify::check_rule_first(name, &judged, &records, h, &mut v.findings);
+        }
         eprintln!(
             "{name}: {} records, {}/{} tables identical",
             tally.records, tally.tables_identical, tally.tables

@@ -72,6 +72,12 @@ pub trait Kind: Sync + Sized {
     fn log_coverage(&self) -> &'static [crate::reproduce::LogCoverage] {
         &[]
     }
+    /// The profile a decision rule written in the experiment file judges, and the text that
+    /// marks the rule in the file (`hora verify` checks that the commit adding it precedes every
+    /// record of that profile). None by default.
+    fn judged_profile(&self) -> Option<(String, &'static str)> {
+        None
+    }
     /// Checks before any job of a run starts (assets present, ...); errors stop the run.
     fn prepare(&self, _dirs: &Dirs) -> anyhow::Result<()> {
         Ok(())

@@ -140,6 +140,89 @@ impl Verification {
     }
 }
 
+/// A profile judged by a rule written in its experiment file (`[decision]`).
+pub struct Judged {
+    /// The experiment file, as the repository names it.
+    pub file: String,
+    pub profile: String,
+    /// The text that marks the rule in the file.
+    pub marker: &'static str,
+    /// The ids of the profile's jobs.
+    pub ids: std::collections::BTreeSet<String>,
+}
+
+/// The rule precedes its records: the commit that first put `marker` into the experiment file
+/// must be the revision, or an ancestor of the revision, of every record of the judged profile
+/// (issue 25: a decision rule is committed before the first record it will judge). A record
+/// made before the rule existed fails; a rule not yet committed, with records of its profile, is
+/// a failure too.
+pub fn check_rule_first(
+    experiment: &str,
+    judged: &Judged,
+    records: &[RecordCheck],
+    history: &History,
+    findings: &mut Vec<Finding>,
+) {
+    let mine: Vec<&RecordCheck> = records
+        .iter()
+        .filter(|r| r.valid.is_ok() && judged.ids.contains(&r.id))
+        .collect();
+    if mine.is_empty() {
+        return;
+    }
+    let added = git_line(
+        &history.root,
+        &[
+            "log",
+            "--reverse",
+            "--format=%H",
+            "-S",
+            judged.marker,
+            "--",
+            &judged.file,
+        ],
+    )
+    .and_then(|o| o.lines().next().map(str::to_string))
+    .filter(|h| !h.is_empty());
+    let Some(rule) = added else {
+        findings.push(Finding {
+            experiment: experiment.to_string(),
+            subject: judged.profile.clone(),
+            check: "rule first",
+            detail: format!(
+                "{} records of the judged profile, but no commit of {} has `{}`",
+                mine.len(),
+                judged.file,
+                judged.marker
+            ),
+            note: false,
+        });
+        return;
+    };
+    let short = &rule[..rule.len().min(12)];
+    for r in mine {
+        let rev = r
+            .provenance
+            .get("git_revision")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let after = git_out(&history.root, &["merge-base", "--is-ancestor", &rule, rev]).is_some();
+        if !after {
+            findings.push(Finding {
+                experiment: experiment.to_string(),
+                subject: r.id.clone(),
+                check: "rule first",
+                detail: format!(
+                    "made at {rev:.12}, which does not descend from {short}, the commit that \
+                     put the rule (`{}`) into {}",
+                    judged.marker, judged.file
+                ),
+                note: false,
+            });
+        }
+    }
+}
+
 /// Per (revision, experiment): the hash of each manifest-only diff, with what it was.
 type ManifestDiffs = HashMap<(String, String), Vec<(String, String)>>;
 
@@ -766,6 +849,79 @@ mod tests {
         let rev = String::from_utf8(git(dir.path(), &["rev-parse", "HEAD"])).unwrap();
         std::fs::write(&manifest, "{\n  \"jobs\": [\"a\", \"b\"]\n}\n").unwrap();
         (dir, rev.trim().to_string())
+    }
+
+    /// A rule's commit must precede the records it judges: a record made at the commit before
+    /// `[decision]` entered the file fails, one made at or after it passes, and records of
+    /// another profile or of an unjudged job are not looked at.
+    #[test]
+    fn a_record_made_before_its_rule_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let file = root.join("experiments/x.toml");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "name = \"x\"\n").unwrap();
+        git(root, &["init", "-q"]);
+        git(root, &["add", "."]);
+        git(root, &["commit", "-q", "-m", "before"]);
+        let rev = |root: &Path| {
+            String::from_utf8(git(root, &["rev-parse", "HEAD"]))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let before = rev(root);
+        std::fs::write(&file, "name = \"x\"\n[decision]\nprofile = \"paper\"\n").unwrap();
+        git(root, &["commit", "-q", "-am", "the rule"]);
+        let rule = rev(root);
+        std::fs::write(root.join("later.txt"), "x\n").unwrap();
+        git(root, &["add", "."]);
+        git(root, &["commit", "-q", "-m", "after"]);
+        let after = rev(root);
+        let record = |id: &str, rev: &str| RecordCheck {
+            id: id.into(),
+            path: PathBuf::new(),
+            planned: true,
+            valid: Ok(()),
+            format: 3,
+            sealed: true,
+            provenance: serde_json::json!({ "git_revision": rev }),
+        };
+        let judged = Judged {
+            file: "experiments/x.toml".into(),
+            profile: "paper".into(),
+            marker: "[decision]",
+            ids: ["a", "b", "c"].iter().map(|s| s.to_string()).collect(),
+        };
+        let records = [
+            record("a", &before),
+            record("b", &rule),
+            record("c", &after),
+            record("other", &before),
+        ];
+        let history = History::open(root).unwrap();
+        let mut findings = Vec::new();
+        check_rule_first("x", &judged, &records, &history, &mut findings);
+        let failed: Vec<&str> = findings.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(failed, ["a"], "{findings:?}");
+        assert!(
+            findings[0].detail.contains(&rule[..12]),
+            "{}",
+            findings[0].detail
+        );
+        // No commit with the rule, and records of its profile: a failure naming the profile.
+        let judged = Judged {
+            marker: "[nothing]",
+            ..judged
+        };
+        let mut findings = Vec::new();
+        check_rule_first("x", &judged, &records, &history, &mut findings);
+        assert_eq!(findings.len(), 1);
+        assert!(
+            findings[0].detail.contains("no commit"),
+            "{:?}",
+            findings[0]
+        );
     }
 
     /// What a record's diff hash is, however the clone that verifies it is configured: CI failed

@@ -89,6 +89,9 @@ pub trait Experiment {
     fn audit_records(&self, results: &Path) -> anyhow::Result<Vec<pipeline::RecordCheck>>;
     /// The kind's columns that `hora reproduce` may find filled in ([`Kind::log_coverage`]).
     fn log_coverage(&self) -> &'static [crate::reproduce::LogCoverage];
+    /// A decision rule's judged profile ([`Kind::judged_profile`]): its name, the rule's marker
+    /// in the file, and the ids of the profile's jobs.
+    fn judged(&self) -> anyhow::Result<Option<crate::verify::Judged>>;
 }
 
 struct Loaded<K> {
@@ -131,6 +134,22 @@ impl<K: Kind> Experiment for Loaded<K> {
     }
     fn log_coverage(&self) -> &'static [crate::reproduce::LogCoverage] {
         self.kind.log_coverage()
+    }
+    fn judged(&self) -> anyhow::Result<Option<crate::verify::Judged>> {
+        let Some((profile, marker)) = self.kind.judged_profile() else {
+            return Ok(None);
+        };
+        let ids = crate::plan::build(&self.info, &self.kind, &profile)?
+            .jobs
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        Ok(Some(crate::verify::Judged {
+            file: crate::provenance::repo_path(&self.info.path),
+            profile,
+            marker,
+            ids,
+        }))
     }
 }
 

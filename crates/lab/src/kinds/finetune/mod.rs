@@ -480,6 +480,12 @@ impl Kind for FinetuneKind {
         crate::kind::named_profile(&self.name, &self.profiles, profile).cloned()
     }
 
+    fn judged_profile(&self) -> Option<(String, &'static str)> {
+        self.decision
+            .as_ref()
+            .map(|d| (d.profile.clone(), "[decision]"))
+    }
+
     fn label(&self, job: &FinetuneJob) -> String {
         let method = self
             .labels
