@@ -570,6 +570,17 @@ pub struct RecordCheck {
     pub provenance: serde_json::Value,
 }
 
+/// A profile judged by a rule written in its experiment file (`[decision]`).
+pub struct Judged {
+    /// The experiment file, as the repository names it.
+    pub file: String,
+    pub profile: String,
+    /// The text that marks the rule in the file.
+    pub marker: &'static str,
+    /// The ids of the profile's jobs.
+    pub ids: std::collections::BTreeSet<String>,
+}
+
 /// Read every `raw/*.json` of an experiment as its kind's records.
 pub fn audit_records<K: Kind>(
     info: &crate::experiment::ExperimentInfo,

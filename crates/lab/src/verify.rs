@@ -21,7 +21,7 @@
 //! fails is a finding, and `hora verify` exits 1.
 use crate::kinds::Experiment;
 use crate::layout::Dirs;
-pub use crate::pipeline::RecordCheck;
+pub use crate::pipeline::{Judged, RecordCheck};
 use crate::provenance::{self, BlobNames};
 use crate::store;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -138,17 +138,6 @@ impl Verification {
         }
         out
     }
-}
-
-/// A profile judged by a rule written in its experiment file (`[decision]`).
-pub struct Judged {
-    /// The experiment file, as the repository names it.
-    pub file: String,
-    pub profile: String,
-    /// The text that marks the rule in the file.
-    pub marker: &'static str,
-    /// The ids of the profile's jobs.
-    pub ids: std::collections::BTreeSet<String>,
 }
 
 /// The rule precedes its records: the commit that first put `marker` into the experiment file

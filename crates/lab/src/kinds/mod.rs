@@ -91,7 +91,7 @@ pub trait Experiment {
     fn log_coverage(&self) -> &'static [crate::reproduce::LogCoverage];
     /// A decision rule's judged profile ([`Kind::judged_profile`]): its name, the rule's marker
     /// in the file, and the ids of the profile's jobs.
-    fn judged(&self) -> anyhow::Result<Option<crate::verify::Judged>>;
+    fn judged(&self) -> anyhow::Result<Option<crate::pipeline::Judged>>;
 }
 
 struct Loaded<K> {
@@ -135,7 +135,7 @@ impl<K: Kind> Experiment for Loaded<K> {
     fn log_coverage(&self) -> &'static [crate::reproduce::LogCoverage] {
         self.kind.log_coverage()
     }
-    fn judged(&self) -> anyhow::Result<Option<crate::verify::Judged>> {
+    fn judged(&self) -> anyhow::Result<Option<crate::pipeline::Judged>> {
         let Some((profile, marker)) = self.kind.judged_profile() else {
             return Ok(None);
         };
@@ -144,7 +144,7 @@ impl<K: Kind> Experiment for Loaded<K> {
             .into_iter()
             .map(|p| p.id)
             .collect();
-        Ok(Some(crate::verify::Judged {
+        Ok(Some(crate::pipeline::Judged {
             file: crate::provenance::repo_path(&self.info.path),
             profile,
             marker,
