@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 /// `N(0, std²)` truncated at `±2·std` (so the truth lies well inside the parameter box).
-fn truncated(rng: &mut impl Rng, std: f64) -> f64 {
+pub(crate) fn truncated(rng: &mut impl Rng, std: f64) -> f64 {
     loop {
         let z: f64 = StandardNormal.sample(rng);
         if z.abs() <= 2.0 {

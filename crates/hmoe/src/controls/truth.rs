@@ -2,19 +2,9 @@
 use super::model::experts_of;
 use super::{slots, stride};
 use crate::record::derive_seed;
+use crate::truth::truncated;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
-
-/// `N(0, std²)` truncated at `±2·std`.
-fn truncated(rng: &mut impl Rng, std: f64) -> f64 {
-    loop {
-        let z: f64 = StandardNormal.sample(rng);
-        if z.abs() <= 2.0 {
-            return std * z;
-        }
-    }
-}
 
 /// The true θ (`k_true` experts) drawn from `truth_seed`: `β, a ~ N(0, 1)` and `b ~ N(0, 0.5²)`,
 /// each truncated at two standard deviations, `β0 ~ Uniform[-1/2, 1/2]`; expert after expert,
