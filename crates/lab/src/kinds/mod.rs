@@ -10,6 +10,7 @@
 //! Nothing else names a kind: the command line, the pipeline and the Slurm path reach a kind
 //! only through the [`Experiment`] trait object that [`load`] returns.
 pub mod controls;
+pub(crate) mod curves;
 pub mod finetune;
 pub mod identifiability;
 pub mod rates;

@@ -1,8 +1,8 @@
 //! Metric tables of a `controls` profile, from raw records only: `metrics.csv` (one row per
 //! fit), `curves.csv` (mean and 95% band per n, as `rates` writes it), `rates.csv` (slopes with
 //! bootstrap intervals per setting) and `estimator.csv` (the estimator's audit, as `rates`).
-use super::super::rates::metrics::{estimator_row, flat_set, Curves, FitAudit};
-use super::super::rates::{CurveRow, EstimatorRow, Profile};
+use super::super::curves::metrics::{estimator_row, flat_set, Curves, FitAudit};
+use super::super::curves::{CurveRow, EstimatorRow, Profile};
 use super::ControlsKind;
 use crate::kind::Done;
 use crate::layout::Dirs;

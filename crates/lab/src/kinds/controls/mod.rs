@@ -5,7 +5,7 @@
 mod metrics;
 mod report;
 
-use super::rates::{Profile, ReportConfig};
+use super::curves::{Profile, ReportConfig};
 use crate::error::LabError;
 use crate::experiment::{config_error, from_table, ExperimentInfo, KindOptions};
 use crate::kind::{JobContext, Kind, Records, Report, Written};
@@ -170,7 +170,7 @@ impl ControlsKind {
 impl Kind for ControlsKind {
     /// Its `estimator.csv` is the rates kind's, with the same start-log columns.
     fn log_coverage(&self) -> &'static [crate::reproduce::LogCoverage] {
-        super::rates::ESTIMATOR_LOG_COVERAGE
+        super::curves::ESTIMATOR_LOG_COVERAGE
     }
 
     const NAME: &'static str = "controls";

@@ -1,7 +1,7 @@
 //! Figures and `summary.md` of a `controls` profile, drawn from `curves.csv`, `rates.csv` and
 //! `estimator.csv` with the `rates` kind's panels and tables.
-use super::super::rates::report::{estimator_markdown, loss_curves, opt_n, slope_text, Line};
-use super::super::rates::{CurveRow, EstimatorRow};
+use super::super::curves::report::{estimator_markdown, loss_curves, opt_n, slope_text, Line};
+use super::super::curves::{CurveRow, EstimatorRow};
 use super::metrics::{method, RateRow};
 use super::ControlsKind;
 use crate::kind::Report;

@@ -1,0 +1,87 @@
+//! The rate curves shared by the kinds that fit a model at a grid of sample sizes (`rates`, the
+//! HMoE families; `controls`, the classic softmax-gated MoE): the profile (the grid and its
+//! replicates), the `[report]` settings with their check, the curve and estimator rows with the
+//! bootstrap bands and intervals both derive the same way, and the estimator section of the
+//! summary. Each kind keeps only what differs: its identifying columns, its model and its
+//! records. Not a kind itself (nothing registers it in `KINDS`).
+use serde::Deserialize;
+
+pub(crate) mod metrics;
+pub(crate) mod report;
+
+pub use metrics::{CurveRow, EstimatorRow};
+
+/// A grid of sample sizes and a number of replicates.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub ns: Vec<usize>,
+    pub replicates: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// The target ε of the sample complexity (THEORY.md §5).
+    pub target_loss: f64,
+    /// Bootstrap resamples for the slope intervals and the mean bands.
+    pub bootstrap: usize,
+    /// Also write `timing.csv` (wall-clock seconds per fit, by setting, method and n) and draw
+    /// `seconds.png`. Times depend on the machine and its load, so `hora reproduce` reports
+    /// them but never counts them as a mismatch.
+    pub timing: bool,
+    /// `estimator.csv`: starts whose objective is within this relative tolerance of the best
+    /// are the fit's near-best set, whose spread of Voronoi losses is the flat-set width.
+    pub flat_tolerance: f64,
+    /// `estimator.csv`: a fitted atom whose weight is below this fraction of its cell's true
+    /// weight counts as dead.
+    pub dead_weight: f64,
+}
+
+impl ReportConfig {
+    /// Every value in its range; the message names the key. Shared by every kind that writes
+    /// the rate curves' tables (`rates`, `controls`), so none reads a value unchecked.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.target_loss.is_finite() && self.target_loss > 0.0) {
+            return Err(format!(
+                "[report]: invalid value for `target_loss`: {} (allowed: a finite value > 0)",
+                self.target_loss
+            ));
+        }
+        for (key, v) in [
+            ("flat_tolerance", self.flat_tolerance),
+            ("dead_weight", self.dead_weight),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v < 1.0) {
+                return Err(format!(
+                    "[report]: invalid value for `{key}`: {v} (allowed: 0 < value < 1)"
+                ));
+            }
+        }
+        if self.bootstrap > 100_000 {
+            return Err(format!(
+                "[report]: invalid value for `bootstrap`: {} (allowed: 0..=100000)",
+                self.bootstrap
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Records written before starts were logged (issue 11) leave these columns of `estimator.csv`
+/// (the rates and controls kinds') empty, or computed over fewer fits; a fresh run logs every
+/// start. So where a row's committed count is below the fresh one, these cells rest on logs the
+/// committed records lack: `hora reproduce` reports them as filled in, not compared. Every other
+/// cell of the row still is.
+pub const ESTIMATOR_LOG_COVERAGE: &[crate::reproduce::LogCoverage] =
+    &[crate::reproduce::LogCoverage {
+        file: "estimator.csv",
+        count: "logged_fits",
+        columns: &[
+            "logged_fits",
+            "near_best_mean",
+            "flat_width_median",
+            "flat_wide_fraction",
+            "best_from_prior_fraction",
+        ],
+    }];
