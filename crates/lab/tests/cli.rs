@@ -1036,9 +1036,9 @@ fn verify_traces_every_record_and_table_to_the_history() {
     );
 }
 
-/// A profile whose records are still landing (over several sessions) and whose tables are not
-/// committed yet is a note of `hora verify`, not a failure; once every record is there, tables
-/// that are still missing fail it.
+/// A profile planned but not started, or whose records are still landing (over several
+/// sessions) and whose tables are not committed yet, is a note of `hora verify`, not a failure;
+/// once every record is there, tables that are still missing fail it.
 #[test]
 fn verify_notes_a_profile_in_progress_and_fails_a_complete_one_without_tables() {
     let lab = Lab::new(TINY);
@@ -1046,6 +1046,17 @@ fn verify_notes_a_profile_in_progress_and_fails_a_complete_one_without_tables() 
     git_in(&lab, &["init", "-q"]);
     git_in(&lab, &["add", "."]);
     git_in(&lab, &["commit", "-q", "-m", "tiny"]);
+    // Planned and committed before its run: a note, not a failure.
+    lab.ok(&["plan", "tiny", "--profile", "other"]);
+    git_in(&lab, &["add", "."]);
+    git_in(&lab, &["commit", "-q", "-m", "the plan of other"]);
+    let out = lab.ok(&["verify", "tiny"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("other/  [tables] planned, not started: none of its 16 jobs")
+            && said.contains("verified: every record"),
+        "{said}"
+    );
     lab.ok(&["run", "tiny", "--profile", "other", "--shard", "0/2"]);
     git_in(&lab, &["add", "."]);
     git_in(&lab, &["commit", "-q", "-m", "half of other"]);
