@@ -23,7 +23,7 @@
 //! Across experiments (the two tasks of issue 25) each experiment's `alpha` is the overall
 //! level divided by their number (Bonferroni over tasks, Holm over budgets within one): the
 //! family-wise error over every budget of every task stays at most the overall level.
-use super::metrics::{scarcity, t_interval, BudgetColumns, Budgeted, RunRow};
+use super::metrics::{budgets_of, pairs_at, scarcity, t_interval, BudgetColumns, Budgeted, RunRow};
 use crate::error::LabError;
 use crate::experiment::config_error;
 use hmoe::stats::{mean, sd};
@@ -186,23 +186,11 @@ pub(crate) fn holm(p: &[Option<f64>]) -> Vec<Option<f64>> {
 pub fn rows(rule: &DecisionRule, runs: &[RunRow]) -> Vec<DecisionRow> {
     let mut out = Vec::new();
     for (role, method, against) in rule.comparisons() {
-        let mut budgets: Vec<(f64, BudgetColumns)> = runs
-            .iter()
-            .filter(|r| &r.method == method)
-            .map(|r| (r.budget(), r.budget_columns()))
-            .collect();
-        budgets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        budgets.dedup_by(|a, b| a.0 == b.0);
         let mut family = Vec::new();
-        for (b, (train_fraction, per_class)) in budgets {
-            let d: Vec<f64> = runs
+        for (b, (train_fraction, per_class)) in budgets_of(runs, method) {
+            let d: Vec<f64> = pairs_at(runs, method, against, b)
                 .iter()
-                .filter(|r| &r.method == method && r.budget() == b)
-                .filter_map(|r| {
-                    runs.iter()
-                        .find(|o| &o.method == against && o.budget() == b && o.seed == r.seed)
-                        .map(|o| rule.score.of(r) - rule.score.of(o))
-                })
+                .map(|(r, o)| rule.score.of(r) - rule.score.of(o))
                 .collect();
             if d.is_empty() {
                 continue;

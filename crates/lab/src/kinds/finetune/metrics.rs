@@ -231,7 +231,7 @@ fn job_budget(t: &finetune::TrainConfig) -> BudgetColumns {
 }
 
 /// The budgets a method ran at, ascending, each with its columns.
-fn budgets_of<'a>(
+pub(super) fn budgets_of<'a>(
     rows: impl IntoIterator<Item = &'a RunRow>,
     method: &str,
 ) -> Vec<(f64, BudgetColumns)> {
@@ -295,6 +295,24 @@ pub(super) fn t_interval(d: &[f64]) -> (f64, Option<(f64, f64)>) {
     (m, Some((m - half, m + half)))
 }
 
+/// The runs of `method` at `budget`, each with the run of `against` of the same seed (the pairs
+/// of the paired design; a seed without both is left out).
+pub(super) fn pairs_at<'a>(
+    rows: &'a [RunRow],
+    method: &str,
+    against: &str,
+    budget: f64,
+) -> Vec<(&'a RunRow, &'a RunRow)> {
+    rows.iter()
+        .filter(|r| r.method == method && r.budget() == budget)
+        .filter_map(|r| {
+            rows.iter()
+                .find(|o| o.method == against && o.budget() == budget && o.seed == r.seed)
+                .map(|o| (r, o))
+        })
+        .collect()
+}
+
 pub(crate) fn paired(methods: &[String], references: &[String], rows: &[RunRow]) -> Vec<PairedRow> {
     let mut out = Vec::new();
     for against in references {
@@ -303,15 +321,7 @@ pub(crate) fn paired(methods: &[String], references: &[String], rows: &[RunRow])
         }
         for m in methods.iter().filter(|m| *m != against) {
             for (f, (train_fraction, per_class)) in budgets_of(rows, m) {
-                let pairs: Vec<(&RunRow, &RunRow)> = rows
-                    .iter()
-                    .filter(|r| &r.method == m && r.budget() == f)
-                    .filter_map(|r| {
-                        rows.iter()
-                            .find(|o| &o.method == against && o.budget() == f && o.seed == r.seed)
-                            .map(|o| (r, o))
-                    })
-                    .collect();
+                let pairs = pairs_at(rows, m, against, f);
                 if pairs.is_empty() {
                     continue;
                 }

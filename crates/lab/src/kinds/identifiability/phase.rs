@@ -116,8 +116,7 @@ impl PhaseRatioRow {
             heldout_ratio,
             heldout_misfit,
             confirmed: if algebraic {
-                !(misfit.is_some_and(|m| m <= ROUNDING_MISFIT)
-                    && heldout_misfit.is_none_or(|m| m > ROUNDING_MISFIT))
+                confirmed_exact(misfit, heldout_misfit)
             } else {
                 confirmed(misfit, heldout_misfit, best_ratio, heldout_ratio)
             },
@@ -145,6 +144,13 @@ pub fn confirmed(
         }
         _ => false,
     }
+}
+
+/// The exact search's "confirmed": not (conditions met to rounding while f ≠ f* on the held-out
+/// inputs).
+pub fn confirmed_exact(residual: Option<f64>, heldout_misfit: Option<f64>) -> bool {
+    !(residual.is_some_and(|m| m <= ROUNDING_MISFIT)
+        && heldout_misfit.is_none_or(|m| m > ROUNDING_MISFIT))
 }
 
 /// The class of one truth of a cell under the rule.
@@ -554,9 +560,7 @@ mod tests {
     fn exact_row(epsilon: f64, residual_ratio: f64, held: f64, upper: bool) -> PhaseRatioRow {
         let mut r = row(0, epsilon, residual_ratio, held, upper);
         r.algebraic = true;
-        let (m, hm) = (r.misfit, r.heldout_misfit);
-        r.confirmed =
-            !(m.is_some_and(|m| m <= ROUNDING_MISFIT) && hm.is_none_or(|m| m > ROUNDING_MISFIT));
+        r.confirmed = confirmed_exact(r.misfit, r.heldout_misfit);
         r
     }
 
