@@ -2,8 +2,11 @@
 //! input, their Jacobian against finite differences, and the search on them against the one flat
 //! set known in closed form (over-specified `lora`), with every member it finds checked on fresh
 //! inputs.
+mod common;
+
+use common::{config, max_abs, near, FAMILIES};
 use hmoe::exact::AlgebraicProbe;
-use hmoe::probe::{ratio_at, search, HmoeProbe, Probe, SearchConfig, StartKind};
+use hmoe::probe::{ratio_at, search, HmoeProbe, Probe, StartKind};
 use hmoe::{Method, ModelConfig, TruthPrior};
 
 /// The family `method` with a truth of `truth` (seed 11), `m = 2`, at `cfg`'s sizes, on `inputs`
@@ -36,27 +39,6 @@ fn sampled(method: &str, truth: &str, inputs: usize, seed: u64, self_attention: 
 
 fn exact(method: &str, truth: &str, self_attention: bool) -> AlgebraicProbe {
     AlgebraicProbe::new(sampled(method, truth, 64, 12, self_attention))
-}
-
-fn max_abs(v: impl IntoIterator<Item = f64>) -> f64 {
-    v.into_iter().fold(0.0, |a, x| a.max(x.abs()))
-}
-
-const FAMILIES: [(&str, &str); 5] = [
-    ("lora", "hora-tanh"),
-    ("replora-tanh", "hora-tanh"),
-    ("hora-tanh", "hora-tanh"),
-    ("replora-identity", "hora-identity"),
-    ("hora-identity", "hora-identity"),
-];
-
-/// A point near the truth, moved along a fixed pattern.
-fn near(p: &dyn Probe, size: f64) -> Vec<f64> {
-    p.truth()
-        .iter()
-        .enumerate()
-        .map(|(j, t)| t + size * (((j * 7) % 5) as f64 - 2.0) / 2.0)
-        .collect()
 }
 
 #[test]
@@ -103,20 +85,6 @@ fn the_jacobian_matches_central_differences() {
                 "{m} self-attention {sa}: worst relative error {worst}"
             );
         }
-    }
-}
-
-fn config(epsilon: f64, starts: Vec<(StartKind, usize)>) -> SearchConfig {
-    SearchConfig {
-        epsilon,
-        starts,
-        hold: 50.0,
-        round_iters: 10,
-        max_rounds: 100,
-        rel_tol: 0.01,
-        window: 5,
-        smooth: 0.1,
-        seed: 5,
     }
 }
 

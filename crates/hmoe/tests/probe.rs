@@ -1,6 +1,9 @@
 //! The identifiability probe (THEORY.md §5a): its pieces against finite differences, and the
 //! search against the one answer known in closed form, `lora`'s exact flat set.
-use hmoe::probe::{search, HmoeProbe, Part, Probe, SearchConfig, StartKind};
+mod common;
+
+use common::{config, max_abs, near, FAMILIES};
+use hmoe::probe::{search, HmoeProbe, Part, Probe, StartKind};
 use hmoe::{voronoi_loss, voronoi_loss_and_grad, Method, ModelConfig, TruthPrior};
 
 fn probe(method: &str, truth: &str, atoms: usize) -> HmoeProbe {
@@ -16,27 +19,6 @@ fn probe_with(method: &str, truth: &str, atoms: usize, self_attention: bool) -> 
     let (m, t): (Method, Method) = (method.parse().unwrap(), truth.parse().unwrap());
     HmoeProbe::new(&cfg, &TruthPrior::default(), t, m, 11, 128, 12, 4.0, 2.0).unwrap()
 }
-
-/// A point near the truth, moved along a fixed pattern.
-fn near(p: &dyn Probe, size: f64) -> Vec<f64> {
-    p.truth()
-        .iter()
-        .enumerate()
-        .map(|(j, t)| t + size * (((j * 7) % 5) as f64 - 2.0) / 2.0)
-        .collect()
-}
-
-fn max_abs(v: impl IntoIterator<Item = f64>) -> f64 {
-    v.into_iter().fold(0.0, |a, x| a.max(x.abs()))
-}
-
-const FAMILIES: [(&str, &str); 5] = [
-    ("lora", "hora-tanh"),
-    ("replora-tanh", "hora-tanh"),
-    ("hora-tanh", "hora-tanh"),
-    ("replora-identity", "hora-identity"),
-    ("hora-identity", "hora-identity"),
-];
 
 #[test]
 fn the_truth_has_zero_misfit_and_zero_loss() {
@@ -209,20 +191,6 @@ fn roles_name_the_part_each_parameter_moves() {
         .roles()
         .iter()
         .any(|r| r.part == Value && r.atoms.len() == 1));
-}
-
-fn config(epsilon: f64, starts: Vec<(StartKind, usize)>) -> SearchConfig {
-    SearchConfig {
-        epsilon,
-        starts,
-        hold: 50.0,
-        round_iters: 10,
-        max_rounds: 100,
-        rel_tol: 0.01,
-        window: 5,
-        smooth: 0.1,
-        seed: 5,
-    }
 }
 
 #[test]
