@@ -19,10 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..FitSpec::new("example", "default", truth, method, atoms, n, rep)
         };
         let r = run_fit(&job.check()?)?;
+        let o = &r.outcome;
         let l = record_losses(&r, &LossConfig::default().check()?)?;
         println!(
             "{method} n={n} m={atoms} rep={rep}: obj={:.6e} truth={:.6e} |g|={:.1e} it={} conv={} starts={} status={:?} maxθ={:.2} D={:.4e} reg={:.4e} {:.3}s",
-            r.objective, r.objective_at_truth, r.grad_norm, r.iterations, r.converged, r.starts, r.status, r.max_abs_param, l.voronoi, l.regression, r.seconds
+            o.objective, o.objective_at_truth, o.grad_norm, o.iterations, o.converged, o.starts, o.status, o.max_abs_param, l.voronoi, l.regression, o.seconds
         );
     }
     if std::env::var("HMOE_DEBUG").is_ok() {

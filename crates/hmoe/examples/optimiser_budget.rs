@@ -45,10 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     };
                     let r = run_fit(&job.check()?)?;
                     loss.push(record_losses(&r, &LossConfig::default().check()?)?.voronoi);
-                    gap.push(r.objective - r.objective_at_truth);
-                    conv += r.converged as usize;
-                    fail += (r.status == FitStatus::GuardFailed) as usize;
-                    secs.push(r.seconds);
+                    gap.push(r.outcome.objective - r.outcome.objective_at_truth);
+                    conv += r.outcome.converged as usize;
+                    fail += (r.outcome.status == FitStatus::GuardFailed) as usize;
+                    secs.push(r.outcome.seconds);
                 }
                 println!(
                     "| {method} | {n} | {cap} | {:.3} | {:.3e} | {conv}/{reps} | {fail} | {:.1} |",

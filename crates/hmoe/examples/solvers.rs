@@ -46,24 +46,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let (r, stops) = run_fit_with_stops(&job)?;
                     // The kept start: the first of lowest objective (the estimator's rule).
                     let kept = r
+                        .outcome
                         .starts_log
                         .iter()
-                        .position(|s| s.objective == r.objective && s.theta == r.theta)
+                        .position(|s| s.objective == r.outcome.objective && s.theta == r.theta)
                         .expect("the kept start is logged");
                     let v = record_losses(&r, &losses)?.voronoi;
                     println!(
                         "| {method} n={n} rep={replicate} (`{id}`) | {solver} | {:.6e} | {:+.3e} | {v:.4} | {} | {} | {:.2} |",
-                        r.objective,
-                        r.objective - r.objective_at_truth,
-                        r.iterations,
+                        r.outcome.objective,
+                        r.outcome.objective - r.outcome.objective_at_truth,
+                        r.outcome.iterations,
                         stops[kept],
-                        r.seconds
+                        r.outcome.seconds
                     );
-                    obj.push(r.objective);
-                    gap.push(r.objective - r.objective_at_truth);
+                    obj.push(r.outcome.objective);
+                    gap.push(r.outcome.objective - r.outcome.objective_at_truth);
                     loss.push(v);
-                    iters.push(r.iterations as f64);
-                    secs.push(r.seconds);
+                    iters.push(r.outcome.iterations as f64);
+                    secs.push(r.outcome.seconds);
                 }
                 summary.push(format!(
                     "| {method} | {n} | {solver} | {:.6e} | {:+.3e} | {:.4} | {:.0} | {:.2} |",

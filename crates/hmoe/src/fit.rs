@@ -21,7 +21,7 @@ use crate::geometry::gauss_newton;
 use crate::lm::damped_step;
 use crate::model::{Model, Workspace};
 use crate::param::{parametrisation, Parametrisation};
-use crate::record::{derive_seed, FitJob, FitRecord, FitStatus, Seeds, StartLog, StartOrigin};
+use crate::record::{derive_seed, FitJob, FitOutcome, FitRecord, Seeds, StartLog, StartOrigin};
 use crate::truth::{draw_params, embed, Truth};
 use argmin::core::{CostFunction, Executor, Gradient, State, TerminationReason};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
@@ -553,31 +553,25 @@ pub fn run_fit_with_stops(job: &FitJob) -> Result<(FitRecord, Vec<Stop>)> {
         |k| initial_point(param.as_ref(), job, embedded.as_ref(), &seeds, k),
         |k| prior_point(param.as_ref(), job, &seeds, k),
     )?;
-    let status = if truth_in_family && !passes_guard(best.objective, objective_at_truth) {
-        FitStatus::GuardFailed
-    } else {
-        FitStatus::Ok
-    };
     let mut est_atoms = param.new_atoms();
     param.atoms(&best.theta, &mut est_atoms);
+    let outcome = FitOutcome::of_best(
+        &best,
+        objective_at_truth,
+        truth_in_family,
+        starts,
+        t0.elapsed().as_secs_f64(),
+        starts_log,
+    );
     let record = FitRecord {
         job: job.clone(),
         seeds,
         truth_in_family,
         true_theta: truth.theta,
         true_atoms: truth.atoms,
-        max_abs_param: best.theta.iter().fold(0.0, |a, t| a.max(t.abs())),
         theta: best.theta,
         est_atoms,
-        objective: best.objective,
-        objective_at_truth,
-        grad_norm: best.grad_norm,
-        iterations: best.iterations,
-        converged: best.converged,
-        starts,
-        status,
-        seconds: t0.elapsed().as_secs_f64(),
-        starts_log,
+        outcome,
     };
     Ok((record, stops))
 }

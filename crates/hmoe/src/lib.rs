@@ -39,5 +39,5 @@ pub use method::{Activation, Family, Method};
 pub use model::Model;
 pub use rates::{fit_rate, sample_complexity, RateFit, SampleComplexity};
 pub use record::{
-    Draws, FitJob, FitRecord, FitSpec, FitStatus, JobV1, Seeds, StartLog, StartOrigin,
+    Draws, FitJob, FitOutcome, FitRecord, FitSpec, FitStatus, JobV1, Seeds, StartLog, StartOrigin,
 };

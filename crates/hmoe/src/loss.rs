@@ -67,6 +67,32 @@ pub struct VoronoiParts {
     pub dead_atoms: usize,
 }
 
+impl VoronoiParts {
+    /// Count one fitted atom of weight `w` in a cell whose true weight is `w_true`, at distances
+    /// `gaps` (gate, value) from the true atom: a lone atom in its cell adds `w·(sum of gaps)`,
+    /// one of several `w·(gate gap^ρ + value gap^ρ)`, to the live or the dead spread.
+    pub fn add_atom(
+        &mut self,
+        (w, w_true): (f64, f64),
+        (g, v): (f64, f64),
+        alone: bool,
+        rho: f64,
+        dead_weight: f64,
+    ) {
+        let spread = if alone {
+            w * (g + v)
+        } else {
+            w * (g.powf(rho) + v.powf(rho))
+        };
+        if w < dead_weight * w_true {
+            self.spread_dead += spread;
+            self.dead_atoms += 1;
+        } else {
+            self.spread_live += spread;
+        }
+    }
+}
+
 /// [`voronoi_loss`]'s terms, and the dead atoms (see [`VoronoiParts`]). The loop repeats
 /// [`voronoi_loss`]'s on purpose: that one's summation order is what every committed table
 /// holds, and splitting the spread into two sums here would change its last bits if shared.
@@ -86,21 +112,11 @@ pub fn voronoi_parts(est: &Atoms, truth: &Atoms, rho: f64, dead_weight: f64) -> 
                 let k = est.index(h, s, i);
                 let w = est.c[k].exp();
                 mass += w;
-                let (eq, ev) = (
+                let gaps = (
                     frobenius_dist(est.dq(k), truth.dq(t)),
                     frobenius_dist(est.dv(k), truth.dv(t)),
                 );
-                let spread = if est.atoms == 1 {
-                    w * (eq + ev)
-                } else {
-                    w * (eq.powf(rho) + ev.powf(rho))
-                };
-                if w < dead_weight * w_true {
-                    p.spread_dead += spread;
-                    p.dead_atoms += 1;
-                } else {
-                    p.spread_live += spread;
-                }
+                p.add_atom((w, w_true), gaps, est.atoms == 1, rho, dead_weight);
             }
             p.mass += (mass - w_true).abs();
         }
@@ -113,7 +129,8 @@ pub fn voronoi_parts(est: &Atoms, truth: &Atoms, rho: f64, dead_weight: f64) -> 
 pub fn start_losses(rec: &FitRecord, cfg: &ValidLoss) -> Vec<f64> {
     let param = crate::param::parametrisation(rec.job.method, &rec.job.model, rec.job.model.atoms);
     let mut atoms = param.new_atoms();
-    rec.starts_log
+    rec.outcome
+        .starts_log
         .iter()
         .map(|s| {
             param.atoms(&s.theta, &mut atoms);

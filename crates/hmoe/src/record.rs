@@ -348,6 +348,17 @@ pub struct FitRecord {
     /// The estimate's parameters in the fitted family's layout.
     pub theta: Vec<f64>,
     pub est_atoms: Atoms,
+    /// How the fit ended: its objective, guard and starts (the fields every fitted family
+    /// records, written inline after the family's own).
+    #[serde(flatten)]
+    pub outcome: FitOutcome,
+}
+
+/// How a fit ended, whatever the model family: the tail of every fit record (`FitRecord`, the
+/// HMoE families; `controls::ControlRecord`, the softmax-gated MoE), serialised inline so the
+/// records read and re-serialise exactly as they did when each family spelled these fields out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FitOutcome {
     /// Mean squared residual `(1/n) Σ ‖Y − f(X)‖²` at the estimate.
     pub objective: f64,
     /// The same at the true parameters, on the same data.
@@ -369,6 +380,37 @@ pub struct FitRecord {
     /// written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub starts_log: Vec<StartLog>,
+}
+
+impl FitOutcome {
+    /// The outcome of the kept start `best` (its θ is the estimate): the guard compares its
+    /// objective with the truth's (`guarded`: whether the guard applies at all).
+    pub fn of_best(
+        best: &crate::fit::Start,
+        objective_at_truth: f64,
+        guarded: bool,
+        starts: usize,
+        seconds: f64,
+        starts_log: Vec<StartLog>,
+    ) -> Self {
+        let status = if !guarded || crate::fit::passes_guard(best.objective, objective_at_truth) {
+            FitStatus::Ok
+        } else {
+            FitStatus::GuardFailed
+        };
+        FitOutcome {
+            objective: best.objective,
+            objective_at_truth,
+            grad_norm: best.grad_norm,
+            iterations: best.iterations,
+            converged: best.converged,
+            starts,
+            status,
+            max_abs_param: best.theta.iter().fold(0.0, |a, t| a.max(t.abs())),
+            seconds,
+            starts_log,
+        }
+    }
 }
 
 /// Where a start began: near the truth (the truth plus noise, or a prior draw plus noise when the

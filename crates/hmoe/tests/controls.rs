@@ -160,13 +160,17 @@ fn fits_pass_the_guard_and_repeat_bit_for_bit() {
         for k_fit in [K, K + 1] {
             let job = spec(expert, k_fit, 300).check().unwrap();
             let a = run_control_fit(&job).unwrap();
-            assert_eq!(a.status, hmoe::FitStatus::Ok, "{expert} k_fit={k_fit}");
-            assert!(a.objective <= a.objective_at_truth * (1.0 + 1e-12));
+            assert_eq!(
+                a.outcome.status,
+                hmoe::FitStatus::Ok,
+                "{expert} k_fit={k_fit}"
+            );
+            assert!(a.outcome.objective <= a.outcome.objective_at_truth * (1.0 + 1e-12));
             assert_eq!(a.theta.len(), k_fit * stride(D));
-            assert!(a.max_abs_param <= job.fit.bound);
-            assert_eq!(a.starts_log.len(), a.starts);
+            assert!(a.outcome.max_abs_param <= job.fit.bound);
+            assert_eq!(a.outcome.starts_log.len(), a.outcome.starts);
             let mut b = run_control_fit(&job).unwrap();
-            b.seconds = a.seconds;
+            b.outcome.seconds = a.outcome.seconds;
             assert_eq!(a, b, "{expert} k_fit={k_fit}: not deterministic");
         }
     }

@@ -24,14 +24,14 @@ fn fits_end_at_or_below_the_objective_at_the_truth() {
         for atoms in [1, 2] {
             let r = run_fit(&job(method, atoms, 400, 0)).unwrap();
             assert!(r.truth_in_family);
-            assert_eq!(r.status, FitStatus::Ok, "{method} m={atoms}");
+            assert_eq!(r.outcome.status, FitStatus::Ok, "{method} m={atoms}");
             assert!(
-                r.objective <= r.objective_at_truth,
+                r.outcome.objective <= r.outcome.objective_at_truth,
                 "{method} m={atoms}: {} > {}",
-                r.objective,
-                r.objective_at_truth
+                r.outcome.objective,
+                r.outcome.objective_at_truth
             );
-            assert!(r.max_abs_param <= r.job.fit.bound);
+            assert!(r.outcome.max_abs_param <= r.job.fit.bound);
             assert!(r.theta.iter().all(|t| t.abs() <= r.job.fit.bound));
             let l = record_losses(&r, &loss_config()).unwrap();
             assert!(l.voronoi.is_finite() && l.voronoi > 0.0);
@@ -52,9 +52,9 @@ fn an_unconverged_fit_is_recorded_as_a_guard_failure() {
         ..FitConfig::default()
     };
     let r = run_fit(&j.check().unwrap()).unwrap();
-    assert_eq!(r.status, FitStatus::GuardFailed);
-    assert_eq!(r.starts, 2);
-    assert!(r.objective > r.objective_at_truth);
+    assert_eq!(r.outcome.status, FitStatus::GuardFailed);
+    assert_eq!(r.outcome.starts, 2);
+    assert!(r.outcome.objective > r.outcome.objective_at_truth);
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn the_box_holds_for_a_start_outside_it() {
     assert!(
         r.theta.iter().all(|t| t.abs() <= 2.5),
         "max |θ| = {}",
-        r.max_abs_param
+        r.outcome.max_abs_param
     );
 }
 
@@ -78,7 +78,7 @@ fn a_misspecified_family_is_flagged_and_not_guarded() {
     j.truth = "lora".parse().unwrap();
     let r = run_fit(&j.check().unwrap()).unwrap();
     assert!(!r.truth_in_family);
-    assert_eq!(r.status, FitStatus::Ok);
+    assert_eq!(r.outcome.status, FitStatus::Ok);
 }
 
 fn run_in_pool(threads: usize, jobs: &[FitJob]) -> Vec<FitRecord> {
@@ -100,13 +100,13 @@ fn the_same_seed_gives_bit_identical_records_with_one_and_two_threads() {
     for (a, b) in one.iter().zip(&two) {
         let strip = |r: &FitRecord| {
             let mut r = r.clone();
-            r.seconds = 0.0;
+            r.outcome.seconds = 0.0;
             serde_json::to_string(&r).unwrap()
         };
         assert_eq!(strip(a), strip(b));
     }
     // Different replicates draw different data.
-    assert_ne!(one[0].objective, one[2].objective);
+    assert_ne!(one[0].outcome.objective, one[2].outcome.objective);
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn one_large_fit_splits_its_samples_over_threads_with_the_same_bits() {
     let jobs = [job("hora-tanh", 2, n, 0)];
     let strip = |r: &FitRecord| {
         let mut r = r.clone();
-        r.seconds = 0.0;
+        r.outcome.seconds = 0.0;
         serde_json::to_string(&r).unwrap()
     };
     let one = strip(&run_in_pool(1, &jobs)[0]);
@@ -202,8 +202,8 @@ fn every_start_is_logged_and_the_lowest_objective_is_kept() {
         ..FitConfig::default()
     };
     let r = run_fit(&j.check().unwrap()).unwrap();
-    let log = &r.starts_log;
-    assert_eq!(log.len(), r.starts);
+    let log = &r.outcome.starts_log;
+    assert_eq!(log.len(), r.outcome.starts);
     let near = log
         .iter()
         .filter(|s| s.origin == StartOrigin::NearTruth)
@@ -216,10 +216,10 @@ fn every_start_is_logged_and_the_lowest_objective_is_kept() {
         .iter()
         .min_by(|a, b| a.objective.total_cmp(&b.objective))
         .unwrap();
-    assert_eq!(r.objective, best.objective);
+    assert_eq!(r.outcome.objective, best.objective);
     assert_eq!(r.theta, best.theta);
     assert_eq!(
-        (r.iterations, r.converged),
+        (r.outcome.iterations, r.outcome.converged),
         (best.iterations, best.converged)
     );
     // Prior starts begin far from the truth: they end elsewhere.
@@ -232,7 +232,7 @@ fn every_start_is_logged_and_the_lowest_objective_is_kept() {
     );
     // The record round-trips with its log; the option is part of the job's stored key.
     let back: FitRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
-    assert_eq!(back.starts_log, r.starts_log);
+    assert_eq!(back.outcome.starts_log, r.outcome.starts_log);
     let key = serde_json::to_value(&r.job).unwrap();
     assert_eq!(key["fit"]["prior_starts"], 3);
     let plain = serde_json::to_value(job("lora", 2, 300, 1)).unwrap();

@@ -213,14 +213,21 @@ fn on_noiseless_data_lm_reaches_the_rounding_floor_and_beats_lbfgs() {
         let lbfgs = run_fit(&noiseless_job(method, 1, Solver::Lbfgs)).unwrap();
         eprintln!(
             "{method}: lm {:.3e} in {} iterations, lbfgs {:.3e} in {}",
-            lm.objective, lm.iterations, lbfgs.objective, lbfgs.iterations
+            lm.outcome.objective,
+            lm.outcome.iterations,
+            lbfgs.outcome.objective,
+            lbfgs.outcome.iterations
         );
-        assert!(lm.objective < 1e-20, "{method}: lm at {:e}", lm.objective);
         assert!(
-            lm.objective <= lbfgs.objective,
+            lm.outcome.objective < 1e-20,
+            "{method}: lm at {:e}",
+            lm.outcome.objective
+        );
+        assert!(
+            lm.outcome.objective <= lbfgs.outcome.objective,
             "{method}: lm {:e} > lbfgs {:e}",
-            lm.objective,
-            lbfgs.objective
+            lm.outcome.objective,
+            lbfgs.outcome.objective
         );
         assert!(lm.theta.iter().all(|t| t.abs() <= lm.job.fit.bound));
     }
@@ -250,13 +257,13 @@ fn the_reported_objective_is_the_models_at_the_final_point() {
     assert_eq!(atoms, rec.est_atoms);
     let by_predict = truth.model.objective(&atoms, x.view(), y.view());
     assert!(
-        (by_predict - rec.objective).abs() <= 1e-12 * by_predict,
+        (by_predict - rec.outcome.objective).abs() <= 1e-12 * by_predict,
         "{} vs {by_predict}",
-        rec.objective
+        rec.outcome.objective
     );
     let obj = Objective::new(&truth.model, param.as_ref(), x.view(), y.view(), 4.0, 1e3);
-    assert_eq!(obj.value_and_grad(&rec.theta).0, rec.objective);
-    assert!(rec.objective <= rec.objective_at_truth);
+    assert_eq!(obj.value_and_grad(&rec.theta).0, rec.outcome.objective);
+    assert!(rec.outcome.objective <= rec.outcome.objective_at_truth);
     // The solver's own end point, before the start is scored, gives the same objective.
     let embedded = embed(truth.param.as_ref(), &truth.theta, param.as_ref()).unwrap();
     let (theta, iterations, stop) = levenberg_marquardt(&obj, embedded.clone(), &job.fit).unwrap();
@@ -291,8 +298,8 @@ fn lm_is_deterministic_whatever_the_thread_count() {
     };
     let (a, b) = (on(1), on(2));
     assert_eq!(a.theta, b.theta);
-    assert_eq!(a.objective.to_bits(), b.objective.to_bits());
-    assert_eq!(a.starts_log, b.starts_log);
+    assert_eq!(a.outcome.objective.to_bits(), b.outcome.objective.to_bits());
+    assert_eq!(a.outcome.starts_log, b.outcome.starts_log);
 }
 
 /// (e) `solver = "lm"` is part of a job's key (a new id); a job without it keeps its old id,

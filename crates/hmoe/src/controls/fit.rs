@@ -6,9 +6,9 @@ use super::truth::{draw_truth, embed};
 use super::{stride, ControlModel, Expert};
 use crate::config::{int_range, real_range, Checked, DataConfig, FitConfig, ParamGuard, ValidLoss};
 use crate::error::{HmoeError, Result};
-use crate::fit::{jitter, passes_guard, run_starts, Starts};
+use crate::fit::{jitter, run_starts, Starts};
 use crate::loss::Losses;
-use crate::record::{derive_seed, FitStatus, Seeds, StartLog};
+use crate::record::{derive_seed, FitOutcome, Seeds};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -79,16 +79,9 @@ pub struct ControlRecord {
     pub true_theta: Vec<f64>,
     /// The estimate, `k_fit` experts.
     pub theta: Vec<f64>,
-    pub objective: f64,
-    pub objective_at_truth: f64,
-    pub grad_norm: f64,
-    pub iterations: u64,
-    pub converged: bool,
-    pub starts: usize,
-    pub status: FitStatus,
-    pub max_abs_param: f64,
-    pub seconds: f64,
-    pub starts_log: Vec<StartLog>,
+    /// How it ended (the HMoE fits' own outcome type, written inline).
+    #[serde(flatten)]
+    pub outcome: FitOutcome,
 }
 
 /// The starting point of start `k`: the truth embedded with the extra experts copying true
@@ -138,26 +131,20 @@ pub fn run_control_fit(job: &ControlJob) -> Result<ControlRecord> {
         |k| initial_point(&truth, job, seeds.init, k),
         |k| prior_point(job, seeds.init, k),
     )?;
-    let status = if passes_guard(best.objective, objective_at_truth) {
-        FitStatus::Ok
-    } else {
-        FitStatus::GuardFailed
-    };
+    let outcome = FitOutcome::of_best(
+        &best,
+        objective_at_truth,
+        true,
+        starts,
+        t0.elapsed().as_secs_f64(),
+        log,
+    );
     Ok(ControlRecord {
         job: job.clone(),
         seeds,
         true_theta: truth,
-        max_abs_param: best.theta.iter().fold(0.0, |a, t| a.max(t.abs())),
         theta: best.theta,
-        objective: best.objective,
-        objective_at_truth,
-        grad_norm: best.grad_norm,
-        iterations: best.iterations,
-        converged: best.converged,
-        starts,
-        status,
-        seconds: t0.elapsed().as_secs_f64(),
-        starts_log: log,
+        outcome,
     })
 }
 
@@ -206,7 +193,8 @@ pub fn record_losses(rec: &ControlRecord, cfg: &ValidLoss) -> Result<Losses> {
 
 /// The Voronoi loss at the end of every logged start of a record, in the order run.
 pub fn start_losses(rec: &ControlRecord, cfg: &ValidLoss) -> Vec<f64> {
-    rec.starts_log
+    rec.outcome
+        .starts_log
         .iter()
         .map(|s| voronoi_loss(&s.theta, &rec.true_theta, rec.job.model.d, cfg.rho))
         .collect()

@@ -156,18 +156,14 @@ pub fn voronoi_parts(
         for &i in &members {
             let w = theta[slots(d, i).beta0].exp();
             mass += w;
-            let (gb, gv) = gaps(theta, truth, d, i, j);
-            let spread = if members.len() == 1 {
-                w * (gb + gv)
-            } else {
-                w * (gb.powf(rho) + gv.powf(rho))
-            };
-            if w < dead_weight * w_true {
-                p.spread_dead += spread;
-                p.dead_atoms += 1;
-            } else {
-                p.spread_live += spread;
-            }
+            let alone = members.len() == 1;
+            p.add_atom(
+                (w, w_true),
+                gaps(theta, truth, d, i, j),
+                alone,
+                rho,
+                dead_weight,
+            );
         }
         p.mass += (mass - w_true).abs();
     }

@@ -167,21 +167,21 @@ fn audit(kind: &ControlsKind, d: &Done<'_, ControlJob, ControlRecord>) -> FitAud
     let (r, rho) = (&d.record, kind.loss.rho);
     let dim = d.job.model.d;
     let parts = controls::voronoi_parts(&r.theta, &r.true_theta, dim, rho, kind.report.dead_weight);
-    let flat = (!r.starts_log.is_empty()).then(|| {
+    let flat = (!r.outcome.starts_log.is_empty()).then(|| {
         flat_set(
-            &r.starts_log,
+            &r.outcome.starts_log,
             &controls::start_losses(r, &kind.loss),
-            (r.objective, &r.theta),
+            (r.outcome.objective, &r.theta),
             controls::voronoi_loss(&r.theta, &r.true_theta, dim, rho),
             kind.report.flat_tolerance,
         )
     });
     FitAudit {
-        starts: r.starts,
-        converged: r.converged,
+        starts: r.outcome.starts,
+        converged: r.outcome.converged,
         flat,
         parts,
-        on_box: r.max_abs_param >= d.job.fit.bound * (1.0 - 1e-12),
+        on_box: r.outcome.max_abs_param >= d.job.fit.bound * (1.0 - 1e-12),
     }
 }
 
@@ -220,13 +220,13 @@ fn metric_row(d: &Done<'_, ControlJob, ControlRecord>, voronoi: f64, regression:
         replicate: d.job.replicate,
         voronoi,
         regression,
-        objective: r.objective,
-        objective_at_truth: r.objective_at_truth,
-        grad_norm: r.grad_norm,
-        iterations: r.iterations,
-        converged: r.converged,
-        starts: r.starts,
-        status: match r.status {
+        objective: r.outcome.objective,
+        objective_at_truth: r.outcome.objective_at_truth,
+        grad_norm: r.outcome.grad_norm,
+        iterations: r.outcome.iterations,
+        converged: r.outcome.converged,
+        starts: r.outcome.starts,
+        status: match r.outcome.status {
             FitStatus::Ok => "ok".into(),
             FitStatus::GuardFailed => "guard_failed".into(),
         },

@@ -85,3 +85,82 @@ pub const ESTIMATOR_LOG_COVERAGE: &[crate::reproduce::LogCoverage] =
             "best_from_prior_fraction",
         ],
     }];
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Typed {
+        Rates(hmoe::FitRecord),
+        Controls(hmoe::controls::ControlRecord),
+    }
+
+    /// Every committed record of the two fitted families reads as its record type and writes
+    /// back to the same JSON: the fit outcome the two families now share
+    /// (`hmoe::FitOutcome`, inline) left the stored layout where it was.
+    #[test]
+    fn committed_fit_records_reserialise_unchanged() {
+        let results = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
+        let mut counts = [0usize; 2];
+        for exp in std::fs::read_dir(&results).unwrap().flatten() {
+            let Ok(files) = std::fs::read_dir(exp.path().join("raw")) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let path = f.path();
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                let stored = &v["record"];
+                let back = match v["kind"].as_str() {
+                    Some("rates") => {
+                        counts[0] += 1;
+                        let r: hmoe::FitRecord = serde_json::from_value(stored.clone())
+                            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                        Typed::Rates(r)
+                    }
+                    Some("controls") => {
+                        counts[1] += 1;
+                        let r: hmoe::controls::ControlRecord =
+                            serde_json::from_value(stored.clone())
+                                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                        Typed::Controls(r)
+                    }
+                    _ => continue,
+                };
+                let back_typed = back;
+                let back = serde_json::to_value(&back_typed).unwrap();
+                assert_eq!(&back, stored, "{}: the record moved", path.display());
+                // And in the same order: the file's record keys (indented 4) against a fresh
+                // serialisation's (indented 2).
+                let order = |text: &str, indent: &str| {
+                    let mut keys: Vec<(usize, &str)> = stored
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .map(|k| {
+                            (
+                                text.find(&format!("\n{indent}\"{k}\": ")).unwrap(),
+                                k.as_str(),
+                            )
+                        })
+                        .collect();
+                    keys.sort();
+                    keys.into_iter().map(|(_, k)| k).collect::<Vec<_>>()
+                };
+                let file = std::fs::read_to_string(&path).unwrap();
+                let fresh = serde_json::to_string_pretty(&back_typed).unwrap();
+                assert_eq!(
+                    order(&file, "    "),
+                    order(&fresh, "  "),
+                    "{}",
+                    path.display()
+                );
+            }
+        }
+        assert!(counts[0] > 1000 && counts[1] > 100, "{counts:?}");
+    }
+}

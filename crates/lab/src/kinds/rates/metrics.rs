@@ -295,21 +295,21 @@ fn audit(kind: &RatesKind, d: &Done<'_, FitJob, FitRecord>) -> FitAudit {
     let r = &d.record;
     let rho = kind.loss.rho;
     let parts = hmoe::voronoi_parts(&r.est_atoms, &r.true_atoms, rho, kind.report.dead_weight);
-    let flat = (!r.starts_log.is_empty()).then(|| {
+    let flat = (!r.outcome.starts_log.is_empty()).then(|| {
         flat_set(
-            &r.starts_log,
+            &r.outcome.starts_log,
             &hmoe::start_losses(r, &kind.loss),
-            (r.objective, &r.theta),
+            (r.outcome.objective, &r.theta),
             hmoe::voronoi_loss(&r.est_atoms, &r.true_atoms, rho),
             kind.report.flat_tolerance,
         )
     });
     FitAudit {
-        starts: r.starts,
-        converged: r.converged,
+        starts: r.outcome.starts,
+        converged: r.outcome.converged,
         flat,
         parts,
-        on_box: r.max_abs_param >= d.job.fit.bound * (1.0 - 1e-12),
+        on_box: r.outcome.max_abs_param >= d.job.fit.bound * (1.0 - 1e-12),
     }
 }
 
@@ -359,8 +359,11 @@ fn timing(
                 if fits.is_empty() {
                     continue;
                 }
-                let secs: Vec<f64> = fits.iter().map(|d| d.record.seconds).collect();
-                let iters: Vec<f64> = fits.iter().map(|d| d.record.iterations as f64).collect();
+                let secs: Vec<f64> = fits.iter().map(|d| d.record.outcome.seconds).collect();
+                let iters: Vec<f64> = fits
+                    .iter()
+                    .map(|d| d.record.outcome.iterations as f64)
+                    .collect();
                 out.push(TimingRow {
                     setting: s.name.clone(),
                     method: method.clone(),
@@ -389,13 +392,13 @@ fn metric_row(d: &Done<'_, FitJob, FitRecord>, voronoi: f64, regression: f64) ->
         replicate: d.job.replicate,
         voronoi,
         regression,
-        objective: r.objective,
-        objective_at_truth: r.objective_at_truth,
-        grad_norm: r.grad_norm,
-        iterations: r.iterations,
-        converged: r.converged,
-        starts: r.starts,
-        status: match r.status {
+        objective: r.outcome.objective,
+        objective_at_truth: r.outcome.objective_at_truth,
+        grad_norm: r.outcome.grad_norm,
+        iterations: r.outcome.iterations,
+        converged: r.outcome.converged,
+        starts: r.outcome.starts,
+        status: match r.outcome.status {
             FitStatus::Ok => "ok".into(),
             FitStatus::GuardFailed => "guard_failed".into(),
         },
