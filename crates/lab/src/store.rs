@@ -256,6 +256,42 @@ pub fn read_csv<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<V
         .with_context(|| format!("cannot parse {}", path.display()))
 }
 
+/// Read a table whose rows were written as a tuple of structs (a family's columns, then shared
+/// ones: csv writes them side by side but reads a tuple only by position). The header must be
+/// the one this build writes for the first row, so a table of another layout is an error that
+/// names it rather than columns read under the wrong names.
+pub fn read_rows<T: serde::de::DeserializeOwned + Serialize>(
+    path: &Path,
+) -> anyhow::Result<Vec<T>> {
+    let mut r = csv::Reader::from_path(path)
+        .with_context(|| format!("cannot read {} (run `hora metric` first)", path.display()))?;
+    let header = r
+        .headers()
+        .with_context(|| format!("cannot parse {}", path.display()))?
+        .clone();
+    let rows = r
+        .records()
+        .map(|rec| Ok(rec?.deserialize::<T>(None)?))
+        .collect::<anyhow::Result<Vec<T>>>()
+        .with_context(|| format!("cannot parse {}", path.display()))?;
+    if let Some(first) = rows.first() {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(first)?;
+        let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let expected = csv::Reader::from_reader(bytes.as_slice())
+            .headers()?
+            .clone();
+        anyhow::ensure!(
+            expected == header,
+            "{}: columns {:?}, expected {:?} (a table of another layout: rerun `hora metric`)",
+            path.display(),
+            header.iter().collect::<Vec<_>>(),
+            expected.iter().collect::<Vec<_>>()
+        );
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,18 +1,19 @@
 //! Figures and `summary.md` of a `controls` profile, drawn from `curves.csv`, `rates.csv` and
 //! `estimator.csv` with the `rates` kind's panels and tables.
-use super::super::curves::report::{estimator_markdown, loss_curves, opt_n, slope_text, Line};
+use super::super::curves::metrics::RateRow;
+use super::super::curves::report::{estimator_markdown, loss_curves, rate_header, Line};
 use super::super::curves::{CurveRow, EstimatorRow};
-use super::metrics::{method, RateRow};
+use super::metrics::{method, CurveIds};
 use super::ControlsKind;
 use crate::kind::Report;
 use crate::layout::Dirs;
 use crate::plot::{self, Axis, Panel, Scale, PALETTE};
-use crate::store::read_csv;
+use crate::store::{read_csv, read_rows};
 use plotters::prelude::SeriesLabelPosition;
 
 pub(super) fn write(kind: &ControlsKind, profile: &str, dirs: &Dirs) -> anyhow::Result<Report> {
     let curves: Vec<CurveRow> = read_csv(&dirs.file("curves.csv"))?;
-    let rates: Vec<RateRow> = read_csv(&dirs.file("rates.csv"))?;
+    let rates: Vec<RateRow<CurveIds>> = read_rows(&dirs.file("rates.csv"))?;
     // One panel per expert type, one line per setting (exact, over-specified, ...).
     let mut experts = Vec::new();
     for s in &kind.settings {
@@ -34,17 +35,10 @@ pub(super) fn write(kind: &ControlsKind, profile: &str, dirs: &Dirs) -> anyhow::
                     .enumerate()
                     .filter(|(_, s)| s.model().expert == e)
                     .map(|(i, s)| {
-                        let r = rates.iter().find(|r| r.setting == s.name);
-                        let fit = match (loss, r) {
-                            ("voronoi", Some(r)) => (r.slope, r.slope_lo, r.slope_hi, r.intercept),
-                            (_, Some(r)) => (
-                                r.regression_slope,
-                                r.regression_slope_lo,
-                                r.regression_slope_hi,
-                                r.regression_intercept,
-                            ),
-                            _ => (None, None, None, None),
-                        };
+                        let fit = rates
+                            .iter()
+                            .find(|(ids, _)| ids.setting == s.name)
+                            .map_or((None, None, None, None), |(_, r)| r.fit_of(loss));
                         Line {
                             setting: s.name.clone(),
                             method: method(&s.template),
@@ -75,7 +69,7 @@ pub(super) fn write(kind: &ControlsKind, profile: &str, dirs: &Dirs) -> anyhow::
     })
 }
 
-fn summary_markdown(kind: &ControlsKind, profile: &str, rates: &[RateRow]) -> String {
+fn summary_markdown(kind: &ControlsKind, profile: &str, rates: &[RateRow<CurveIds>]) -> String {
     let p = &kind.profiles[profile];
     let mut s = format!(
         "The classic softmax-gated MoE regression (THEORY.md §4a), fitted by the HMoE's \
@@ -88,42 +82,19 @@ fn summary_markdown(kind: &ControlsKind, profile: &str, rates: &[RateRow]) -> St
         p.replicates,
         kind.report.bootstrap
     );
-    let target = format!("n at ε = {} (grid / fitted)", kind.report.target_loss);
-    let header = [
-        "setting",
-        "experts",
-        "k*",
-        "k fitted",
-        "fits",
-        "Voronoi slope [95% CI]",
-        "median slope [95% CI]",
-        "regression slope [95% CI]",
-        "converged",
-        "guard failures",
-        target.as_str(),
-    ];
-    let rows = rates.iter().map(|r| {
-        vec![
-            r.setting.clone(),
-            r.expert.clone(),
-            r.k_true.to_string(),
-            r.k_fit.to_string(),
-            r.fits.to_string(),
-            slope_text(r.slope, r.slope_lo, r.slope_hi),
-            slope_text(r.median_slope, r.median_slope_lo, r.median_slope_hi),
-            slope_text(
-                r.regression_slope,
-                r.regression_slope_lo,
-                r.regression_slope_hi,
-            ),
-            format!("{:.0}%", 100.0 * r.converged_fraction),
-            r.guard_failures.to_string(),
-            format!(
-                "{} / {}",
-                opt_n(r.n_at_target),
-                opt_n(r.n_at_target_extrapolated)
-            ),
-        ]
+    let header = rate_header(
+        &["setting", "experts", "k*", "k fitted"],
+        kind.report.target_loss,
+    );
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let rows = rates.iter().map(|(ids, r)| {
+        let own = [
+            ids.setting.clone(),
+            ids.expert.clone(),
+            ids.k_true.to_string(),
+            ids.k_fit.to_string(),
+        ];
+        own.into_iter().chain(r.summary_cells()).collect::<Vec<_>>()
     });
     s += &crate::markdown::table(&header, rows);
     s +=

@@ -91,6 +91,67 @@ pub(crate) fn loss_curves(lines: &[Line], loss: &str, curves: &[CurveRow]) -> Ve
     out
 }
 
+impl super::metrics::RateStats {
+    /// The Voronoi (`voronoi`) or regression-error rate: (slope, its interval, intercept).
+    pub fn fit_of(&self, loss: &str) -> (Option<f64>, Option<f64>, Option<f64>, Option<f64>) {
+        if loss == "voronoi" {
+            (self.slope, self.slope_lo, self.slope_hi, self.intercept)
+        } else {
+            (
+                self.regression_slope,
+                self.regression_slope_lo,
+                self.regression_slope_hi,
+                self.regression_intercept,
+            )
+        }
+    }
+
+    /// The cells of the summary's rate table after a family's own columns (headed by
+    /// [`rate_header`]).
+    pub fn summary_cells(&self) -> Vec<String> {
+        vec![
+            self.fits.to_string(),
+            slope_text(self.slope, self.slope_lo, self.slope_hi),
+            slope_text(
+                self.median_slope,
+                self.median_slope_lo,
+                self.median_slope_hi,
+            ),
+            slope_text(
+                self.regression_slope,
+                self.regression_slope_lo,
+                self.regression_slope_hi,
+            ),
+            format!("{:.0}%", 100.0 * self.converged_fraction),
+            self.guard_failures.to_string(),
+            format!(
+                "{} / {}",
+                opt_n(self.n_at_target),
+                opt_n(self.n_at_target_extrapolated)
+            ),
+        ]
+    }
+}
+
+/// The summary's rate-table header after a family's own columns: `own` then the shared ones.
+pub(crate) fn rate_header(own: &[&str], target_loss: f64) -> Vec<String> {
+    own.iter()
+        .map(|s| s.to_string())
+        .chain(
+            [
+                "fits",
+                "Voronoi slope [95% CI]",
+                "median slope [95% CI]",
+                "regression slope [95% CI]",
+                "converged",
+                "guard failures",
+            ]
+            .map(String::from),
+        )
+        .chain([format!("n at ε = {target_loss} (grid / fitted)")])
+        .collect()
+}
+
 pub(crate) fn opt_n(x: Option<f64>) -> String {
     match x {
         Some(v) if v < 1e6 => format!("{}", v.round() as u64),

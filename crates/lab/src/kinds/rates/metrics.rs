@@ -2,39 +2,35 @@
 //! `metrics.csv` (one row per fit), `curves.csv` (mean and 95% band per n) and `rates.csv`
 //! (one row per setting × method: slopes with intervals, convergence, sample complexity).
 pub(crate) use super::super::curves::metrics::{
-    estimator_row, flat_set, CurveRow, Curves, EstimatorRow, FitAudit, ESTIMATOR_TABLE,
+    write_tables, CurveRow, EstimatorRow, FitColumns, FitRow, Fitted, RateRow, ESTIMATOR_TABLE,
 };
+use super::super::curves::ReportConfig;
 use super::{Profile, RatesKind};
 use crate::kind::Done;
 use crate::layout::Dirs;
 use crate::store::write_table;
-use hmoe::rates::sample_complexity;
 use hmoe::stats::{mean, median, quantile};
-use hmoe::{FitJob, FitRecord, FitStatus};
-use rayon::prelude::*;
+use hmoe::{FitJob, FitRecord};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// One fit. Timings are left out on purpose: metrics repeat byte for byte across reruns.
+/// A fit's own columns of `metrics.csv` (the shared [`FitColumns`] follow, then [`Tail`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct MetricRow {
+pub struct FitIds {
     pub id: String,
     pub setting: String,
     pub truth: String,
     pub method: String,
-    pub n: usize,
-    pub replicate: u32,
-    pub voronoi: f64,
-    pub regression: f64,
-    pub objective: f64,
-    pub objective_at_truth: f64,
-    pub grad_norm: f64,
-    pub iterations: u64,
-    pub converged: bool,
-    pub starts: usize,
-    pub status: String,
+}
+
+/// The last column of this family's `metrics.csv`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tail {
     pub truth_in_family: bool,
 }
+
+/// One fit's row of `metrics.csv`.
+pub type MetricRow = FitRow<RatesKind>;
 
 /// Wall-clock seconds of the fits of one method at one n (`[report] timing = true`): machine-
 /// dependent, so kept out of the tables that must repeat byte for byte.
@@ -52,37 +48,86 @@ pub struct TimingRow {
     pub iterations_median: f64,
 }
 
-/// The rate of one method in one setting.
+/// A curve's own columns of `rates.csv` (one method in one setting; the shared [`RateStats`]
+/// follow).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RateRow {
+pub struct CurveIds {
     pub setting: String,
     pub heads: usize,
     pub atoms: usize,
     pub truth: String,
     pub method: String,
-    pub fits: usize,
-    /// Grid points with at least one usable loss.
-    pub points: usize,
-    pub slope: Option<f64>,
-    pub slope_lo: Option<f64>,
-    pub slope_hi: Option<f64>,
-    pub intercept: Option<f64>,
-    pub median_slope: Option<f64>,
-    pub median_slope_lo: Option<f64>,
-    pub median_slope_hi: Option<f64>,
-    pub median_intercept: Option<f64>,
-    pub regression_slope: Option<f64>,
-    pub regression_slope_lo: Option<f64>,
-    pub regression_slope_hi: Option<f64>,
-    pub regression_intercept: Option<f64>,
-    pub converged_fraction: f64,
-    pub guard_pass_fraction: f64,
-    pub guard_failures: usize,
-    pub target_loss: f64,
-    /// Smallest grid n whose mean Voronoi loss is below the target.
-    pub n_at_target: Option<f64>,
-    /// Where the fitted power law crosses the target.
-    pub n_at_target_extrapolated: Option<f64>,
+}
+
+impl Fitted for RatesKind {
+    type Job = FitJob;
+    type Record = FitRecord;
+    type Ids = FitIds;
+    type Tail = Tail;
+    type CurveIds = CurveIds;
+    fn experiment(&self) -> &str {
+        &self.name
+    }
+    fn report(&self) -> &ReportConfig {
+        &self.report
+    }
+    /// One curve per setting and method.
+    fn curves(&self) -> Vec<(String, String, CurveIds)> {
+        let mut out = Vec::new();
+        for s in &self.settings {
+            for m in &s.methods {
+                let ids = CurveIds {
+                    setting: s.name.clone(),
+                    heads: s.model().heads,
+                    atoms: s.model().atoms,
+                    truth: s.truth.to_string(),
+                    method: m.to_string(),
+                };
+                out.push((s.name.clone(), m.to_string(), ids));
+            }
+        }
+        out
+    }
+    fn place(job: &FitJob) -> (String, String, usize, u32) {
+        (
+            job.setting.clone(),
+            job.method.to_string(),
+            job.n,
+            job.replicate,
+        )
+    }
+    fn bound(job: &FitJob) -> f64 {
+        job.fit.bound
+    }
+    fn outcome(record: &FitRecord) -> &hmoe::FitOutcome {
+        &record.outcome
+    }
+    fn theta(record: &FitRecord) -> &[f64] {
+        &record.theta
+    }
+    fn losses(&self, record: &FitRecord) -> hmoe::Result<hmoe::Losses> {
+        hmoe::record_losses(record, &self.loss)
+    }
+    fn audit_losses(&self, r: &FitRecord) -> (hmoe::VoronoiParts, Vec<f64>, f64) {
+        let rho = self.loss.rho;
+        (
+            hmoe::voronoi_parts(&r.est_atoms, &r.true_atoms, rho, self.report.dead_weight),
+            hmoe::start_losses(r, &self.loss),
+            hmoe::voronoi_loss(&r.est_atoms, &r.true_atoms, rho),
+        )
+    }
+    fn ids(&self, d: &Done<'_, FitJob, FitRecord>) -> (FitIds, Tail) {
+        let ids = FitIds {
+            id: d.id.to_string(),
+            setting: d.job.setting.clone(),
+            truth: d.job.truth.to_string(),
+            method: d.job.method.to_string(),
+        };
+        let tail = Tail {
+            truth_in_family: d.record.truth_in_family,
+        };
+        (ids, tail)
+    }
 }
 
 /// One setting against the reference setting it shares its draws with (`draws` in the
@@ -122,103 +167,7 @@ pub(super) fn write(
     done: &[Done<'_, FitJob, FitRecord>],
     dirs: &Dirs,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let computed: Vec<Option<MetricRow>> = done
-        .par_iter()
-        .map(|d| match hmoe::record_losses(&d.record, &kind.loss) {
-            Ok(l) => Some(metric_row(d, l.voronoi, l.regression)),
-            Err(e) => {
-                eprintln!("skipping record {}: {e}", dirs.record(d.id).display());
-                None
-            }
-        })
-        .collect();
-    let rows: Vec<MetricRow> = computed.into_iter().flatten().collect();
-
-    let mut curves = Vec::new();
-    let mut rates = Vec::new();
-    for s in &kind.settings {
-        for m in &s.methods {
-            let method = m.to_string();
-            let mine: Vec<&MetricRow> = rows
-                .iter()
-                .filter(|r| r.setting == s.name && r.method == method)
-                .collect();
-            let by_n = |f: fn(&MetricRow) -> f64| -> Vec<(f64, Vec<f64>)> {
-                profile
-                    .ns
-                    .iter()
-                    .map(|&n| {
-                        (
-                            n as f64,
-                            // A fit that failed the truth-objective guard did not optimise: it is
-                            // counted in `guard_failures`, never averaged into a loss.
-                            mine.iter()
-                                .filter(|r| r.n == n && r.status == "ok")
-                                .map(|r| f(r))
-                                .collect::<Vec<f64>>(),
-                        )
-                    })
-                    .filter(|(_, v)| !v.is_empty())
-                    .collect()
-            };
-            let voronoi = by_n(|r| r.voronoi);
-            let regression = by_n(|r| r.regression);
-            let at = Curves {
-                experiment: &kind.name,
-                setting: &s.name,
-                method: &method,
-                bootstrap: kind.report.bootstrap,
-            };
-            for (loss, groups) in [("voronoi", &voronoi), ("regression", &regression)] {
-                curves.extend(at.rows(loss, groups));
-            }
-            let (ns, means, vf) = at.rate(&voronoi, "voronoi");
-            let (_, _, rf) = at.rate(&regression, "regression");
-            let sc = sample_complexity(&ns, &means, vf.as_ref(), kind.report.target_loss);
-            let fits = mine.len();
-            let frac = |k: usize| {
-                if fits == 0 {
-                    0.0
-                } else {
-                    k as f64 / fits as f64
-                }
-            };
-            let guard_failures = mine.iter().filter(|r| r.status != "ok").count();
-            rates.push(RateRow {
-                setting: s.name.clone(),
-                heads: s.model().heads,
-                atoms: s.model().atoms,
-                truth: s.truth.to_string(),
-                method: method.clone(),
-                fits,
-                points: vf.as_ref().map_or(ns.len(), |f| f.points),
-                slope: vf.as_ref().map(|f| f.slope),
-                slope_lo: vf.as_ref().map(|f| f.slope_lo),
-                slope_hi: vf.as_ref().map(|f| f.slope_hi),
-                intercept: vf.as_ref().map(|f| f.intercept),
-                median_slope: vf.as_ref().map(|f| f.median_slope),
-                median_slope_lo: vf.as_ref().map(|f| f.median_slope_lo),
-                median_slope_hi: vf.as_ref().map(|f| f.median_slope_hi),
-                median_intercept: vf.as_ref().map(|f| f.median_intercept),
-                regression_slope: rf.as_ref().map(|f| f.slope),
-                regression_slope_lo: rf.as_ref().map(|f| f.slope_lo),
-                regression_slope_hi: rf.as_ref().map(|f| f.slope_hi),
-                regression_intercept: rf.as_ref().map(|f| f.intercept),
-                converged_fraction: frac(mine.iter().filter(|r| r.converged).count()),
-                guard_pass_fraction: frac(fits - guard_failures),
-                guard_failures,
-                target_loss: kind.report.target_loss,
-                n_at_target: sc.on_grid,
-                n_at_target_extrapolated: sc.extrapolated,
-            });
-        }
-    }
-    let mut files = vec![
-        write_table(dirs, "metrics.csv", &rows)?,
-        write_table(dirs, "curves.csv", &curves)?,
-        write_table(dirs, "rates.csv", &rates)?,
-        write_table(dirs, ESTIMATOR_TABLE, &estimator(kind, profile, done))?,
-    ];
+    let (mut files, rows) = write_tables(kind, &profile.ns, done, dirs)?;
     let paired = paired(kind, profile, &rows);
     if !paired.is_empty() {
         files.push(write_table(dirs, PAIRED_TABLE, &paired)?);
@@ -240,16 +189,18 @@ pub(crate) fn paired(kind: &RatesKind, profile: &Profile, rows: &[MetricRow]) ->
         for m in s.methods.iter().filter(|m| reference.methods.contains(m)) {
             let method = m.to_string();
             let find = |setting: &str, n: usize, rep: u32| {
-                rows.iter().find(|r| {
-                    r.setting == setting
-                        && r.method == method
-                        && r.n == n
-                        && r.replicate == rep
-                        && r.status == "ok"
-                })
+                rows.iter()
+                    .find(|(ids, fit, _)| {
+                        ids.setting == setting
+                            && ids.method == method
+                            && fit.n == n
+                            && fit.replicate == rep
+                            && fit.ok()
+                    })
+                    .map(|(_, fit, _)| fit)
             };
             for &n in &profile.ns {
-                let pairs: Vec<(&MetricRow, &MetricRow)> = (0..profile.replicates)
+                let pairs: Vec<(&FitColumns, &FitColumns)> = (0..profile.replicates)
                     .filter_map(|rep| {
                         Some((find(&s.name, n, rep)?, find(&reference.name, n, rep)?))
                     })
@@ -257,7 +208,7 @@ pub(crate) fn paired(kind: &RatesKind, profile: &Profile, rows: &[MetricRow]) ->
                 if pairs.is_empty() {
                     continue;
                 }
-                let count = |f: &dyn Fn(&MetricRow, &MetricRow) -> bool| {
+                let count = |f: &dyn Fn(&FitColumns, &FitColumns) -> bool| {
                     pairs.iter().filter(|(a, b)| f(a, b)).count()
                 };
                 let share = |k: usize| k as f64 / pairs.len() as f64;
@@ -285,54 +236,6 @@ pub(crate) fn paired(kind: &RatesKind, profile: &Profile, rows: &[MetricRow]) ->
                     objective_lower_fraction: share(count(&|a, b| a.objective < b.objective)),
                     objective_rel_diff_median: median(&rel),
                 });
-            }
-        }
-    }
-    out
-}
-
-fn audit(kind: &RatesKind, d: &Done<'_, FitJob, FitRecord>) -> FitAudit {
-    let r = &d.record;
-    let rho = kind.loss.rho;
-    let parts = hmoe::voronoi_parts(&r.est_atoms, &r.true_atoms, rho, kind.report.dead_weight);
-    let flat = (!r.outcome.starts_log.is_empty()).then(|| {
-        flat_set(
-            &r.outcome.starts_log,
-            &hmoe::start_losses(r, &kind.loss),
-            (r.outcome.objective, &r.theta),
-            hmoe::voronoi_loss(&r.est_atoms, &r.true_atoms, rho),
-            kind.report.flat_tolerance,
-        )
-    });
-    FitAudit {
-        starts: r.outcome.starts,
-        converged: r.outcome.converged,
-        flat,
-        parts,
-        on_box: r.outcome.max_abs_param >= d.job.fit.bound * (1.0 - 1e-12),
-    }
-}
-
-fn estimator(
-    kind: &RatesKind,
-    profile: &Profile,
-    done: &[Done<'_, FitJob, FitRecord>],
-) -> Vec<EstimatorRow> {
-    let audits: Vec<(&Done<'_, FitJob, FitRecord>, FitAudit)> =
-        done.par_iter().map(|d| (d, audit(kind, d))).collect();
-    let mut out = Vec::new();
-    for s in &kind.settings {
-        for m in &s.methods {
-            for &n in &profile.ns {
-                let a: Vec<&FitAudit> = audits
-                    .iter()
-                    .filter(|(d, _)| d.job.setting == s.name && d.job.method == *m && d.job.n == n)
-                    .map(|(_, a)| a)
-                    .collect();
-                if a.is_empty() {
-                    continue;
-                }
-                out.push(estimator_row(&s.name, &m.to_string(), n, &a));
             }
         }
     }
@@ -379,29 +282,4 @@ fn timing(
         }
     }
     out
-}
-
-fn metric_row(d: &Done<'_, FitJob, FitRecord>, voronoi: f64, regression: f64) -> MetricRow {
-    let r = &d.record;
-    MetricRow {
-        id: d.id.to_string(),
-        setting: d.job.setting.clone(),
-        truth: d.job.truth.to_string(),
-        method: d.job.method.to_string(),
-        n: d.job.n,
-        replicate: d.job.replicate,
-        voronoi,
-        regression,
-        objective: r.outcome.objective,
-        objective_at_truth: r.outcome.objective_at_truth,
-        grad_norm: r.outcome.grad_norm,
-        iterations: r.outcome.iterations,
-        converged: r.outcome.converged,
-        starts: r.outcome.starts,
-        status: match r.outcome.status {
-            FitStatus::Ok => "ok".into(),
-            FitStatus::GuardFailed => "guard_failed".into(),
-        },
-        truth_in_family: r.truth_in_family,
-    }
 }

@@ -480,23 +480,30 @@ replicates = 2
         assert!(parse(BASE).unwrap().paired_settings().is_empty());
         let k = parse(&with("{ experiment = \"e\", setting = \"s\" }")).unwrap();
         assert_eq!(names(&k), [pair("c", "b")]);
-        let row = |setting: &str, rep: u32, voronoi: f64, objective: f64, ok: bool| MetricRow {
-            id: String::new(),
-            setting: setting.into(),
-            truth: "hora-tanh".into(),
-            method: "lora".into(),
-            n: 100,
-            replicate: rep,
-            voronoi,
-            regression: 0.0,
-            objective,
-            objective_at_truth: 1.0,
-            grad_norm: 0.0,
-            iterations: 1,
-            converged: false,
-            starts: 2,
-            status: if ok { "ok" } else { "guard_failed" }.into(),
-            truth_in_family: true,
+        let row = |setting: &str, rep: u32, voronoi: f64, objective: f64, ok: bool| -> MetricRow {
+            let ids = metrics::FitIds {
+                id: String::new(),
+                setting: setting.into(),
+                truth: "hora-tanh".into(),
+                method: "lora".into(),
+            };
+            let fit = metrics::FitColumns {
+                n: 100,
+                replicate: rep,
+                voronoi,
+                regression: 0.0,
+                objective,
+                objective_at_truth: 1.0,
+                grad_norm: 0.0,
+                iterations: 1,
+                converged: false,
+                starts: 2,
+                status: if ok { "ok" } else { "guard_failed" }.into(),
+            };
+            let tail = metrics::Tail {
+                truth_in_family: true,
+            };
+            (ids, fit, tail)
         };
         let rows = vec![
             row("b", 0, 2.0, 1.0, true),

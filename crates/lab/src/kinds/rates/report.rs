@@ -1,21 +1,24 @@
 //! Figures and `summary.md` of a `rates` profile, drawn from `curves.csv` and `rates.csv`.
-use super::super::curves::report::{estimator_markdown, loss_curves, opt_n, slope_text, Line};
+use super::super::curves::report::{estimator_markdown, loss_curves, rate_header, Line};
 use super::metrics::{
-    CurveRow, EstimatorRow, PairedRow, RateRow, TimingRow, ESTIMATOR_TABLE, PAIRED_TABLE,
+    CurveIds, CurveRow, EstimatorRow, PairedRow, RateRow, TimingRow, ESTIMATOR_TABLE, PAIRED_TABLE,
     TIMING_TABLE,
 };
 use super::RatesKind;
 use crate::kind::Report;
 use crate::layout::Dirs;
 use crate::plot::{self, Axis, Curve, Panel, Scale, GREY, PALETTE};
-use crate::store::read_csv;
+use crate::store::{read_csv, read_rows};
 use hmoe::Family;
 use plotters::prelude::{RGBColor, SeriesLabelPosition};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A row of `rates.csv`: a curve's columns, then the shared statistics.
+type Rate = RateRow<CurveIds>;
+
 pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs) -> anyhow::Result<Report> {
     let curves: Vec<CurveRow> = read_csv(&dirs.file("curves.csv"))?;
-    let rates: Vec<RateRow> = read_csv(&dirs.file("rates.csv"))?;
+    let rates: Vec<Rate> = read_rows(&dirs.file("rates.csv"))?;
     let methods = method_order(kind);
     let colours = method_colours(kind);
     let color = |m: &str| colours.get(m).copied().unwrap_or(PALETTE[7]);
@@ -36,19 +39,11 @@ pub(super) fn write(kind: &RatesKind, profile: &str, dirs: &Dirs) -> anyhow::Res
             .collect();
         files.extend(plot::save(&dirs.file(loss), &panels, cols)?);
     }
-    let heads: BTreeSet<usize> = rates.iter().map(|r| r.heads).collect();
+    let heads: BTreeSet<usize> = rates.iter().map(|(ids, _)| ids.heads).collect();
     if heads.len() > 1 {
         let panels = vec![
-            heads_panel(&rates, &methods, &color, "Voronoi loss", |r| {
-                (r.slope, r.slope_lo, r.slope_hi)
-            }),
-            heads_panel(&rates, &methods, &color, "regression error", |r| {
-                (
-                    r.regression_slope,
-                    r.regression_slope_lo,
-                    r.regression_slope_hi,
-                )
-            }),
+            heads_panel(&rates, &methods, &color, "Voronoi loss", "voronoi"),
+            heads_panel(&rates, &methods, &color, "regression error", "regression"),
         ];
         files.extend(plot::save(&dirs.file("heads"), &panels, 2)?);
     }
@@ -212,7 +207,7 @@ fn loss_panel(
     loss: &str,
     title: &str,
     curves: &[CurveRow],
-    rates: &[RateRow],
+    rates: &[Rate],
     color: &dyn Fn(&str) -> RGBColor,
 ) -> Panel {
     let s = kind
@@ -225,17 +220,10 @@ fn loss_panel(
         .iter()
         .map(|m| {
             let m = m.to_string();
-            let rate = rates.iter().find(|r| r.setting == setting && r.method == m);
-            let fit = match (loss, rate) {
-                ("voronoi", Some(r)) => (r.slope, r.slope_lo, r.slope_hi, r.intercept),
-                (_, Some(r)) => (
-                    r.regression_slope,
-                    r.regression_slope_lo,
-                    r.regression_slope_hi,
-                    r.regression_intercept,
-                ),
-                _ => (None, None, None, None),
-            };
+            let fit = rates
+                .iter()
+                .find(|(ids, _)| ids.setting == setting && ids.method == m)
+                .map_or((None, None, None, None), |(_, r)| r.fit_of(loss));
             Line {
                 setting: setting.to_string(),
                 label: m.clone(),
@@ -260,23 +248,21 @@ fn loss_panel(
     }
 }
 
-type Slope = (Option<f64>, Option<f64>, Option<f64>);
-
 fn heads_panel(
-    rates: &[RateRow],
+    rates: &[Rate],
     methods: &[String],
     color: &dyn Fn(&str) -> RGBColor,
     what: &str,
-    get: fn(&RateRow) -> Slope,
+    loss: &str,
 ) -> Panel {
     let mut out = Vec::new();
     for (i, m) in methods.iter().enumerate() {
         let mut c = Curve::new(m.clone(), color(m));
         // Methods sit side by side around each H so their intervals do not overlap.
         let dodge = 2f64.powf(0.06 * (i as f64 - (methods.len() as f64 - 1.0) / 2.0));
-        for r in rates.iter().filter(|r| &r.method == m) {
-            if let (Some(s), Some(lo), Some(hi)) = get(r) {
-                let h = r.heads as f64 * dodge;
+        for (ids, r) in rates.iter().filter(|(ids, _)| &ids.method == m) {
+            if let (Some(s), Some(lo), Some(hi), _) = r.fit_of(loss) {
+                let h = ids.heads as f64 * dodge;
                 c.points.push((h, s));
                 c.errors.push((h, lo, s, hi));
             }
@@ -290,7 +276,7 @@ fn heads_panel(
         ("−1/2", -0.5, GREY),
         ("−1/4", -0.25, RGBColor(180, 180, 180)),
     ] {
-        let hs: Vec<f64> = rates.iter().map(|r| r.heads as f64).collect();
+        let hs: Vec<f64> = rates.iter().map(|(ids, _)| ids.heads as f64).collect();
         let (lo, hi) = (
             hs.iter().cloned().fold(f64::INFINITY, f64::min),
             hs.iter().cloned().fold(0.0, f64::max),
@@ -310,7 +296,7 @@ fn heads_panel(
     }
 }
 
-fn summary_markdown(kind: &RatesKind, profile: &str, rates: &[RateRow], heads: bool) -> String {
+fn summary_markdown(kind: &RatesKind, profile: &str, rates: &[Rate], heads: bool) -> String {
     let p = &kind.profiles[profile];
     let mut s = format!(
         "Grid: n ∈ {{{}}}, {} replicates per point; slopes are OLS of log(mean loss) on log n with \
@@ -319,44 +305,20 @@ fn summary_markdown(kind: &RatesKind, profile: &str, rates: &[RateRow], heads: b
         p.replicates,
         kind.report.bootstrap
     );
-    let target = format!("n at ε = {} (grid / fitted)", kind.report.target_loss);
-    let header = [
-        "setting",
-        "truth",
-        "H",
-        "m",
-        "method",
-        "fits",
-        "Voronoi slope [95% CI]",
-        "median slope [95% CI]",
-        "regression slope [95% CI]",
-        "converged",
-        "guard failures",
-        target.as_str(),
-    ];
-    let rows = rates.iter().map(|r| {
-        vec![
-            r.setting.clone(),
-            r.truth.clone(),
-            r.heads.to_string(),
-            r.atoms.to_string(),
-            r.method.clone(),
-            r.fits.to_string(),
-            slope_text(r.slope, r.slope_lo, r.slope_hi),
-            slope_text(r.median_slope, r.median_slope_lo, r.median_slope_hi),
-            slope_text(
-                r.regression_slope,
-                r.regression_slope_lo,
-                r.regression_slope_hi,
-            ),
-            format!("{:.0}%", 100.0 * r.converged_fraction),
-            r.guard_failures.to_string(),
-            format!(
-                "{} / {}",
-                opt_n(r.n_at_target),
-                opt_n(r.n_at_target_extrapolated)
-            ),
-        ]
+    let header = rate_header(
+        &["setting", "truth", "H", "m", "method"],
+        kind.report.target_loss,
+    );
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let rows = rates.iter().map(|(ids, r)| {
+        let own = [
+            ids.setting.clone(),
+            ids.truth.clone(),
+            ids.heads.to_string(),
+            ids.atoms.to_string(),
+            ids.method.clone(),
+        ];
+        own.into_iter().chain(r.summary_cells()).collect::<Vec<_>>()
     });
     s += &crate::markdown::table(&header, rows);
     s += "\nFor a truth inside the shared families, THEORY.md §5 predicts a Voronoi-loss slope of about \
