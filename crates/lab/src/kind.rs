@@ -1,6 +1,6 @@
 //! The one trait between the plumbing and the science: what an experiment kind must say.
 use crate::error::LabError;
-use crate::experiment::{ExperimentInfo, KindOptions};
+use crate::experiment::ExperimentInfo;
 use crate::layout::Dirs;
 use indicatif::MultiProgress;
 use serde::de::DeserializeOwned;
@@ -23,9 +23,72 @@ pub struct Done<'a, J, R> {
     pub record: R,
 }
 
+/// A kind's own command-line flags (a `clap::Args` struct marked `#[group(skip)]`, with no doc
+/// comment of its own: clap would make that the about text of `hora`): global flags of `hora` (declare them `global = true`), parsed
+/// by clap from the same command line and handed to [`Kind::parse`] and to the kind's
+/// subcommands. [`NoFlags`] for a kind without any.
+pub trait KindFlags:
+    clap::Args + clap::FromArgMatches + Default + Clone + Send + Sync + 'static
+{
+    /// The flags a suggested command (an error's hint, a Slurm script) repeats so that it means
+    /// what this one did.
+    fn forward(&self) -> Vec<Forward> {
+        Vec::new()
+    }
+}
+
+/// One flag to repeat: a path (made absolute where the command runs elsewhere), any other
+/// value, or a switch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Forward {
+    Path(&'static str, std::path::PathBuf),
+    /// Neither a path nor a switch (no kind of the project has one yet; the toy kind's test
+    /// does).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Value(&'static str, String),
+    Switch(&'static str),
+}
+
+// No flags of its own. (Not a doc comment: clap would make it the about text of `hora`.)
+#[derive(clap::Args, Clone, Debug, Default)]
+#[group(skip)]
+pub struct NoFlags {}
+
+impl KindFlags for NoFlags {}
+
+/// What a kind's own subcommand may use besides its arguments and its kind's flags.
+pub struct CommandEnv<'a> {
+    /// `results/` (after `--results`).
+    pub results: &'a std::path::Path,
+    /// `--dry-run`: say what would be done, write nothing.
+    pub dry_run: bool,
+}
+
+/// A kind's own subcommands of `hora` (`hora export`, ...): a clap subcommand enum that runs
+/// itself. `Ok(false)` means "finished, but the answer is no" (exit 1). [`NoCommands`] for a
+/// kind without any.
+pub trait KindCommands<F>: clap::Subcommand {
+    fn run(self, flags: &F, env: &CommandEnv<'_>) -> anyhow::Result<bool>;
+}
+
+// No subcommands of its own. (Not a doc comment: clap would make an enum's doc comment the
+// about text of the command it is added to, `hora` itself.)
+#[derive(clap::Subcommand, Debug)]
+pub enum NoCommands {}
+
+impl<F> KindCommands<F> for NoCommands {
+    fn run(self, _: &F, _: &CommandEnv<'_>) -> anyhow::Result<bool> {
+        match self {}
+    }
+}
+
 pub trait Kind: Sync + Sized {
     /// The `kind = "..."` of its experiment files (registered in `kinds::KINDS`).
     const NAME: &'static str;
+    /// The kind's own command-line flags ([`NoFlags`] for none).
+    type Flags: KindFlags;
+    /// The kind's own subcommands ([`NoCommands`] for none).
+    type Commands: KindCommands<Self::Flags>;
     /// One unit of work; its canonical JSON is hashed into the job id, so it must hold
     /// everything that determines the result. Its serialised form is a versioned job key: a
     /// field added later must be skipped while it holds its default (DESIGN.md, "Job identity").
@@ -38,7 +101,7 @@ pub trait Kind: Sync + Sized {
     fn parse(
         info: &ExperimentInfo,
         body: toml::Table,
-        opts: &KindOptions,
+        flags: &Self::Flags,
     ) -> Result<Self, LabError>;
     /// Profiles the file defines, in file order.
     fn profiles(&self) -> Vec<String>;

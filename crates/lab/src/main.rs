@@ -1,5 +1,4 @@
 //! `hora`: experiments -> raw results -> metrics -> figures (see `hora --help` and DESIGN.md).
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -13,8 +12,8 @@ fn main() -> ExitCode {
     // Before any thread starts (rayon's and candle's pools start lazily, later).
     finetune::train::one_elementwise_thread_on_small_hosts();
     let args = lab::cli::normalise_args(std::env::args().collect());
-    let cli = lab::cli::Cli::parse_from(args);
-    match lab::cli::execute(cli) {
+    let matches = lab::cli::command().get_matches_from(args);
+    match lab::cli::execute(matches) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {

@@ -648,12 +648,14 @@ mod tests {
 
     impl Kind for Order {
         const NAME: &'static str = "order";
+        type Flags = crate::kind::NoFlags;
+        type Commands = crate::kind::NoCommands;
         type Job = u32;
         type Record = u32;
         fn parse(
             _: &ExperimentInfo,
             _: toml::Table,
-            _: &crate::experiment::KindOptions,
+            _: &crate::kind::NoFlags,
         ) -> Result<Self, crate::error::LabError> {
             unreachable!("built directly")
         }

@@ -384,9 +384,15 @@ fn slurm_prints_an_array_and_a_dependent_merge() {
         "{s}"
     );
     assert!(s.contains("--mem=2G --qos=short"), "{s}");
+    // A kind's flags travel with its jobs (the finetune kind's `--assets`, `--save-full`), and
+    // only with its own: a rates experiment's jobs do not take the finetune kind's.
     let out = lab.ok(&["slurm", "tiny", "--assets", "/shared/assets"]);
     let s2 = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(s2.matches("--assets /shared/assets").count(), 4, "{s2}");
+    assert_eq!(s2.matches("--assets").count(), 0, "{s2}");
+    let ft = Lab::new(FINETUNE_TINY);
+    let out = ft.ok(&["slurm", "tiny", "--assets", "/shared/assets", "--save-full"]);
+    let s2 = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(s2.matches("--assets /shared/assets --save-full").count(), 4, "{s2}");
     assert!(
         s.contains("--dependency=afterany") && s.contains(" merge tiny") && s.contains("))/8"),
         "{s}"
@@ -509,9 +515,7 @@ fn bad_flags_exit_2() {
     user_error(&lab, &["frobnicate", "--bogus"], "bogus");
 }
 
-#[test]
-fn finetune_files_are_checked_without_assets() {
-    let ft = r#"
+const FINETUNE_TINY: &str = r#"
 name = "tiny"
 kind = "finetune"
 methods = ["lora", "hora"]
@@ -521,6 +525,10 @@ epochs = 1
 fractions = [0.01]
 seeds = [0, 1]
 "#;
+
+#[test]
+fn finetune_files_are_checked_without_assets() {
+    let ft = FINETUNE_TINY;
     let lab = Lab::new(ft);
     let out = lab.ok(&["plan", "tiny"]);
     assert!(

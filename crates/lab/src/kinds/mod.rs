@@ -1,23 +1,29 @@
 //! The registry of experiment kinds: the one list [`KINDS`] and, per kind, one folder here.
 //!
 //! Adding a kind `foo` takes:
-//! 1. `kinds/foo/mod.rs`: a type implementing [`Kind`] (its `NAME`, how it parses its file,
-//!    its jobs, how one job runs, its metric tables and report), split into files as
-//!    `rates/` and `finetune/` are (`metrics.rs` for tables, `report.rs` for figures and summary);
+//! 1. `kinds/foo/mod.rs`: a type implementing [`Kind`] (its `NAME`, its flags and subcommands,
+//!    how it parses its file, its jobs, how one job runs, its metric tables and report), split
+//!    into files as `rates/` and `finetune/` are (`metrics.rs` for tables, `report.rs` for figures
+//!    and summary), and a `pub mod foo;` line here;
 //! 2. one line in [`KINDS`]: `entry::<foo::FooKind>()`;
 //! 3. an experiment file `experiments/<name>.toml` with `kind = "foo"`.
 //!
-//! Nothing else names a kind: the command line, the pipeline and the Slurm path reach a kind
-//! only through the [`Experiment`] trait object that [`load`] returns.
+//! Nothing else names a kind: the command line adds each kind's flags ([`Kind::Flags`]) and
+//! subcommands ([`Kind::Commands`]) from this list, and the pipeline and the Slurm path reach a
+//! kind only through the [`Experiment`] trait object that [`load`] returns. The test
+//! `tests::a_toy_kind_plugs_in_through_its_entry_alone` adds a kind with a flag and a
+//! subcommand that way.
 pub mod controls;
 pub(crate) mod curves;
 pub mod finetune;
 pub mod identifiability;
 pub mod rates;
+#[cfg(test)]
+mod toy;
 
 use crate::error::LabError;
-use crate::experiment::{self, ExperimentInfo, KindOptions};
-use crate::kind::Kind;
+use crate::experiment::{self, ExperimentInfo};
+use crate::kind::{CommandEnv, Forward, Kind, KindCommands, KindFlags};
 use crate::layout::Dirs;
 use crate::pipeline::{self, MergeReport, MetricReport, RunOptions, RunReport};
 use std::path::{Path, PathBuf};
@@ -30,45 +36,87 @@ pub const KINDS: &[KindEntry] = &[
     entry::<controls::ControlsKind>(),
 ];
 
-/// Parse an experiment file's body (the file without its header) as one kind.
+/// Parse an experiment file's body (the file without its header) as one kind, with the kind's
+/// flags read from the command line's matches.
 type LoadFn =
-    fn(ExperimentInfo, toml::Table, &KindOptions) -> Result<Box<dyn Experiment>, LabError>;
+    fn(ExperimentInfo, toml::Table, &clap::ArgMatches) -> Result<Box<dyn Experiment>, LabError>;
 
-/// A kind's name and how to load an experiment of it.
+/// A kind's name, how to load an experiment of it, and what it adds to the command line.
+#[derive(Clone, Copy)]
 pub struct KindEntry {
     pub name: &'static str,
     load: LoadFn,
+    /// Add the kind's flags and subcommands to `hora`'s command.
+    pub(crate) augment: fn(clap::Command) -> clap::Command,
+    /// Run the kind's subcommand, when the matches name one of its own (`None` otherwise).
+    pub(crate) command: fn(&clap::ArgMatches, &CommandEnv<'_>) -> Option<anyhow::Result<bool>>,
 }
 
-const fn entry<K: Kind + 'static>() -> KindEntry {
+pub(crate) const fn entry<K: Kind + 'static>() -> KindEntry {
     KindEntry {
         name: K::NAME,
         load: load_as::<K>,
+        augment: augment::<K>,
+        command: command::<K>,
     }
+}
+
+fn flags_of<K: Kind>(matches: &clap::ArgMatches) -> Result<K::Flags, LabError> {
+    <K::Flags as clap::FromArgMatches>::from_arg_matches(matches)
+        .map_err(|e| LabError::Usage(format!("{} flags: {e}", K::NAME)))
 }
 
 fn load_as<K: Kind + 'static>(
     info: ExperimentInfo,
     body: toml::Table,
-    opts: &KindOptions,
+    matches: &clap::ArgMatches,
 ) -> Result<Box<dyn Experiment>, LabError> {
-    let kind = K::parse(&info, body, opts)?;
-    Ok(Box::new(Loaded { info, kind }))
+    let flags = flags_of::<K>(matches)?;
+    let kind = K::parse(&info, body, &flags)?;
+    Ok(Box::new(Loaded { info, kind, flags }))
 }
 
-/// Names of the registered kinds.
-pub fn names() -> Vec<&'static str> {
-    KINDS.iter().map(|k| k.name).collect()
+fn augment<K: Kind>(cmd: clap::Command) -> clap::Command {
+    use clap::{Args, Subcommand};
+    K::Commands::augment_subcommands(K::Flags::augment_args(cmd))
 }
 
-/// Read, parse and check the experiment `name` of `dir` as the kind its file names.
-pub fn load(dir: &Path, name: &str, opts: &KindOptions) -> Result<Box<dyn Experiment>, LabError> {
-    let (info, body) = experiment::read(dir, name, &names())?;
-    let entry = KINDS
+fn command<K: Kind>(
+    matches: &clap::ArgMatches,
+    env: &CommandEnv<'_>,
+) -> Option<anyhow::Result<bool>> {
+    use clap::{FromArgMatches, Subcommand};
+    let (name, _) = matches.subcommand()?;
+    if !K::Commands::has_subcommand(name) {
+        return None;
+    }
+    let run = || -> anyhow::Result<bool> {
+        let flags = flags_of::<K>(matches)?;
+        let cmd = K::Commands::from_arg_matches(matches)
+            .map_err(|e| LabError::Usage(format!("`hora {name}`: {e}")))?;
+        cmd.run(&flags, env)
+    };
+    Some(run())
+}
+
+pub(crate) fn names_in(registry: &[KindEntry]) -> Vec<&'static str> {
+    registry.iter().map(|k| k.name).collect()
+}
+
+/// Read, parse and check the experiment `name` of `dir` as the kind its file names (among those
+/// of `registry`), with that kind's flags from `matches` (the command line's).
+pub(crate) fn load_in(
+    registry: &[KindEntry],
+    dir: &Path,
+    name: &str,
+    matches: &clap::ArgMatches,
+) -> Result<Box<dyn Experiment>, LabError> {
+    let (info, body) = experiment::read(dir, name, &names_in(registry))?;
+    let entry = registry
         .iter()
         .find(|e| e.name == info.kind)
         .expect("experiment::read accepts registered kinds only");
-    (entry.load)(info, body, opts)
+    (entry.load)(info, body, matches)
 }
 
 /// An experiment of some kind, with the pipeline's stages: what the command line calls.
@@ -93,11 +141,14 @@ pub trait Experiment {
     /// A decision rule's judged profile ([`Kind::judged_profile`]): its name, the rule's marker
     /// in the file, and the ids of the profile's jobs.
     fn judged(&self) -> anyhow::Result<Option<crate::pipeline::Judged>>;
+    /// The kind's flags that a suggested command repeats ([`KindFlags::forward`]).
+    fn forward(&self) -> Vec<Forward>;
 }
 
-struct Loaded<K> {
+struct Loaded<K: Kind> {
     info: ExperimentInfo,
     kind: K,
+    flags: K::Flags,
 }
 
 impl<K: Kind> Experiment for Loaded<K> {
@@ -152,6 +203,9 @@ impl<K: Kind> Experiment for Loaded<K> {
             ids,
         }))
     }
+    fn forward(&self) -> Vec<Forward> {
+        self.flags.forward()
+    }
 }
 
 #[cfg(test)]
@@ -160,7 +214,7 @@ mod tests {
 
     #[test]
     fn kind_names_are_unique() {
-        let mut n = names();
+        let mut n = names_in(KINDS);
         n.sort();
         n.dedup();
         assert_eq!(n.len(), KINDS.len());

@@ -7,8 +7,8 @@ mod report;
 
 use super::curves::{Profile, ReportConfig};
 use crate::error::LabError;
-use crate::experiment::{config_error, from_table, ExperimentInfo, KindOptions};
-use crate::kind::{JobContext, Kind, Records, Report, Written};
+use crate::experiment::{config_error, from_table, ExperimentInfo};
+use crate::kind::{JobContext, Kind, NoCommands, NoFlags, Records, Report, Written};
 use crate::layout::Dirs;
 use hmoe::controls::{ControlJob, ControlModel, ControlRecord, ControlSpec, Expert};
 use hmoe::{DataConfig, FitConfig, LossConfig, ParamGuard, ValidLoss};
@@ -174,10 +174,12 @@ impl Kind for ControlsKind {
     }
 
     const NAME: &'static str = "controls";
+    type Flags = NoFlags;
+    type Commands = NoCommands;
     type Job = ControlJob;
     type Record = ControlRecord;
 
-    fn parse(info: &ExperimentInfo, body: toml::Table, _: &KindOptions) -> Result<Self, LabError> {
+    fn parse(info: &ExperimentInfo, body: toml::Table, _: &NoFlags) -> Result<Self, LabError> {
         ControlsKind::parse(info, body)
     }
 

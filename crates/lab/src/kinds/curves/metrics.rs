@@ -78,6 +78,12 @@ pub(crate) trait Fitted: Sync {
 /// One row of `metrics.csv`: the family's columns, the shared ones, the family's tail.
 pub(crate) type FitRow<F> = (<F as Fitted>::Ids, FitColumns, <F as Fitted>::Tail);
 
+/// A curve: (setting, method).
+type CurveKey = (String, String);
+
+/// A record and its audit.
+type Audited<'a, F> = (&'a Done<'a, <F as Fitted>::Job, <F as Fitted>::Record>, FitAudit);
+
 /// The columns of `metrics.csv` every family writes (no timings: metrics repeat byte for byte
 /// across reruns).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,9 +116,9 @@ fn fit_rows<F: Fitted>(
     family: &F,
     done: &[Done<'_, F::Job, F::Record>],
     dirs: &Dirs,
-) -> Vec<((String, String), FitRow<F>)> {
+) -> Vec<(CurveKey, FitRow<F>)> {
     use rayon::prelude::*;
-    let computed: Vec<Option<((String, String), FitRow<F>)>> = done
+    let computed: Vec<Option<(CurveKey, FitRow<F>)>> = done
         .par_iter()
         .map(|d| match family.losses(&d.record) {
             Ok(l) => {
@@ -160,7 +166,7 @@ pub(crate) fn write_tables<F: Fitted>(
     let mut curves = Vec::new();
     let mut rates: Vec<RateRow<F::CurveIds>> = Vec::new();
     let mut audits = Vec::new();
-    let audited: Vec<(&Done<'_, F::Job, F::Record>, FitAudit)> = {
+    let audited: Vec<Audited<'_, F>> = {
         use rayon::prelude::*;
         done.par_iter().map(|d| (d, audit(family, d))).collect()
     };

@@ -93,8 +93,8 @@ mod tests {
     #[derive(serde::Serialize)]
     #[serde(untagged)]
     enum Typed {
-        Rates(hmoe::FitRecord),
-        Controls(hmoe::controls::ControlRecord),
+        Rates(Box<hmoe::FitRecord>),
+        Controls(Box<hmoe::controls::ControlRecord>),
     }
 
     /// Every committed record of the two fitted families reads as its record type and writes
@@ -120,14 +120,14 @@ mod tests {
                         counts[0] += 1;
                         let r: hmoe::FitRecord = serde_json::from_value(stored.clone())
                             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                        Typed::Rates(r)
+                        Typed::Rates(Box::new(r))
                     }
                     Some("controls") => {
                         counts[1] += 1;
                         let r: hmoe::controls::ControlRecord =
                             serde_json::from_value(stored.clone())
                                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                        Typed::Controls(r)
+                        Typed::Controls(Box::new(r))
                     }
                     _ => continue,
                 };

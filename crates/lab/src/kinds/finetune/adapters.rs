@@ -2,8 +2,8 @@
 //! `hora export` writes one as a peft LoRA folder or as a merged `BertModel` checkpoint, and
 //! `hora predict` classifies lines of text with one. Nothing here touches the network.
 use super::assets;
+use super::commands::FinetuneFlags;
 use crate::error::LabError;
-use crate::experiment::KindOptions;
 use crate::layout::ADAPTER_SUFFIX;
 use anyhow::{bail, Context};
 use finetune::{AdapterContext, AdapterMetadata, SavedClassifier, MINILM_HUB_NAME};
@@ -66,7 +66,7 @@ fn metadata(dir: &Path) -> anyhow::Result<Option<AdapterMetadata>> {
 
 /// The checkpoint the adapter in `dir` was trained on: `--model-dir`, else the pinned MiniLM
 /// (which a folder naming another base model refuses).
-fn base_model_dir(dir: &Path, opts: &KindOptions) -> anyhow::Result<PathBuf> {
+fn base_model_dir(dir: &Path, opts: &FinetuneFlags) -> anyhow::Result<PathBuf> {
     if let Some(m) = &opts.model_dir {
         return Ok(m.clone());
     }
@@ -85,7 +85,7 @@ fn base_model_dir(dir: &Path, opts: &KindOptions) -> anyhow::Result<PathBuf> {
     Ok(assets::locate(opts)?.model_dir)
 }
 
-fn load(dir: &Path, opts: &KindOptions) -> anyhow::Result<(SavedClassifier, PathBuf)> {
+fn load(dir: &Path, opts: &FinetuneFlags) -> anyhow::Result<(SavedClassifier, PathBuf)> {
     let model_dir = base_model_dir(dir, opts)?;
     let device = finetune::device();
     let saved = SavedClassifier::load(dir, &model_dir, &device)
@@ -100,7 +100,7 @@ pub fn export(
     out: &Path,
     force: bool,
     results: &Path,
-    opts: &KindOptions,
+    opts: &FinetuneFlags,
 ) -> anyhow::Result<String> {
     let dir = resolve(target, results)?;
     check_export_target(out, &dir, force)?;
@@ -204,7 +204,7 @@ pub fn predict(
     target: &str,
     merged: bool,
     results: &Path,
-    opts: &KindOptions,
+    opts: &FinetuneFlags,
     mut input: impl Read,
     mut output: impl Write,
 ) -> anyhow::Result<usize> {

@@ -1,13 +1,13 @@
 //! The pinned, hash-checked assets of the finetune kind: `hora assets fetch` and, for a run,
 //! the model and data it uses (the pinned MiniLM, or `--model-dir`).
-use crate::experiment::KindOptions;
+use super::commands::FinetuneFlags;
 use finetune::Assets;
 use std::path::Path;
 
 /// The assets a run uses: `--model-dir` with the cached data, or the pinned cache.
-pub fn locate(opts: &KindOptions) -> anyhow::Result<Assets> {
+pub fn locate(opts: &FinetuneFlags) -> anyhow::Result<Assets> {
     let cache = opts
-        .assets_dir
+        .assets
         .clone()
         .unwrap_or_else(finetune::assets::default_cache_dir);
     let assets = match &opts.model_dir {

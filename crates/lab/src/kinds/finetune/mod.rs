@@ -8,15 +8,17 @@
 //! `adapters.rs` exports and applies the adapters runs save (`hora export`, `hora predict`).
 pub mod adapters;
 pub mod assets;
+pub mod commands;
 pub mod decision;
 mod metrics;
 mod report;
 
 use crate::error::LabError;
-use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo, KindOptions};
+use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo};
 use crate::kind::{JobContext, Kind, Records, Report, Written};
 use crate::layout::Dirs;
 use anyhow::Context;
+use commands::{FinetuneCommands, FinetuneFlags};
 use finetune::{AdapterKind, Assets, ParamGuard, RunRecord, TrainConfig, ValidTrainConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -143,7 +145,7 @@ pub struct FinetuneKind {
     lora_variants: Vec<String>,
     /// `[decision]`, checked against its profile.
     pub decision: Option<decision::DecisionRule>,
-    opts: KindOptions,
+    opts: FinetuneFlags,
     assets: OnceLock<Assets>,
 }
 
@@ -163,7 +165,7 @@ impl FinetuneKind {
     pub fn parse(
         info: &ExperimentInfo,
         body: toml::Table,
-        opts: &KindOptions,
+        opts: &FinetuneFlags,
     ) -> Result<Self, LabError> {
         let path = &info.path;
         let file: FinetuneFile =
@@ -461,15 +463,17 @@ fn profile_jobs(
 
 impl Kind for FinetuneKind {
     const NAME: &'static str = "finetune";
+    type Flags = FinetuneFlags;
+    type Commands = FinetuneCommands;
     type Job = FinetuneJob;
     type Record = RunRecord;
 
     fn parse(
         info: &ExperimentInfo,
         body: toml::Table,
-        opts: &KindOptions,
+        flags: &FinetuneFlags,
     ) -> Result<Self, LabError> {
-        FinetuneKind::parse(info, body, opts)
+        FinetuneKind::parse(info, body, flags)
     }
 
     fn profiles(&self) -> Vec<String> {
@@ -675,7 +679,7 @@ mod tests {
         FinetuneKind::parse(
             &info,
             toml::from_str(text).unwrap(),
-            &KindOptions::default(),
+            &FinetuneFlags::default(),
         )
     }
 

@@ -4,8 +4,8 @@
 //! ([`hmoe::probe::search`]). One job per (family, setting, ε); a record holds every start's
 //! trajectory, so the table and the figure are recomputed from the records alone.
 use crate::error::LabError;
-use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo, KindOptions};
-use crate::kind::{JobContext, Kind, Records, Report, Written};
+use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo};
+use crate::kind::{JobContext, Kind, NoCommands, NoFlags, Records, Report, Written};
 use crate::layout::Dirs;
 use crate::store;
 
@@ -650,10 +650,12 @@ fn check_profiles(
 
 impl Kind for IdentifiabilityKind {
     const NAME: &'static str = "identifiability";
+    type Flags = NoFlags;
+    type Commands = NoCommands;
     type Job = ProbeJob;
     type Record = ProbeRecord;
 
-    fn parse(info: &ExperimentInfo, body: toml::Table, _: &KindOptions) -> Result<Self, LabError> {
+    fn parse(info: &ExperimentInfo, body: toml::Table, _: &NoFlags) -> Result<Self, LabError> {
         Self::parse_file(info, body)
     }
 

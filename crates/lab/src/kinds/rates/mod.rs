@@ -7,8 +7,8 @@ pub(crate) mod report;
 pub use super::curves::{Profile, ReportConfig, ESTIMATOR_LOG_COVERAGE};
 
 use crate::error::LabError;
-use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo, KindOptions};
-use crate::kind::{JobContext, Kind, Records, Report, Written};
+use crate::experiment::{config_error, from_table, merge_tables, ExperimentInfo};
+use crate::kind::{JobContext, Kind, NoCommands, NoFlags, Records, Report, Written};
 use crate::layout::Dirs;
 use hmoe::{
     DataConfig, Draws, FitConfig, FitJob, FitRecord, FitSpec, LossConfig, Method, ModelConfig,
@@ -257,10 +257,12 @@ impl Kind for RatesKind {
     }
 
     const NAME: &'static str = "rates";
+    type Flags = NoFlags;
+    type Commands = NoCommands;
     type Job = FitJob;
     type Record = FitRecord;
 
-    fn parse(info: &ExperimentInfo, body: toml::Table, _: &KindOptions) -> Result<Self, LabError> {
+    fn parse(info: &ExperimentInfo, body: toml::Table, _: &NoFlags) -> Result<Self, LabError> {
         RatesKind::parse(info, body)
     }
 
