@@ -226,6 +226,9 @@ pub(crate) fn execute_in(registry: &[KindEntry], matches: ArgMatches) -> anyhow:
         return Err(LabError::Usage("--threads must be at least 1".into()).into());
     }
     crate::provenance::check_environment()?;
+    for k in registry {
+        (k.check_environment)()?;
+    }
     let (root, experiments, results) = locate(&g);
     let env = CommandEnv {
         results: &results,

@@ -35,6 +35,11 @@ pub trait KindFlags:
     fn forward(&self) -> Vec<Forward> {
         Vec::new()
     }
+    /// The environment variables the kind reads, checked as its flags are, before any command
+    /// starts (an error names the variable). None by default.
+    fn check_environment() -> Result<(), LabError> {
+        Ok(())
+    }
 }
 
 /// One flag to repeat: a path (made absolute where the command runs elsewhere), any other

@@ -147,27 +147,12 @@ pub fn parse_size(v: &str) -> Option<u64> {
     num.checked_mul(1u64 << shift).filter(|b| *b > 0)
 }
 
-/// Every environment variable `hora` reads, checked as a flag is, before a command starts:
-/// `HORA_MEMORY_LIMIT` (a size), `HORA_ASSETS` (a folder, when it exists), `PYTHON` (a
-/// command, when set). The Slurm array variables are checked where `run` reads them.
+/// The environment variables of the driver itself, checked as a flag is, before a command
+/// starts: `HORA_MEMORY_LIMIT` (a size). Each kind checks its own
+/// ([`crate::kind::KindFlags::check_environment`]); the Slurm array variables are checked where
+/// `run` reads them.
 pub fn check_environment() -> Result<(), crate::LabError> {
     memory_limit_env()?;
-    if let Some(dir) = std::env::var_os("HORA_ASSETS").filter(|d| !d.is_empty()) {
-        let path = Path::new(&dir);
-        if path.exists() && !path.is_dir() {
-            return Err(crate::LabError::Usage(format!(
-                "HORA_ASSETS={} is a file, not the assets folder",
-                path.display()
-            )));
-        }
-    }
-    if let Some(py) = std::env::var_os("PYTHON") {
-        if py.to_string_lossy().trim().is_empty() {
-            return Err(crate::LabError::Usage(
-                "PYTHON is set but empty: unset it (python3 is used) or name a Python".into(),
-            ));
-        }
-    }
     Ok(())
 }
 

@@ -48,6 +48,8 @@ pub struct KindEntry {
     load: LoadFn,
     /// Add the kind's flags and subcommands to `hora`'s command.
     pub(crate) augment: fn(clap::Command) -> clap::Command,
+    /// Check the environment variables the kind reads ([`KindFlags::check_environment`]).
+    pub(crate) check_environment: fn() -> Result<(), LabError>,
     /// Run the kind's subcommand, when the matches name one of its own (`None` otherwise).
     pub(crate) command: fn(&clap::ArgMatches, &CommandEnv<'_>) -> Option<anyhow::Result<bool>>,
 }
@@ -57,6 +59,7 @@ pub(crate) const fn entry<K: Kind + 'static>() -> KindEntry {
         name: K::NAME,
         load: load_as::<K>,
         augment: augment::<K>,
+        check_environment: K::Flags::check_environment,
         command: command::<K>,
     }
 }

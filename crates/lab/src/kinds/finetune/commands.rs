@@ -2,6 +2,7 @@
 //! `--save-full`; `hora export`, `hora predict`, `hora assets fetch`), added to the command line
 //! through [`crate::kind::Kind::Flags`] and [`crate::kind::Kind::Commands`].
 use super::adapters::{self, ExportFormat};
+use crate::error::LabError;
 use crate::kind::{CommandEnv, Forward, KindCommands, KindFlags};
 use std::path::PathBuf;
 
@@ -32,6 +33,28 @@ impl KindFlags for FinetuneFlags {
             .filter_map(|(f, v)| v.clone().map(|v| Forward::Path(f, v)))
             .chain(self.save_full.then_some(Forward::Switch("--save-full")))
             .collect()
+    }
+
+    /// `HORA_ASSETS` (a folder, when it exists) and `PYTHON` (a command, when set: `hora assets
+    /// fetch` runs pip with it).
+    fn check_environment() -> Result<(), LabError> {
+        if let Some(dir) = std::env::var_os("HORA_ASSETS").filter(|d| !d.is_empty()) {
+            let path = std::path::Path::new(&dir);
+            if path.exists() && !path.is_dir() {
+                return Err(LabError::Usage(format!(
+                    "HORA_ASSETS={} is a file, not the assets folder",
+                    path.display()
+                )));
+            }
+        }
+        if let Some(py) = std::env::var_os("PYTHON") {
+            if py.to_string_lossy().trim().is_empty() {
+                return Err(LabError::Usage(
+                    "PYTHON is set but empty: unset it (python3 is used) or name a Python".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
