@@ -7,46 +7,58 @@ use serde::{Deserialize, Serialize};
 use crate::data::Task;
 use crate::error::{FinetuneError, Result};
 
-/// Which parameters train.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "kebab-case")]
-pub enum AdapterKind {
+/// Declares [`AdapterKind`] with its list [`AdapterKind::ALL`], its names and
+/// [`METHODS_ALLOWED`] from one table, so a new adapter is one line here (plus its arm in
+/// `adapters::build`, which the compiler asks for): nothing can list five of six.
+macro_rules! adapter_kinds {
+    (@one $variant:ident) => {
+        1
+    };
+    ($(#[$doc:meta])* $first:ident => $first_name:literal,
+     $($(#[$vdoc:meta])* $variant:ident => $name:literal,)*) => {
+        /// Which parameters train.
+        #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum AdapterKind {
+            $(#[$doc])* $first,
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl AdapterKind {
+            /// Every adapter, in the order of the tables.
+            pub const ALL: [AdapterKind; 1 $(+ adapter_kinds!(@one $variant))*] =
+                [Self::$first, $(Self::$variant,)*];
+
+            /// The kebab-case name used in configs and files.
+            pub fn name(self) -> &'static str {
+                match self {
+                    Self::$first => $first_name,
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+
+        /// The methods a config may name, for messages.
+        pub const METHODS_ALLOWED: &str = concat!("one of ", $first_name, $(", ", $name,)*);
+    };
+}
+
+adapter_kinds! {
     /// Linear probe: only the classification head trains (the floor).
-    HeadOnly,
+    HeadOnly => "head-only",
     /// peft LoRA on query and value: `y = W x + (α/r)·B A x`.
-    Lora,
+    Lora => "lora",
     /// Independent rank-r A and B for every head of query and value.
-    MhLora,
+    MhLora => "mh-lora",
     /// RepLoRA: per layer, shared A/B seeds and a small generator that specialises them to Q and V.
-    Replora,
+    Replora => "replora",
     /// HoRA: one generator per layer shared by all heads (shared A-bar, per-head B seeds).
-    Hora,
+    Hora => "hora",
     /// Every encoder weight trains (the ceiling).
-    Full,
+    Full => "full",
 }
 
 impl AdapterKind {
-    pub const ALL: [AdapterKind; 6] = [
-        Self::HeadOnly,
-        Self::Lora,
-        Self::MhLora,
-        Self::Replora,
-        Self::Hora,
-        Self::Full,
-    ];
-
-    /// The kebab-case name used in configs and files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::HeadOnly => "head-only",
-            Self::Lora => "lora",
-            Self::MhLora => "mh-lora",
-            Self::Replora => "replora",
-            Self::Hora => "hora",
-            Self::Full => "full",
-        }
-    }
-
     pub fn from_name(name: &str) -> Result<Self> {
         Self::ALL
             .into_iter()
@@ -54,7 +66,7 @@ impl AdapterKind {
             .ok_or_else(|| FinetuneError::Config {
                 field: "method",
                 value: name.to_string(),
-                allowed: "one of head-only, lora, mh-lora, replora, hora, full",
+                allowed: METHODS_ALLOWED,
             })
     }
 }
@@ -349,5 +361,25 @@ impl ParamGuard for TrainConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The name a config writes is the name serde stores in a job key, and every listed name
+    /// reads back as its kind: a table row of `adapter_kinds!` with a name other than the
+    /// variant's kebab-case would fail here (the job keys store serde's).
+    #[test]
+    fn every_adapter_name_is_its_stored_name_and_reads_back() {
+        for kind in AdapterKind::ALL {
+            let stored = serde_json::to_value(kind).unwrap();
+            assert_eq!(stored, serde_json::Value::from(kind.name()));
+            assert_eq!(AdapterKind::from_name(kind.name()).unwrap(), kind);
+            assert!(METHODS_ALLOWED.contains(kind.name()));
+        }
+        let e = AdapterKind::from_name("hira").unwrap_err().to_string();
+        assert!(e.contains("hira") && e.contains(METHODS_ALLOWED), "{e}");
     }
 }

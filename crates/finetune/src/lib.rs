@@ -22,7 +22,9 @@ pub mod train;
 pub use adapter_dir::{AdapterContext, AdapterMetadata, MINILM_HUB_NAME};
 pub use adapters::{Adapter, AdapterSpec};
 pub use assets::Assets;
-pub use config::{AdapterKind, GeneratorActivation, HeadInit, TrainConfig, ValidTrainConfig};
+pub use config::{
+    AdapterKind, GeneratorActivation, HeadInit, TrainConfig, ValidTrainConfig, METHODS_ALLOWED,
+};
 pub use encoder::{BertConfig, BertEncoder};
 pub use error::FinetuneError;
 /// The workspace's one guard (`fsio::guard`): `TrainConfig` and `BertConfig` are checked by it.

@@ -392,7 +392,11 @@ fn slurm_prints_an_array_and_a_dependent_merge() {
     let ft = Lab::new(FINETUNE_TINY);
     let out = ft.ok(&["slurm", "tiny", "--assets", "/shared/assets", "--save-full"]);
     let s2 = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(s2.matches("--assets /shared/assets --save-full").count(), 4, "{s2}");
+    assert_eq!(
+        s2.matches("--assets /shared/assets --save-full").count(),
+        4,
+        "{s2}"
+    );
     assert!(
         s.contains("--dependency=afterany") && s.contains(" merge tiny") && s.contains("))/8"),
         "{s}"

@@ -82,7 +82,10 @@ pub(crate) type FitRow<F> = (<F as Fitted>::Ids, FitColumns, <F as Fitted>::Tail
 type CurveKey = (String, String);
 
 /// A record and its audit.
-type Audited<'a, F> = (&'a Done<'a, <F as Fitted>::Job, <F as Fitted>::Record>, FitAudit);
+type Audited<'a, F> = (
+    &'a Done<'a, <F as Fitted>::Job, <F as Fitted>::Record>,
+    FitAudit,
+);
 
 /// The columns of `metrics.csv` every family writes (no timings: metrics repeat byte for byte
 /// across reruns).

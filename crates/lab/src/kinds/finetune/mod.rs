@@ -182,16 +182,23 @@ impl FinetuneKind {
         };
         for (name, v) in &file.variants {
             if AdapterKind::from_name(name).is_ok() {
-                return Err(config_error(path, format!(
-                    "[variants.{name}]: a variant needs a name of its own (not one of the six methods)"
-                )));
+                return Err(config_error(
+                    path,
+                    format!(
+                    "[variants.{name}]: a variant needs a name of its own (not one of the methods)"
+                ),
+                ));
             }
             match v.get("method").and_then(|m| m.as_str()) {
                 Some(m) if AdapterKind::from_name(m).is_ok() => {}
                 _ => {
-                    return Err(config_error(path, format!(
-                        "[variants.{name}]: `method` must be one of head-only, lora, mh-lora, replora, hora, full"
-                    )))
+                    return Err(config_error(
+                        path,
+                        format!(
+                            "[variants.{name}]: `method` must be {}",
+                            finetune::METHODS_ALLOWED
+                        ),
+                    ))
                 }
             }
         }
@@ -203,9 +210,13 @@ impl FinetuneKind {
             .chain(&file.methods);
         for m in all_methods {
             if AdapterKind::from_name(m).is_err() && !file.variants.contains_key(m) {
-                return Err(config_error(path, format!(
-                    "method `{m}` is neither one of head-only, lora, mh-lora, replora, hora, full nor a `[variants.{m}]`"
-                )));
+                return Err(config_error(
+                    path,
+                    format!(
+                        "method `{m}` is neither {} nor a `[variants.{m}]`",
+                        finetune::METHODS_ALLOWED
+                    ),
+                ));
             }
         }
         let mut profiles = BTreeMap::new();
