@@ -159,6 +159,24 @@ pub trait Kind: Sync + Sized {
     fn report(&self, profile: &str, dirs: &Dirs) -> anyhow::Result<Report>;
 }
 
+/// A kind's tests: parse an experiment file's text as kind `K` with its default flags (the file
+/// is `t.toml`; `name` and `kind`, when present, are the header and left out as the driver
+/// does).
+#[cfg(test)]
+pub fn parse_text<K: Kind>(text: &str) -> Result<K, LabError> {
+    let info = ExperimentInfo {
+        name: "t".into(),
+        path: "t.toml".into(),
+        sha256: String::new(),
+        kind: K::NAME.into(),
+        description: String::new(),
+    };
+    let mut body: toml::Table = toml::from_str(text).expect("the test's TOML parses");
+    body.remove("name");
+    body.remove("kind");
+    K::parse(&info, body, &K::Flags::default())
+}
+
 /// The valid records of a profile, as [`Kind::metrics`] receives them.
 pub type Records<'a, K> = [Done<'a, <K as Kind>::Job, <K as Kind>::Record>];
 

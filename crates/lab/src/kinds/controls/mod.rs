@@ -236,17 +236,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<ControlsKind, LabError> {
-        let info = ExperimentInfo {
-            name: "t".into(),
-            path: PathBuf::from("t.toml"),
-            sha256: String::new(),
-            kind: "controls".into(),
-            description: String::new(),
-        };
-        let mut table: toml::Table = toml::from_str(text).unwrap();
-        table.remove("name");
-        table.remove("kind");
-        ControlsKind::parse(&info, table)
+        crate::kind::parse_text(text)
     }
 
     const BASE: &str = r#"

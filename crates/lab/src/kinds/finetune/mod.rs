@@ -680,18 +680,7 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<FinetuneKind, LabError> {
-        let info = ExperimentInfo {
-            name: "t".into(),
-            path: "t.toml".into(),
-            sha256: String::new(),
-            kind: "finetune".into(),
-            description: String::new(),
-        };
-        FinetuneKind::parse(
-            &info,
-            toml::from_str(text).unwrap(),
-            &FinetuneFlags::default(),
-        )
+        crate::kind::parse_text(text)
     }
 
     const GRID: &str = r#"

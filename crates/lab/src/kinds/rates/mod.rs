@@ -328,20 +328,9 @@ impl Kind for RatesKind {
 mod tests {
     use super::metrics::MetricRow;
     use super::*;
-    use std::path::PathBuf;
 
     fn parse(text: &str) -> Result<RatesKind, LabError> {
-        let info = ExperimentInfo {
-            name: "t".into(),
-            path: PathBuf::from("t.toml"),
-            sha256: String::new(),
-            kind: "rates".into(),
-            description: String::new(),
-        };
-        let mut table: toml::Table = toml::from_str(text).unwrap();
-        table.remove("name");
-        table.remove("kind");
-        RatesKind::parse(&info, table)
+        crate::kind::parse_text(text)
     }
 
     const BASE: &str = r#"
