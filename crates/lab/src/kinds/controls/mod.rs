@@ -79,8 +79,6 @@ pub struct ControlsKind {
     pub report: ReportConfig,
 }
 
-const MAX_N: usize = 100_000_000;
-
 impl ControlsKind {
     pub fn parse(info: &ExperimentInfo, body: toml::Table) -> Result<Self, LabError> {
         let path = &info.path;
@@ -121,28 +119,7 @@ impl ControlsKind {
                 template,
             });
         }
-        if file.profiles.is_empty() {
-            return Err(err(
-                "no `[profiles.<name>]`: at least one is needed (quick, paper)".into(),
-            ));
-        }
-        for (name, p) in &file.profiles {
-            let at = format!("[profiles.{name}]");
-            if p.ns.is_empty() {
-                return Err(err(format!("{at}: `ns` is empty")));
-            }
-            if let Some(n) = p.ns.iter().find(|n| **n < 2 || **n > MAX_N) {
-                return Err(err(format!(
-                    "{at}: invalid value for `ns`: {n} (allowed: 2..={MAX_N})"
-                )));
-            }
-            if p.replicates == 0 || p.replicates > 10_000 {
-                return Err(err(format!(
-                    "{at}: invalid value for `replicates`: {} (allowed: 1..=10000)",
-                    p.replicates
-                )));
-            }
-        }
+        super::curves::check_profiles(&file.profiles).map_err(err)?;
         let r = &file.report;
         // The rates kind's checks (flat_tolerance, dead_weight and bootstrap were read here
         // unchecked before issue 24), and what controls does not draw.

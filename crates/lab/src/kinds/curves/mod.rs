@@ -19,6 +19,38 @@ pub struct Profile {
     pub replicates: u32,
 }
 
+/// The largest sample size a profile may ask for (the data of one fit must fit in memory; the
+/// memory estimate refuses what the host cannot hold).
+pub const MAX_N: usize = 100_000_000;
+
+/// At least one profile, each with a grid of sizes in 2..=[`MAX_N`] and 1..=10000 replicates;
+/// the message names the profile and the key.
+pub fn check_profiles(
+    profiles: &std::collections::BTreeMap<String, Profile>,
+) -> Result<(), String> {
+    if profiles.is_empty() {
+        return Err("no `[profiles.<name>]`: at least one is needed (quick, paper)".into());
+    }
+    for (name, p) in profiles {
+        let at = format!("[profiles.{name}]");
+        if p.ns.is_empty() {
+            return Err(format!("{at}: `ns` is empty"));
+        }
+        if let Some(n) = p.ns.iter().find(|n| **n < 2 || **n > MAX_N) {
+            return Err(format!(
+                "{at}: invalid value for `ns`: {n} (allowed: 2..={MAX_N})"
+            ));
+        }
+        if p.replicates == 0 || p.replicates > 10_000 {
+            return Err(format!(
+                "{at}: invalid value for `replicates`: {} (allowed: 1..=10000)",
+                p.replicates
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportConfig {

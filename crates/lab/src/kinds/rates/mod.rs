@@ -117,8 +117,6 @@ pub struct RatesKind {
     pub report: ReportConfig,
 }
 
-const MAX_N: usize = 100_000_000;
-
 /// One part of a setting's configuration: `[section]` of the file with the setting's overrides
 /// merged in, parsed (unknown keys are errors) and validated, errors naming `what`.
 fn part<T: ParamGuard + serde::de::DeserializeOwned>(
@@ -196,28 +194,7 @@ impl RatesKind {
                 template,
             });
         }
-        if file.profiles.is_empty() {
-            return Err(err(
-                "no `[profiles.<name>]`: at least one is needed (quick, paper)".into(),
-            ));
-        }
-        for (name, p) in &file.profiles {
-            let at = format!("[profiles.{name}]");
-            if p.ns.is_empty() {
-                return Err(err(format!("{at}: `ns` is empty")));
-            }
-            if let Some(n) = p.ns.iter().find(|n| **n < 2 || **n > MAX_N) {
-                return Err(err(format!(
-                    "{at}: invalid value for `ns`: {n} (allowed: 2..={MAX_N})"
-                )));
-            }
-            if p.replicates == 0 || p.replicates > 10_000 {
-                return Err(err(format!(
-                    "{at}: invalid value for `replicates`: {} (allowed: 1..=10000)",
-                    p.replicates
-                )));
-            }
-        }
+        super::curves::check_profiles(&file.profiles).map_err(err)?;
         file.report.check().map_err(err)?;
         Ok(RatesKind {
             name: info.name.clone(),
