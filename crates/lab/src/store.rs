@@ -438,4 +438,55 @@ mod tests {
         std::fs::write(&path, edited).unwrap();
         assert!(corrupt_why(&path, &id).contains("checksum does not match"));
     }
+
+    /// Rows written as (family columns, shared columns) read back by position, empty cells as
+    /// `None`; a table whose header is not the one this build writes is an error naming both.
+    #[test]
+    fn tuple_rows_read_back_by_position_and_check_their_header() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Own {
+            setting: String,
+        }
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Shared {
+            fits: usize,
+            slope: Option<f64>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rates.csv");
+        let rows = vec![
+            (
+                Own {
+                    setting: "1".into(),
+                },
+                Shared {
+                    fits: 3,
+                    slope: None,
+                },
+            ),
+            (
+                Own {
+                    setting: "b".into(),
+                },
+                Shared {
+                    fits: 2,
+                    slope: Some(-0.5),
+                },
+            ),
+        ];
+        write_csv(&path, &rows).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "setting,fits,slope\n1,3,\nb,2,-0.5\n"
+        );
+        assert_eq!(read_rows::<(Own, Shared)>(&path).unwrap(), rows);
+        // Columns that parse by position under other names: the header check catches them.
+        std::fs::write(&path, "place,fits,slope\n1,3,\n").unwrap();
+        let e = format!("{:#}", read_rows::<(Own, Shared)>(&path).unwrap_err());
+        assert!(e.contains("rates.csv") && e.contains("expected"), "{e}");
+        // Columns that do not parse: the error names the file.
+        std::fs::write(&path, "setting,slope,fits\n1,,3\n").unwrap();
+        let e = format!("{:#}", read_rows::<(Own, Shared)>(&path).unwrap_err());
+        assert!(e.contains("rates.csv"), "{e}");
+    }
 }
