@@ -7,6 +7,9 @@
 //!     cargo run --release -p finetune --example step_time -- lora hora full
 //!
 //! Environment: `BATCH` (16), `LEN` (48), `STEPS` timed steps (10), `WARMUP` untimed steps (2).
+//! With `MODE=eval`, each step is instead one evaluation batch of `BATCH` examples (forward
+//! only, as `train::predict` evaluates: logits, then the predicted class), and the line also
+//! gives examples per second.
 
 use std::time::Instant;
 
@@ -28,6 +31,7 @@ fn env(name: &str, default: usize) -> usize {
 fn main() -> Result<(), finetune::FinetuneError> {
     let (batch, len) = (env("BATCH", 16), env("LEN", 48));
     let (steps, warmup) = (env("STEPS", 10), env("WARMUP", 2));
+    let eval = std::env::var("MODE").is_ok_and(|m| m == "eval");
     let methods: Vec<AdapterKind> = {
         let args: Vec<String> = std::env::args().skip(1).collect();
         if args.is_empty() {
@@ -71,11 +75,16 @@ fn main() -> Result<(), finetune::FinetuneError> {
         let mut times = Vec::with_capacity(steps);
         for step in 0..total {
             let t0 = Instant::now();
-            let logits = model.training_logits(&ids, &mask, Dropouts::of(&cfg), &mut rng)?;
-            let loss = cross_entropy(&logits, &labels)?;
-            opt.step(&loss, step, total, 1, &cfg)?;
-            // Reading the loss forces the step's work, as the training loop does.
-            let _ = loss.to_scalar::<f32>()?;
+            if eval {
+                let logits = model.logits(&ids, &mask, 0.0, None)?.detach();
+                let _: Vec<u32> = logits.argmax(candle_core::D::Minus1)?.to_vec1()?;
+            } else {
+                let logits = model.training_logits(&ids, &mask, Dropouts::of(&cfg), &mut rng)?;
+                let loss = cross_entropy(&logits, &labels)?;
+                opt.step(&loss, step, total, 1, &cfg)?;
+                // Reading the loss forces the step's work, as the training loop does.
+                let _ = loss.to_scalar::<f32>()?;
+            }
             if step >= warmup {
                 times.push(t0.elapsed().as_secs_f64());
             }
@@ -84,9 +93,11 @@ fn main() -> Result<(), finetune::FinetuneError> {
         times.sort_by(f64::total_cmp);
         let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
         println!(
-            "{{\"method\": \"{method}\", \"trainable_params\": {}, \"batch\": {batch}, \"len\": {len}, \"steps\": {steps}, \"median_s\": {median:.5}, \"mean_s\": {mean:.5}, \"min_s\": {:.5}, \"device\": \"{}\"}}",
+            "{{\"method\": \"{method}\", \"mode\": \"{}\", \"trainable_params\": {}, \"batch\": {batch}, \"len\": {len}, \"steps\": {steps}, \"median_s\": {median:.5}, \"mean_s\": {mean:.5}, \"min_s\": {:.5}, \"examples_per_s\": {:.1}, \"device\": \"{}\"}}",
+            if eval { "eval" } else { "train" },
             model.trainable_params(),
             times.first().copied().unwrap_or(f64::NAN),
+            batch as f64 / median,
             device_name(&dev)
         );
     }

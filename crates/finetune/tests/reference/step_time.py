@@ -16,8 +16,14 @@ attention dropout set to 0, as TrainConfig's defaults). Methods:
           ΔW = (α/r)·B A added to the frozen projection, dropout on the adapter input
     full  every encoder weight trains (encoder lr 5e-5, head 1e-3)
 
+Evaluation is timed too: one batch of EVAL_BATCH examples forward only (PyTorch under
+torch.inference_mode() with the model in eval mode; Rust as `train::predict` evaluates), logits
+then the predicted class, reported as examples per second. Every length in --lens is measured,
+Rust then PyTorch for each (so a drift of the machine falls on both sides alike), and one table
+of all rows is printed with the CPU named.
+
     python step_time.py --model-dir DIR --rust-bin target/release/examples/step_time \
-        [--methods lora,hora,full] [--steps 10] [--warmup 2] [--threads 2]
+        [--methods lora,hora,full] [--lens 48,128] [--steps 10] [--warmup 2] [--threads 2]
 
 Pinned in requirements.txt beside this file (torch 2.15.0, transformers 5.24.0, peft 0.21.2).
 """
@@ -73,21 +79,46 @@ def build(method, model_dir):
     return bert, head, torch.optim.AdamW(params, weight_decay=WD), trainable
 
 
-def time_torch(method, a):
+def inputs(batch, length):
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(1000, 30000, (batch, length), generator=g)
+    ids[:, 0] = 101
+    return ids, torch.ones(batch, length, dtype=torch.long)
+
+
+def pool(hidden, mask):
+    m = mask.unsqueeze(-1).float()
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+def time_torch_eval(method, a, length):
+    torch.manual_seed(0)
+    bert, head, _, trainable = build(method, a.model_dir)
+    bert.eval()
+    ids, mask = inputs(a.eval_batch, length)
+    times = []
+    with torch.inference_mode():
+        for step in range(a.warmup + a.steps):
+            t0 = time.perf_counter()
+            hidden = bert(input_ids=ids, attention_mask=mask).last_hidden_state
+            head(pool(hidden, mask)).argmax(-1).tolist()
+            if step >= a.warmup:
+                times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {"method": method, "trainable_params": trainable, "median_s": med,
+            "examples_per_s": a.eval_batch / med}
+
+
+def time_torch(method, a, length):
     torch.manual_seed(0)
     bert, head, opt, trainable = build(method, a.model_dir)
-    g = torch.Generator().manual_seed(7)
-    ids = torch.randint(1000, 30000, (a.batch, a.len), generator=g)
-    ids[:, 0] = 101
-    mask = torch.ones(a.batch, a.len, dtype=torch.long)
+    ids, mask = inputs(a.batch, length)
     labels = torch.arange(a.batch) % 3
     times = []
     for step in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         hidden = bert(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).float()
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        loss = torch.nn.functional.cross_entropy(head(pooled), labels)
+        loss = torch.nn.functional.cross_entropy(head(pool(hidden, mask)), labels)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -98,32 +129,64 @@ def time_torch(method, a):
             "mean_s": statistics.fmean(times), "min_s": min(times)}
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def rust(a, methods, length, mode, batch):
+    env = dict(os.environ, BATCH=str(batch), LEN=str(length), STEPS=str(a.steps),
+               WARMUP=str(a.warmup), RAYON_NUM_THREADS=str(a.threads), MODE=mode)
+    out = subprocess.run([a.rust_bin, *methods], env=env, check=True, capture_output=True,
+                         text=True)
+    return {r["method"]: r for r in map(json.loads, out.stdout.splitlines())}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", required=True)
     p.add_argument("--rust-bin", required=True)
     p.add_argument("--methods", default="lora,hora,full")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--len", type=int, default=48)
+    p.add_argument("--eval-batch", type=int, default=64)
+    p.add_argument("--lens", default="48,128")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     a = p.parse_args()
     methods = a.methods.split(",")
     torch.set_num_threads(a.threads)
-    env = dict(os.environ, BATCH=str(a.batch), LEN=str(a.len), STEPS=str(a.steps),
-               WARMUP=str(a.warmup), RAYON_NUM_THREADS=str(a.threads))
-    out = subprocess.run([a.rust_bin, *methods], env=env, check=True, capture_output=True, text=True)
-    rust = {r["method"]: r for r in map(json.loads, out.stdout.splitlines())}
-    torch_rows = {m: time_torch(m, a) for m in methods}
-    print(f"batch {a.batch}, length {a.len}, {a.steps} timed steps after {a.warmup}, "
-          f"{a.threads} threads; torch {torch.__version__}; rust device {rust[methods[0]]['device']}")
-    print("| method | trainable params (Rust / PyTorch) | PyTorch s/step | Rust s/step | Rust / PyTorch |")
-    print("|---|---|---:|---:|---:|")
-    for m in methods:
-        r, t = rust[m], torch_rows[m]
-        print(f"| {m} | {r['trainable_params']} / {t['trainable_params']} | {t['median_s']:.3f} | "
-              f"{r['median_s']:.3f} | {r['median_s'] / t['median_s']:.2f}× |")
+    rows = []
+    device = None
+    for length in map(int, a.lens.split(",")):
+        r = rust(a, methods, length, "train", a.batch)
+        t = {m: time_torch(m, a, length) for m in methods}
+        device = r[methods[0]]["device"]
+        for m in methods:
+            rows.append((m, length, "train step", r[m]["trainable_params"],
+                         t[m]["trainable_params"], t[m]["median_s"], r[m]["median_s"],
+                         r[m]["median_s"] / t[m]["median_s"]))
+        r = rust(a, methods, length, "eval", a.eval_batch)
+        t = {m: time_torch_eval(m, a, length) for m in methods}
+        for m in methods:
+            # Time per example, so the ratio reads as the training rows do (below 1: Rust faster).
+            rows.append((m, length, f"eval (batch {a.eval_batch})", r[m]["trainable_params"],
+                         t[m]["trainable_params"], t[m]["median_s"], r[m]["median_s"],
+                         r[m]["median_s"] / t[m]["median_s"]))
+    print(f"{cpu_name()}, {a.threads} threads; training batch {a.batch}; {a.steps} timed steps "
+          f"after {a.warmup}; torch {torch.__version__}; rust device {device}; synthetic ids, "
+          "every token attended")
+    print("| method | length | what | trainable params (Rust / PyTorch) | PyTorch s | Rust s | "
+          "Rust / PyTorch |")
+    print("|---|---:|---|---|---:|---:|---:|")
+    for m, length, what, rp, tp, ts, rs, ratio in rows:
+        print(f"| {m} | {length} | {what} | {rp} / {tp} | {ts:.3f} | {rs:.3f} | {ratio:.2f}× |")
     sys.stdout.flush()
 
 
