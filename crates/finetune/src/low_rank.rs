@@ -31,6 +31,24 @@ pub struct LayerDeltas {
 }
 
 impl LayerDeltas {
+    /// The same updates cut from the trainable tensors they were computed from: an evaluation
+    /// forward pass through them builds no backward graph (candle records one for any op with
+    /// a variable among its inputs), so each intermediate is freed as soon as it is used
+    /// instead of living until the output is dropped. Same values, same bits.
+    pub fn detach(&self) -> Self {
+        let cut = |lr: &Option<LowRank>| {
+            lr.as_ref().map(|lr| LowRank {
+                a: lr.a.detach(),
+                b: lr.b.detach(),
+                scale: lr.scale,
+            })
+        };
+        Self {
+            query: cut(&self.query),
+            value: cut(&self.value),
+        }
+    }
+
     /// The updates of every layer: `update(layer, i)` for target `i` (0: query, 1: value).
     pub fn per_layer<L>(
         layers: &[L],

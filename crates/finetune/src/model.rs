@@ -144,7 +144,9 @@ impl Classifier {
     }
 
     /// Class logits `(batch, num_labels)`; adapter dropout at rate `dropout` applies only when
-    /// `rng` is given.
+    /// `rng` is given. Without `rng` this is evaluation: the result is detached (no gradient
+    /// reaches any trainable tensor through it) and the pass keeps no backward graph of the
+    /// adapter's updates; train through [`Classifier::training_logits`] or with an `rng`.
     pub fn logits(
         &self,
         input_ids: &Tensor,
@@ -156,8 +158,10 @@ impl Classifier {
             adapter: dropout,
             ..Dropouts::default()
         };
+        let training = rng.is_some();
         let pooled = self.pooled(input_ids, attention_mask, rng.map(|rng| (rates, rng)))?;
-        Ok(self.head.forward(&pooled)?)
+        let logits = self.head.forward(&pooled)?;
+        Ok(if training { logits } else { logits.detach() })
     }
 
     /// Class logits `(batch, num_labels)` in training: every dropout of `rates`, drawn from `rng`.
@@ -182,6 +186,13 @@ impl Classifier {
     ) -> Result<Tensor> {
         let deltas = if self.merged.is_some() {
             Vec::new()
+        } else if dropout.is_none() {
+            // Evaluation: no backward graph (`LayerDeltas::detach`).
+            self.adapter
+                .deltas()?
+                .iter()
+                .map(LayerDeltas::detach)
+                .collect()
         } else {
             self.adapter.deltas()?
         };

@@ -179,6 +179,35 @@ fn every_trainable_tensor_gets_a_gradient_after_one_step_and_the_base_is_untouch
     }
 }
 
+/// Evaluation (`logits` without an rng) gives the bits a tracked forward pass gives (dropout 0),
+/// but keeps no backward graph: its result and, for every low-rank adapter, the whole pass are
+/// cut from the trainable tensors (issue 23: the graph kept every intermediate of the pass alive,
+/// and an evaluation batch of 64 texts × 128 tokens ran 1.4–1.6× slower with it).
+#[test]
+fn evaluation_keeps_the_bits_and_drops_the_graph() {
+    let (ids, mask, _) = batch();
+    for kind in AdapterKind::ALL {
+        let model = tiny_model(kind, 2);
+        randomise(&model, 11);
+        let mut rng = finetune::rng::init_rng(0, finetune::rng::TRAINING);
+        let tracked = model.logits(&ids, &mask, 0.0, Some(&mut rng)).unwrap();
+        let eval = model.logits(&ids, &mask, 0.0, None).unwrap();
+        assert_eq!(
+            bits(&eval),
+            bits(&tracked),
+            "{kind}: evaluation moved the logits"
+        );
+        assert!(
+            !eval.track_op(),
+            "{kind}: the evaluation result carries a graph"
+        );
+        assert!(
+            tracked.track_op(),
+            "{kind}: the training result lost its graph"
+        );
+    }
+}
+
 #[test]
 fn merged_and_unmerged_logits_agree() {
     let (ids, mask, _) = batch();
