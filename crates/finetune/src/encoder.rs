@@ -336,6 +336,21 @@ impl BertEncoder {
     }
 
     /// A copy with `W ← W + ΔW` in every adapted projection (the base is left untouched).
+    /// The same encoder cut from the trainable variables its weights may be (full fine-tuning):
+    /// the same storage, so the same values and bits, but a forward pass through it builds no
+    /// backward graph (evaluation).
+    pub fn detached(&self) -> Result<Self> {
+        let weights: HashMap<String, Tensor> = self.named_tensors().into_iter().collect();
+        Self::build(&self.config, &mut |path, _, _| {
+            weights
+                .get(path.as_str())
+                .map(Tensor::detach)
+                .ok_or_else(|| {
+                    FinetuneError::Checkpoint(format!("tensor {path} is missing from the encoder"))
+                })
+        })
+    }
+
     pub fn merged(&self, deltas: &[LayerDeltas]) -> Result<Self> {
         let mut out = self.clone();
         for (layer, d) in out.layers.iter_mut().zip(deltas) {

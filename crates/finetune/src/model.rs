@@ -206,8 +206,14 @@ impl Classifier {
             },
             None => ForwardCtx::eval(&deltas),
         };
-        let hidden = self
-            .encoder()
+        // Evaluation through full fine-tuning's own weights: detached too (no graph).
+        let detached = match self.adapter.trainable_encoder() {
+            Some(e) if ctx.rng.is_none() && self.merged.is_none() => Some(e.detached()?),
+            _ => None,
+        };
+        let hidden = detached
+            .as_ref()
+            .unwrap_or_else(|| self.encoder())
             .forward(input_ids, attention_mask, &mut ctx)?;
         let pooled = mean_pool(&hidden, attention_mask)?;
         ctx.drop(&pooled, ctx.hidden_dropout)
