@@ -10,9 +10,9 @@
 //!
 //! Nothing else names a kind: the command line adds each kind's flags ([`Kind::Flags`]) and
 //! subcommands ([`Kind::Commands`]) from this list, and the pipeline and the Slurm path reach a
-//! kind only through the [`Experiment`] trait object that [`load`] returns. The test
-//! `tests::a_toy_kind_plugs_in_through_its_entry_alone` adds a kind with a flag and a
-//! subcommand that way.
+//! kind only through the [`Experiment`] trait object that [`load_in`] returns. The test
+//! `toy::tests::a_toy_kind_plugs_in_through_its_entry_alone` (`kinds/toy.rs`) adds a kind with
+//! a flag and a subcommand that way.
 pub mod controls;
 pub(crate) mod curves;
 pub mod finetune;
