@@ -23,10 +23,11 @@ pub struct Done<'a, J, R> {
     pub record: R,
 }
 
-/// A kind's own command-line flags (a `clap::Args` struct marked `#[group(skip)]`, with no doc
-/// comment of its own: clap would make that the about text of `hora`): global flags of `hora` (declare them `global = true`), parsed
-/// by clap from the same command line and handed to [`Kind::parse`] and to the kind's
-/// subcommands. [`NoFlags`] for a kind without any.
+/// A kind's own command-line flags: global flags of `hora` (declare them `global = true`),
+/// parsed by clap from the same command line and handed to [`Kind::parse`] and to the kind's
+/// subcommands. A `clap::Args` struct marked `#[group(skip)]` (kinds would otherwise share a
+/// group name) and with no doc comment of its own (clap would make it the about text of
+/// `hora`). [`NoFlags`] for a kind without any.
 pub trait KindFlags:
     clap::Args + clap::FromArgMatches + Default + Clone + Send + Sync + 'static
 {
