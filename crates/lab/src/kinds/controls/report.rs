@@ -1,7 +1,7 @@
 //! Figures and `summary.md` of a `controls` profile, drawn from `curves.csv`, `rates.csv` and
 //! `estimator.csv` with the `rates` kind's panels and tables.
 use super::super::curves::metrics::RateRow;
-use super::super::curves::report::{estimator_markdown, loss_curves, rate_header, Line};
+use super::super::curves::report::{estimator_markdown, loss_curves, rate_table, Line};
 use super::super::curves::{CurveRow, EstimatorRow};
 use super::metrics::{method, CurveIds};
 use super::ControlsKind;
@@ -82,21 +82,15 @@ fn summary_markdown(kind: &ControlsKind, profile: &str, rates: &[RateRow<CurveId
         p.replicates,
         kind.report.bootstrap
     );
-    let header = rate_header(
+    let own = |ids: &CurveIds| {
+        let k = (ids.k_true.to_string(), ids.k_fit.to_string());
+        vec![ids.setting.clone(), ids.expert.clone(), k.0, k.1]
+    };
+    s += &rate_table(
         &["setting", "experts", "k*", "k fitted"],
         kind.report.target_loss,
+        rates.iter().map(|(ids, r)| (own(ids), r)),
     );
-    let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    let rows = rates.iter().map(|(ids, r)| {
-        let own = [
-            ids.setting.clone(),
-            ids.expert.clone(),
-            ids.k_true.to_string(),
-            ids.k_fit.to_string(),
-        ];
-        own.into_iter().chain(r.summary_cells()).collect::<Vec<_>>()
-    });
-    s += &crate::markdown::table(&header, rows);
     s +=
         "\nTHEORY.md §5a: exactly specified, every setting should give about −1/2. Over-specified \
           with linear experts, an exact flat set (equal gates, a symmetric split of the expert) \

@@ -106,8 +106,7 @@ impl super::metrics::RateStats {
         }
     }
 
-    /// The cells of the summary's rate table after a family's own columns (headed by
-    /// [`rate_header`]).
+    /// The cells of the summary's rate table after a family's own columns ([`rate_table`]).
     pub fn summary_cells(&self) -> Vec<String> {
         vec![
             self.fits.to_string(),
@@ -133,23 +132,32 @@ impl super::metrics::RateStats {
     }
 }
 
-/// The summary's rate-table header after a family's own columns: `own` then the shared ones.
-pub(crate) fn rate_header(own: &[&str], target_loss: f64) -> Vec<String> {
-    own.iter()
-        .map(|s| s.to_string())
-        .chain(
-            [
-                "fits",
-                "Voronoi slope [95% CI]",
-                "median slope [95% CI]",
-                "regression slope [95% CI]",
-                "converged",
-                "guard failures",
-            ]
-            .map(String::from),
-        )
-        .chain([format!("n at ε = {target_loss} (grid / fitted)")])
-        .collect()
+/// The summary's rate table: a family's own columns (`own` heads them, each row gives their
+/// cells), then the shared ones of [`super::metrics::RateStats::summary_cells`].
+pub(crate) fn rate_table<'a>(
+    own: &[&str],
+    target_loss: f64,
+    rows: impl Iterator<Item = (Vec<String>, &'a super::metrics::RateStats)>,
+) -> String {
+    let shared = [
+        "fits",
+        "Voronoi slope [95% CI]",
+        "median slope [95% CI]",
+        "regression slope [95% CI]",
+        "converged",
+        "guard failures",
+    ];
+    let target = format!("n at ε = {target_loss} (grid / fitted)");
+    let header: Vec<&str> = own
+        .iter()
+        .copied()
+        .chain(shared)
+        .chain([target.as_str()])
+        .collect();
+    crate::markdown::table(
+        &header,
+        rows.map(|(mine, r)| mine.into_iter().chain(r.summary_cells()).collect()),
+    )
 }
 
 pub(crate) fn opt_n(x: Option<f64>) -> String {

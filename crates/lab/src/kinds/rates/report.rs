@@ -1,5 +1,5 @@
 //! Figures and `summary.md` of a `rates` profile, drawn from `curves.csv` and `rates.csv`.
-use super::super::curves::report::{estimator_markdown, loss_curves, rate_header, Line};
+use super::super::curves::report::{estimator_markdown, loss_curves, rate_table, Line};
 use super::metrics::{
     CurveIds, CurveRow, EstimatorRow, PairedRow, RateRow, TimingRow, ESTIMATOR_TABLE, PAIRED_TABLE,
     TIMING_TABLE,
@@ -305,22 +305,21 @@ fn summary_markdown(kind: &RatesKind, profile: &str, rates: &[Rate], heads: bool
         p.replicates,
         kind.report.bootstrap
     );
-    let header = rate_header(
-        &["setting", "truth", "H", "m", "method"],
-        kind.report.target_loss,
-    );
-    let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    let rows = rates.iter().map(|(ids, r)| {
-        let own = [
+    let own = |ids: &CurveIds| {
+        let (h, m) = (ids.heads.to_string(), ids.atoms.to_string());
+        vec![
             ids.setting.clone(),
             ids.truth.clone(),
-            ids.heads.to_string(),
-            ids.atoms.to_string(),
+            h,
+            m,
             ids.method.clone(),
-        ];
-        own.into_iter().chain(r.summary_cells()).collect::<Vec<_>>()
-    });
-    s += &crate::markdown::table(&header, rows);
+        ]
+    };
+    s += &rate_table(
+        &["setting", "truth", "H", "m", "method"],
+        kind.report.target_loss,
+        rates.iter().map(|(ids, r)| (own(ids), r)),
+    );
     s += "\nFor a truth inside the shared families, THEORY.md §5 predicts a Voronoi-loss slope of about \
           −1/2 for every method when m = 1; when m ≥ 2, about −1/2 for replora and hora but a slope \
           drifting toward 0 for lora; and about −1/2 for the regression error throughout. The table \
