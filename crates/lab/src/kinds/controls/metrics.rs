@@ -11,7 +11,7 @@ use hmoe::controls::{self, ControlJob, ControlRecord};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// A fit's own columns of `metrics.csv` (the shared [`FitColumns`] follow).
+/// A fit's own columns of `metrics.csv` (the shared `FitColumns` follow).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FitIds {
     pub id: String,
