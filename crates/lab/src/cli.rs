@@ -169,9 +169,8 @@ pub(crate) fn normalise_in(cmd: &clap::Command, mut args: Vec<String>) -> Vec<St
         .get_arguments()
         .filter(|a| a.get_action().takes_values())
         .flat_map(|a| {
-            a.get_long_and_visible_aliases()
+            a.get_long()
                 .into_iter()
-                .flatten()
                 .chain(a.get_all_aliases().into_iter().flatten())
                 .map(|l| format!("--{l}"))
                 .collect::<Vec<_>>()

@@ -81,11 +81,8 @@ pub(crate) type FitRow<F> = (<F as Fitted>::Ids, FitColumns, <F as Fitted>::Tail
 /// A curve: (setting, method).
 type CurveKey = (String, String);
 
-/// A record and its audit.
-type Audited<'a, F> = (
-    &'a Done<'a, <F as Fitted>::Job, <F as Fitted>::Record>,
-    FitAudit,
-);
+/// A record's curve, its sample size, and its audit.
+type Audited = (CurveKey, usize, FitAudit);
 
 /// The columns of `metrics.csv` every family writes (no timings: metrics repeat byte for byte
 /// across reruns).
@@ -169,9 +166,15 @@ pub(crate) fn write_tables<F: Fitted>(
     let mut curves = Vec::new();
     let mut rates: Vec<RateRow<F::CurveIds>> = Vec::new();
     let mut audits = Vec::new();
-    let audited: Vec<Audited<'_, F>> = {
+    // Each record placed once, not once per curve and grid point.
+    let audited: Vec<Audited> = {
         use rayon::prelude::*;
-        done.par_iter().map(|d| (d, audit(family, d))).collect()
+        done.par_iter()
+            .map(|d| {
+                let (setting, method, n, _) = F::place(d.job);
+                ((setting, method), n, audit(family, d))
+            })
+            .collect()
     };
     for (setting, method, ids) in family.curves() {
         let key = (setting.clone(), method.clone());
@@ -192,11 +195,8 @@ pub(crate) fn write_tables<F: Fitted>(
         for &n in ns {
             let a: Vec<&FitAudit> = audited
                 .iter()
-                .filter(|(d, _)| {
-                    let (s, m, dn, _) = F::place(d.job);
-                    (s, m) == key && dn == n
-                })
-                .map(|(_, a)| a)
+                .filter(|(curve, dn, _)| *curve == key && *dn == n)
+                .map(|(_, _, a)| a)
                 .collect();
             if !a.is_empty() {
                 audits.push(estimator_row(&setting, &method, n, &a));
