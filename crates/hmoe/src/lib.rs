@@ -6,6 +6,7 @@
 
 pub mod atoms;
 pub mod config;
+pub mod construct;
 pub mod controls;
 pub mod data;
 pub mod error;
